@@ -1,0 +1,1 @@
+"""Meldbot's runtime: configuration, engine, outbox, platform adapters, web server and CLI."""

@@ -1,0 +1,117 @@
+"""Wiring: every long-lived object is built here, once, and passed in through constructors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+import storage
+from dialogs import Context, builtin_text
+from dialogs.i18n import LANGUAGES
+
+from .config import ConfigError, Settings
+from .engine import Engine
+from .outbox import OutboxWorker
+from .platform import Adapter
+from .web import create_app
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings) -> Context:
+    """The dialogue's view of the organisation: name, language, time zone and texts."""
+    org = settings.organisation
+
+    def texts(path, name: str) -> dict[str, str]:
+        result = {}
+        for language in LANGUAGES:
+            if path is None:
+                result[language] = builtin_text(name, language)
+                continue
+            file = settings.resolve(path, language)
+            try:
+                result[language] = file.read_text("utf-8")
+            except OSError as error:
+                raise ConfigError(f"[organisation] {name}: cannot read {file}: {error.strerror}") from None
+        return result
+
+    def same_for_all(value: str | None) -> dict[str, str]:
+        return {language: value for language in LANGUAGES} if value else {}
+
+    return Context(
+        organisation=org.name, default_language=org.language, timezone=ZoneInfo(org.timezone),
+        house_rules=texts(org.house_rules, "house_rules"), norm_card=texts(org.norm_card, "norm_card"),
+        aftercare=same_for_all(org.aftercare), contact_promise=same_for_all(org.contact_promise),
+    )
+
+
+@dataclass
+class Meldbot:
+    """A running Meldbot: database, engine, outbox worker, adapters and web server."""
+
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    engine: Engine
+    worker: OutboxWorker
+    adapters: dict[str, Adapter]
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    async def start(self, *, web_server: bool) -> None:
+        """Start adapters, the outbox worker and (optionally) the web server."""
+        for adapter in self.adapters.values():
+            await adapter.start(self.engine.handle)
+        self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
+        if web_server:
+            self._runner = web.AppRunner(create_app(db_engine=self.db), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
+            await site.start()
+            log.info("web server listening on %s (public URL %s)", self.settings.web.listen,
+                     self.settings.web.public_url)
+
+    async def stop(self) -> None:
+        """Stop everything; undelivered messages stay in the outbox for the next start."""
+        self.stop_event.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+        for adapter in self.adapters.values():
+            await adapter.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.db.dispose()
+
+
+async def build(settings: Settings, adapters: dict[str, Adapter]) -> Meldbot:
+    """Connect to the database (migrating it when configured) and wire everything together."""
+    context = build_context(settings)
+    db = storage.create_engine(settings.database.url)
+    if settings.database.auto_migrate:
+        await storage.upgrade(db)
+    else:
+        current = await storage.current_revision(db)
+        if current != storage.head_revision():
+            await db.dispose()
+            raise ConfigError(f"database schema is at {current}, expected {storage.head_revision()}: "
+                              "run `meldbot db upgrade`")
+    sessions = storage.create_sessionmaker(db)
+    worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
+                          timezone=context.timezone)
+
+    def coordinator_targets() -> list[tuple[str, str]]:
+        return [(name, dest) for name, adapter in adapters.items()
+                if (dest := adapter.coordinator_destination())]
+
+    engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
+                    coordinator_targets=coordinator_targets, on_outbox=worker.wake,
+                    delivery_healthy=lambda: worker.healthy)
+    return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, adapters=adapters)

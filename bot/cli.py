@@ -1,0 +1,152 @@
+"""The `meldbot` command: run, chat, cases list, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import Sequence
+
+import storage
+from dialogs import Translator
+from storage import repo
+
+from .app import build
+from .config import ConfigError, Settings, load_settings
+from .console import ConsoleAdapter
+from .engine import DATABASE_ERRORS
+from .platform import Adapter
+
+log = logging.getLogger("meldbot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meldbot", description="Meldbot: report aggression at work in a chat.")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: INFO for run)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="TOML file (default: embedded SQLite in this folder, console only)")
+        return p
+
+    with_config(sub.add_parser("run", help="start every configured platform, the outbox worker and the web server"))
+    chat = with_config(sub.add_parser("chat", help="report in the terminal (console platform)"))
+    chat.add_argument("--user", help="who you are in this chat (default from [console] user)")
+    cases = sub.add_parser("cases", help="cases").add_subparsers(dest="cases_command", required=True)
+    listing = with_config(cases.add_parser("list", help="list cases: reference, status, kinds, created-at"))
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.add_argument("--status", choices=["new", "in_progress", "closed"])
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    with_config(db.add_parser("upgrade", help="apply database migrations"))
+    return parser
+
+
+def _logging(level: str | None, default: int) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), default) if level else default,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _chat(settings: Settings, user: str | None) -> int:
+    user = user or settings.console.user
+    console = ConsoleAdapter(user=user, language=settings.organisation.language)
+    app = await build(settings, {"console": console})
+    await app.start(web_server=False)
+    print(Translator(settings.organisation.language)("console.welcome", user=user), flush=True)
+    try:
+        await console.run()
+        # End of input: deliver what the last turns queued (coordinator notifications) first.
+        if not await app.worker.drain(timeout=15):
+            log.warning("some notifications are still queued; they are delivered at the next start")
+    finally:
+        await app.stop()
+    return 0
+
+
+async def _run(settings: Settings) -> int:
+    adapters: dict[str, Adapter] = {}
+    console = None
+    if not adapters:
+        console = ConsoleAdapter(user=settings.console.user, language=settings.organisation.language)
+        adapters["console"] = console
+    app = await build(settings, adapters)
+    await app.start(web_server=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("meldbot running: platforms=%s", ",".join(adapters))
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if console is not None and console.stdin.isatty():
+        waiters.append(asyncio.ensure_future(console.run()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await app.stop()
+    return 0
+
+
+async def _cases_list(settings: Settings, as_json: bool, status: str | None) -> int:
+    db = storage.create_engine(settings.database.url)
+    try:
+        async with storage.create_sessionmaker(db)() as session:
+            cases = await repo.list_cases(session=session, status=status)
+            rows = [{"reference": c.reference, "status": c.status, "kinds": c.kind_codes,
+                     "created_at": c.created_at.isoformat()} for c in cases]
+    finally:
+        await db.dispose()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['reference']}  {row['status']:<11}  {row['created_at'][:16]}  {','.join(row['kinds'])}")
+    return 0
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    db = storage.create_engine(settings.database.url)
+    try:
+        await storage.upgrade(db)
+        revision = await storage.current_revision(db)
+    finally:
+        await db.dispose()
+    print(f"database is at revision {revision}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `meldbot` console script."""
+    args = _parser().parse_args(argv)
+    _logging(args.log_level, logging.INFO if args.command == "run" else logging.WARNING)
+    try:
+        settings = load_settings(args.config)
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "chat":
+            return asyncio.run(_chat(settings, args.user))
+        if args.command == "cases":
+            return asyncio.run(_cases_list(settings, args.json, args.status))
+        if args.command == "db":
+            return asyncio.run(_db_upgrade(settings))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except DATABASE_ERRORS as error:
+        print(f"Database unavailable ({type(error).__name__}); check [database] url.", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Configuration: one TOML file, overridable by `MELDBOT_<SECTION>__<KEY>` environment variables.
+
+Validated at start-up; errors name the section and key that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///meldbot.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrganisationSettings(_Section):
+    """`[organisation]`: who runs this Meldbot and the texts it shows."""
+
+    name: str = Field("de organisatie", min_length=1, max_length=120)
+    language: Literal["nl", "en"] = "nl"
+    timezone: str = "Europe/Amsterdam"
+    #: Markdown file replacing the shipped house rules. `{language}` in the path is replaced by nl/en.
+    house_rules: Path | None = None
+    #: Markdown file replacing the shipped norm card, same rules as `house_rules`.
+    norm_card: Path | None = None
+    #: Where aftercare is available, shown after a report (replaces the generic text).
+    aftercare: str | None = Field(None, max_length=1000)
+    #: What happens next, shown after a report when contact was wanted.
+    contact_promise: str | None = Field(None, max_length=1000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
+        return value
+
+
+class DatabaseSettings(_Section):
+    """`[database]`: SQLite (embedded default) or PostgreSQL (production)."""
+
+    url: str = DEFAULT_DATABASE_URL
+    #: Apply pending migrations when `meldbot run` or `meldbot chat` starts.
+    auto_migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class WebSettings(_Section):
+    """`[web]`: the HTTP server (Teams endpoint, case pages, health check)."""
+
+    listen: str = "127.0.0.1:8080"
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, for example 127.0.0.1:8080")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ConsoleSettings(_Section):
+    """`[console]`: the terminal platform used by `meldbot chat`."""
+
+    user: str = "medewerker"
+
+
+class Settings(BaseSettings):
+    """All of Meldbot's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="MELDBOT_", env_nested_delimiter="__", extra="forbid")
+
+    organisation: OrganisationSettings = OrganisationSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    web: WebSettings = WebSettings()
+    console: ConsoleSettings = ConsoleSettings()
+
+    #: The directory relative file paths in the config are resolved against.
+    config_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def resolve(self, path: Path, language: str) -> Path:
+        """A configured text path for `language`, relative to the config file."""
+        path = Path(str(path).replace("{language}", language))
+        return path if path.is_absolute() else self.config_dir / path
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the keys."""
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"Invalid configuration ({source}):"]
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) >= 2:
+            where = f"[{loc[0]}] {'.'.join(loc[1:])}"
+        elif loc:
+            where = f"[{loc[0]}]" if item["type"] != "extra_forbidden" else f"unknown section or key '{loc[0]}'"
+        else:
+            where = "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see deploy/meldbot.example.toml)"
+        env_name = "MELDBOT_" + "__".join(part.upper() for part in loc)
+        lines.append(f"  {where}: {message} (environment variable {env_name})")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file (if given) and the environment; raise ConfigError naming bad keys."""
+    if path is None:
+        try:
+            return Settings()
+        except ValidationError as error:
+            raise ConfigError(_describe(error, "environment")) from None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"Configuration file not found: {file}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=file)
+
+    try:
+        return FileSettings(config_dir=file.resolve().parent)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, str(file))) from None
+    except ValueError as error:  # malformed TOML
+        raise ConfigError(f"Invalid configuration ({file}): {error}") from None

@@ -1,0 +1,119 @@
+"""The console platform: the reporter's side of the chat in a terminal (`meldbot chat`).
+
+It implements the same adapter contract as Matrix and Teams: lines typed become inbound
+messages, and coordinator notifications are printed as the outbox delivers them.
+`/bestand PATH` (or `/file PATH`) sends a file as evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from dialogs import Reply, Translator
+
+from .platform import DeliveryError, Handler, InboundAttachment, InboundMessage, Notification
+
+FILE_COMMANDS = ("/bestand", "/file", "!bestand", "!file")
+
+
+class ConsoleAdapter:
+    """A chat in the terminal, for one user."""
+
+    platform = "console"
+
+    def __init__(self, *, user: str, language: str, stdin: TextIO | None = None, stdout: TextIO | None = None):
+        self.user = user
+        self.language = language
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.handler: Handler | None = None
+        self.interactive = self.stdin.isatty() and self.stdout.isatty()
+        self._lock = asyncio.Lock()
+
+    async def start(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def stop(self) -> None:
+        self.handler = None
+
+    def coordinator_destination(self) -> str | None:
+        return "coordinator"
+
+    def _write(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def show(self, replies: Sequence[Reply]) -> None:
+        """Print the bot's replies."""
+        for reply in replies:
+            body = reply.plain()
+            lines = body.splitlines() or [""]
+            self._write("\n".join(("meldbot> " if i == 0 else "         ") + line if line else ""
+                                  for i, line in enumerate(lines)))
+            self._write("")
+
+    def _message(self, line: str) -> InboundMessage | None:
+        text = line.rstrip("\n")
+        attachments: tuple[InboundAttachment, ...] = ()
+        head, _, rest = text.strip().partition(" ")
+        if head.lower() in FILE_COMMANDS:
+            path = Path(rest.strip()).expanduser()
+            try:
+                content = path.read_bytes()
+            except OSError as error:
+                self._write(f"meldbot> {Translator(self.language)('console.file_unreadable', path=str(path), error=error.strerror or error)}")
+                return None
+            media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            attachments = (InboundAttachment(path.name, media_type, content),)
+            text = ""
+        return InboundMessage(
+            platform=self.platform, conversation=self.user, sender=self.user, text=text,
+            event_id=f"console-{uuid.uuid4().hex}", attachments=attachments, sender_name=self.user,
+            address={"user": self.user},
+        )
+
+    async def run(self) -> None:
+        """Read lines until end of input; each line is one message."""
+        assert self.handler is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.interactive:
+                self.stdout.write("jij> " if self.language == "nl" else "you> ")
+                self.stdout.flush()
+            line = await loop.run_in_executor(None, self.stdin.readline)
+            if not line:
+                return
+            message = self._message(line)
+            if message is None:
+                continue
+            replies = await self.handler(message)
+            async with self._lock:
+                self.show(replies)
+
+    async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
+        if address.get("user") != self.user:
+            raise DeliveryError("that person is not in this console", permanent=True)
+        async with self._lock:
+            self.show(replies)
+        return f"console-{idempotency_key}"
+
+    async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
+        t = Translator(self.language)
+        async with self._lock:
+            self._write(f"  ┌─ {t('console.coordinator_room')} ─")
+            for line in notification.plain().splitlines():
+                self._write(f"  │ {line}")
+            self._write("  └─")
+            self._write("")
+        return f"console-{idempotency_key}"
+
+    async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
+        t = Translator(self.language)
+        async with self._lock:
+            self._write(f"  ↳ {t('console.coordinator_room')}: {text}")
+        return f"console-{idempotency_key}"

@@ -1,0 +1,78 @@
+"""What coordinators see in their room or channel: built from stored outbox payloads.
+
+Payloads hold codes (kinds, place, flags), never text the reporter wrote, so a notification can
+only ever show the minimum: reference, categories, flags and the link to the case page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from babel.dates import format_datetime
+
+from dialogs import Translator
+from dialogs.categories import is_urgent
+
+from .platform import Notification
+
+
+def case_flags(*, kinds: list[str], contact: bool | None, aftercare: str | None, police_came: bool | None,
+               police_report: bool | None, injury: bool, evidence: bool) -> list[str]:
+    """Flag codes for a case, most pressing first."""
+    flags = []
+    if is_urgent(kinds):
+        flags.append("urgent")
+    if contact:
+        flags.append("contact")
+    if aftercare == "yes":
+        flags.append("aftercare")
+    elif aftercare == "later":
+        flags.append("aftercare_later")
+    if police_came:
+        flags.append("police_came")
+    if police_report:
+        flags.append("police_report")
+    if injury:
+        flags.append("injury")
+    if evidence:
+        flags.append("evidence")
+    return flags
+
+
+def case_notification_payload(*, reference: str, kinds: list[str], occurred_at: dt.datetime, place: str | None,
+                              flags: list[str], link: str) -> dict[str, Any]:
+    """The stored form of a coordinator notification (codes only)."""
+    return {"reference": reference, "kinds": kinds, "occurred_at": occurred_at.isoformat(), "place": place,
+            "flags": flags, "link": link}
+
+
+def render_case_notification(payload: dict[str, Any], language: str, tz: dt.tzinfo | None) -> Notification:
+    """A notification in the organisation's language."""
+    t = Translator(language)
+    occurred = dt.datetime.fromisoformat(payload["occurred_at"])
+    if tz is not None:
+        occurred = occurred.astimezone(tz)
+    flags = payload.get("flags") or []
+    title = t("notify.new_case", reference=payload["reference"])
+    if "urgent" in flags:
+        title = f"{t('flag.urgent')}: {title}"
+    lines = [
+        (t("notify.kinds"), ", ".join(t(f"kind.{k}") for k in payload.get("kinds") or []) or "—"),
+        (t("notify.when"), format_datetime(occurred, "d MMM y HH:mm", locale=t.language)),
+        (t("notify.where"), t(f"place.{payload['place']}") if payload.get("place") else "—"),
+    ]
+    other_flags = [t(f"flag.{f}") for f in flags if f != "urgent"]
+    if other_flags:
+        lines.append((t("notify.flags"), ", ".join(other_flags)))
+    return Notification(
+        reference=payload["reference"], title=title, lines=tuple(lines), link=payload["link"],
+        link_label=t("notify.open"), urgent="urgent" in flags,
+    )
+
+
+def render_thread_event(payload: dict[str, Any], language: str) -> str:
+    """A later case event as one line for the case thread."""
+    t = Translator(language)
+    values = {k: v for k, v in payload.items() if k != "event"}
+    return t(f"event.{payload['event']}", **values)

@@ -1,0 +1,180 @@
+"""The outbox worker: delivers queued messages to coordinators and reporters, once each.
+
+A message is leased (so two workers never send it together), sent with its stored idempotency
+key (a platform that supports it, like Matrix's transaction ID, drops a resend), and marked
+delivered in the database. Failures are retried with exponential backoff and jitter, honouring
+the platform's retry-after; a message that must be delivered is never given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from typing import Callable, Mapping
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dialogs import Reply
+from storage import repo
+from storage.models import OutboxMessage
+
+from .engine import DATABASE_ERRORS, utc_now
+from .notifications import render_case_notification, render_thread_event
+from .platform import Adapter, DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+class OutboxWorker:
+    """Delivers due outbox messages through the adapters of this process."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        adapters: Mapping[str, Adapter],
+        language: str,
+        timezone: dt.tzinfo | None,
+        clock: Callable[[], dt.datetime] = utc_now,
+        lease: dt.timedelta = dt.timedelta(seconds=120),
+        batch: int = 20,
+        base_delay: float = 2.0,
+        max_delay: float = 300.0,
+        idle_poll: float = 5.0,
+        rng: random.Random | None = None,
+    ):
+        self.sessions = sessions
+        self.adapters = dict(adapters)
+        self.language = language
+        self.timezone = timezone
+        self.clock = clock
+        self.lease = lease
+        self.batch = batch
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.idle_poll = idle_poll
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self.healthy = True
+
+    def wake(self) -> None:
+        """Ask the worker to look at the outbox now (called after a turn queued something)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Deliver what is due now; returns the number of messages delivered."""
+        async with self.sessions() as session, session.begin():
+            claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
+                                                    limit=self.batch, platforms=list(self.adapters))
+        delivered = 0
+        for message in claimed:
+            delivered += await self._deliver(message)
+        return delivered
+
+    async def _deliver(self, message: OutboxMessage) -> int:
+        adapter = self.adapters[message.platform]
+        try:
+            result = await self._send(adapter, message)
+        except DeliveryError as error:
+            await self._failed(message, str(error), error.retry_after)
+            return 0
+        except DATABASE_ERRORS:
+            raise
+        except Exception as error:  # an adapter bug must not stop deliveries of other messages
+            log.exception("outbox send crashed id=%s kind=%s", message.id, message.kind)
+            await self._failed(message, f"{type(error).__name__}", None)
+            return 0
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result)
+            if message.kind == "case_notification" and message.case_id is not None and message.destination:
+                await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
+                                           destination=message.destination, root_id=result, now=now)
+        self.healthy = True
+        log.info("outbox delivered id=%s kind=%s platform=%s attempts=%s", message.id, message.kind,
+                 message.platform, message.attempts)
+        return 1
+
+    async def _send(self, adapter: Adapter, message: OutboxMessage) -> str:
+        payload = message.payload
+        if message.kind == "case_notification":
+            notification = render_case_notification(payload, self.language, self.timezone)
+            return await adapter.post_case_notification(message.destination or "", notification,
+                                                        message.idempotency_key)
+        if message.kind == "case_thread":
+            async with self.sessions() as session:
+                thread = await repo.get_case_thread(session=session, case_id=message.case_id or 0,
+                                                    platform=message.platform,
+                                                    destination=message.destination or "")
+            if thread is None:
+                raise DeliveryError("case thread not posted yet")
+            return await adapter.post_in_case_thread(message.destination or "", thread.root_id,
+                                                     render_thread_event(payload, self.language),
+                                                     message.idempotency_key)
+        if message.kind == "reporter_message":
+            replies = [Reply(text=r.get("text", ""), title=r.get("title", "")) for r in payload.get("replies", [])]
+            return await adapter.send_replies(payload.get("address") or {}, replies, message.idempotency_key)
+        raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Seconds to wait before the next attempt: exponential with full jitter, at least retry-after."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(max(delay, 0.05), max(self.max_delay, retry_after or 0))
+
+    async def _failed(self, message: OutboxMessage, error: str, retry_after: float | None) -> None:
+        delay = self.backoff(message.attempts, retry_after)
+        self.healthy = False
+        log.warning("outbox attempt failed id=%s kind=%s platform=%s attempts=%s retry_in=%.1fs error=%s",
+                    message.id, message.kind, message.platform, message.attempts, delay, error[:200])
+        async with self.sessions() as session, session.begin():
+            await repo.mark_message_failed(session=session, message_id=message.id,
+                                           retry_at=self.clock() + dt.timedelta(seconds=delay), error=error)
+
+    async def pending(self) -> int:
+        """Undelivered messages for this worker's platforms."""
+        async with self.sessions() as session:
+            return await repo.count_pending_messages(session=session, platforms=list(self.adapters))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; sleeps until woken or the next message is due."""
+        while not stop.is_set():
+            self._wake.clear()  # before the run: a wake during the run is then not lost
+            try:
+                delivered = await self.run_once()
+            except DATABASE_ERRORS as error:
+                log.warning("outbox: database unavailable (%s); retrying", type(error).__name__)
+                delivered = 0
+            if delivered:
+                continue
+            timeout = self.idle_poll
+            try:
+                async with self.sessions() as session:
+                    due = await repo.next_due_time(session=session)
+                if due is not None:
+                    timeout = min(self.idle_poll, max(0.05, (due - self.clock()).total_seconds()))
+            except DATABASE_ERRORS:
+                pass
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Deliver until nothing is pending or `timeout` seconds passed; True when all were delivered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await self.run_once()
+            if await self.pending() == 0:
+                return True
+            async with self.sessions() as session:
+                due = await repo.next_due_time(session=session)
+            wait = 0.05 if due is None else max(0.05, (due - self.clock()).total_seconds())
+            await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
+        return await self.pending() == 0

@@ -1,0 +1,88 @@
+"""The contract between platform adapters (console, Matrix, Teams) and the engine.
+
+An adapter only translates: a platform event becomes an `InboundMessage`; neutral replies and
+notifications become platform calls. It never opens a database session and never edits a case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+from dialogs import Reply
+
+
+@dataclass(frozen=True)
+class InboundAttachment:
+    """A file as received from the platform (already decrypted/downloaded by the adapter)."""
+
+    filename: str
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message from a person to the bot."""
+
+    platform: str
+    conversation: str
+    sender: str
+    text: str
+    event_id: str
+    attachments: tuple[InboundAttachment, ...] = ()
+    sender_name: str | None = None
+    #: What the adapter needs to reach this person later (e.g. a Teams conversation reference).
+    address: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A coordinator notification: reference, categories, flags and a link. Never the story or names."""
+
+    reference: str
+    title: str
+    lines: tuple[tuple[str, str], ...]
+    link: str
+    link_label: str
+    urgent: bool = False
+
+    def plain(self) -> str:
+        rows = [self.title] + [f"{label}: {value}" for label, value in self.lines] + [self.link]
+        return "\n".join(rows)
+
+
+class DeliveryError(Exception):
+    """A send failed. `retry_after` (seconds) is the platform's own wish, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+Handler = Callable[[InboundMessage], Awaitable[Sequence[Reply]]]
+
+
+class Adapter(Protocol):
+    """What every platform implements."""
+
+    platform: str
+
+    async def start(self, handler: Handler) -> None:
+        """Connect and begin passing inbound messages to `handler`; returns once running."""
+
+    async def stop(self) -> None:
+        """Disconnect; pending work is left to the outbox."""
+
+    async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
+        """Send replies to a person (proactively, from the outbox); returns a platform message ID."""
+
+    def coordinator_destination(self) -> str | None:
+        """Where case notifications go on this platform (None: this platform has no coordinator room)."""
+
+    async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
+        """Post a new case's notification; returns the ID of the post (the root of the case thread)."""
+
+    async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
+        """Post a later event of a case as a reply in its thread; returns the platform message ID."""

@@ -1,0 +1,42 @@
+"""The HTTP server: health check now; the Teams endpoint and case pages mount here too."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import ping
+
+from .engine import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
+
+DB_KEY = web.AppKey("db_engine", AsyncEngine)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers, 503 otherwise (for load balancers and monitoring)."""
+    try:
+        await ping(request.app[DB_KEY])
+    except DATABASE_ERRORS as error:
+        log.warning("health check: database unavailable (%s)", type(error).__name__)
+        return web.json_response({"status": "unavailable", "database": "down"}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler):
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def create_app(*, db_engine: AsyncEngine) -> web.Application:
+    """The aiohttp application with every route Meldbot serves."""
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[security_headers])
+    app[DB_KEY] = db_engine
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,32 @@
+"""The report conversation: pure functions and plain values, no I/O (see ARCHITECTURE.md)."""
+
+from importlib import resources
+
+from .flow import my_reports, not_saved, record_submission, step, submitted
+from .i18n import LANGUAGES, Translator, translator
+from .model import (
+    AddEvidence,
+    AttachmentInfo,
+    Context,
+    DiscardDraft,
+    Draft,
+    ListMyReports,
+    Option,
+    Reply,
+    State,
+    SubmitReport,
+    Turn,
+    UserInput,
+)
+
+
+def builtin_text(name: str, language: str) -> str:
+    """A shipped Markdown text (`house_rules`, `norm_card`) in `language`."""
+    return resources.files("dialogs").joinpath("content", f"{name}.{language}.md").read_text("utf-8")
+
+
+__all__ = [
+    "AddEvidence", "AttachmentInfo", "Context", "DiscardDraft", "Draft", "LANGUAGES", "ListMyReports",
+    "Option", "Reply", "State", "SubmitReport", "Translator", "Turn", "UserInput", "builtin_text",
+    "my_reports", "not_saved", "record_submission", "step", "submitted", "translator",
+]

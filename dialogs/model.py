@@ -1,0 +1,180 @@
+"""Plain values exchanged with the dialogue: input, state, replies and effects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One numbered choice in a reply; `selected` marks a pre-selection."""
+
+    number: int
+    label: str
+    selected: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A neutral message to the user. Adapters render it (plain text, HTML, card).
+
+    `text` is the body (paragraphs separated by blank lines), `options` a numbered list shown
+    after it, `hint` a short line on how to answer.
+    """
+
+    text: str
+    options: tuple[Option, ...] = ()
+    hint: str = ""
+    title: str = ""
+
+    def plain(self) -> str:
+        """The reply as plain text, as a console or a `body` fallback shows it."""
+        lines = []
+        if self.title:
+            lines.append(self.title)
+        if self.text:
+            lines.append(self.text)
+        if self.options:
+            marks = any(option.selected for option in self.options)
+            option_lines = []
+            for option in self.options:
+                mark = ("[x] " if option.selected else "[ ] ") if marks else ""
+                option_lines.append(f"  {mark}{option.number}. {option.label}")
+            lines.append("\n".join(option_lines))
+        if self.hint:
+            lines.append(self.hint)
+        return "\n\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """What the dialogue knows of a received file (the bytes stay with the engine)."""
+
+    name: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UserInput:
+    """One inbound message: text (may be empty), attachments and the time it arrived (aware)."""
+
+    text: str
+    now: dt.datetime
+    attachments: tuple[AttachmentInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """Organisation settings the dialogue needs; texts are per language (`nl`, `en`)."""
+
+    organisation: str = "je organisatie"
+    default_language: str = "nl"
+    timezone: dt.tzinfo | None = None
+    house_rules: dict[str, str] = field(default_factory=dict)
+    norm_card: dict[str, str] = field(default_factory=dict)
+    aftercare: dict[str, str] = field(default_factory=dict)
+    contact_promise: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Draft:
+    """A report being written. `None` means "not answered"; an empty list means "none"."""
+
+    draft_id: str
+    story: str = ""
+    kinds: list[str] | None = None
+    kinds_suggested: bool = False
+    occurred_at: str | None = None  # ISO 8601, aware
+    occurred_just_now: bool = True
+    occurred_text: str = ""
+    place: str | None = None
+    place_text: str = ""
+    perpetrator: str | None = None
+    perpetrator_text: str = ""
+    consequences: list[str] | None = None
+    contact: bool | None = None
+    aftercare: str | None = None  # yes / later / no
+    police_came: bool | None = None
+    police_report: bool | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Draft":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class State:
+    """Everything the dialogue remembers of one conversation. JSON-serialisable via `to_dict`."""
+
+    language: str = "nl"
+    language_chosen: bool = False
+    step: str = "idle"
+    draft: Draft | None = None
+    history: list[str] = field(default_factory=list)
+    editing: bool = False
+    before_cancel: str | None = None
+    introduced: bool = False
+    last_reference: str | None = None
+    last_submitted_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["draft"] = self.draft.to_dict() if self.draft else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, default_language: str = "nl") -> "State":
+        """Rebuild a state; unknown keys (from older or newer versions) are ignored."""
+        if not data:
+            return cls(language=default_language)
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("draft"):
+            values["draft"] = Draft.from_dict(values["draft"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SubmitReport:
+    """Save the draft as a case; the engine answers with `dialogs.submitted(...)`."""
+
+    draft: Draft
+
+
+@dataclass(frozen=True)
+class ListMyReports:
+    """Show the status of the sender's own cases; the engine answers with `dialogs.my_reports(...)`."""
+
+
+@dataclass(frozen=True)
+class AddEvidence:
+    """Attach the message's files to an already submitted case."""
+
+    reference: str
+
+
+@dataclass(frozen=True)
+class DiscardDraft:
+    """The reporter cancelled: delete what was stored for this draft (attachments)."""
+
+    draft_id: str
+
+
+Effect = SubmitReport | ListMyReports | AddEvidence | DiscardDraft
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The result of one step: replies to send, the new state, effects for the engine."""
+
+    replies: tuple[Reply, ...]
+    state: State
+    effects: tuple[Effect, ...] = ()

@@ -1,0 +1,405 @@
+"""Repository functions: verb-first, the session always a keyword-only argument.
+
+None of these commit: the caller owns the transaction, so everything one turn changes (state,
+case, events, outbox rows) is written together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import (
+    Attachment,
+    Case,
+    CaseEvent,
+    CaseKind,
+    CaseThread,
+    Conversation,
+    HandledEvent,
+    OutboxMessage,
+    Reporter,
+)
+
+# No 0/O, 1/I/L or U: a reference must survive being read out over the phone.
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+REFERENCE_PREFIX = "MB"
+#: Files up to this size are kept inside the database; larger ones need a file store.
+MAX_INLINE_ATTACHMENT = 20 * 1024 * 1024
+
+
+def new_reference() -> str:
+    """A random case reference such as `MB-7KQ-4XP` (30^6 ≈ 7·10^8 possibilities)."""
+    chars = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
+    return f"{REFERENCE_PREFIX}-{chars[:3]}-{chars[3:]}"
+
+
+def normalise_reference(text: str) -> str:
+    """Accept `mb7kq4xp`, `MB-7KQ-4XP` or `7kq 4xp` as the same reference."""
+    chars = "".join(ch for ch in text.upper() if ch.isalnum())
+    if chars.startswith(REFERENCE_PREFIX):
+        chars = chars[len(REFERENCE_PREFIX):]
+    return f"{REFERENCE_PREFIX}-{chars[:3]}-{chars[3:]}" if len(chars) == 6 else text.strip().upper()
+
+
+# -- inbound events -------------------------------------------------------------------------------
+
+
+async def is_event_handled(*, session: AsyncSession, platform: str, event_id: str) -> bool:
+    """True when this platform event was handled before."""
+    found = await session.scalar(
+        select(HandledEvent.id).where(HandledEvent.platform == platform, HandledEvent.event_id == event_id)
+    )
+    return found is not None
+
+
+async def mark_event_handled(*, session: AsyncSession, platform: str, event_id: str, now: dt.datetime) -> None:
+    """Record an event as handled. The unique constraint makes a concurrent duplicate fail at flush."""
+    session.add(HandledEvent(platform=platform, event_id=event_id, handled_at=now))
+    await session.flush()
+
+
+async def prune_handled_events(*, session: AsyncSession, before: dt.datetime) -> int:
+    """Forget handled event IDs older than `before` (platforms stop redelivering long before)."""
+    result = await session.execute(delete(HandledEvent).where(HandledEvent.handled_at < before))
+    return result.rowcount or 0
+
+
+# -- conversations --------------------------------------------------------------------------------
+
+
+async def get_or_create_conversation(
+    *, session: AsyncSession, platform: str, conversation_key: str, sender: str, language: str, now: dt.datetime
+) -> Conversation:
+    """The conversation row for this chat and sender, created on first contact."""
+    query = select(Conversation).where(
+        Conversation.platform == platform,
+        Conversation.conversation_key == conversation_key,
+        Conversation.sender == sender,
+    )
+    conversation = await session.scalar(query)
+    if conversation is not None:
+        return conversation
+    conversation = Conversation(
+        platform=platform, conversation_key=conversation_key, sender=sender, language=language,
+        state={}, address={}, created_at=now, updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(conversation)
+    except IntegrityError:  # created by a concurrent turn of the same person
+        conversation = await session.scalar(query)
+        assert conversation is not None
+    return conversation
+
+
+async def save_conversation_state(
+    *, session: AsyncSession, conversation: Conversation, state: dict[str, Any], language: str,
+    now: dt.datetime, address: dict[str, Any] | None = None,
+) -> None:
+    """Store the dialogue state (and the latest reply address) of a conversation."""
+    conversation.state = state
+    conversation.language = language
+    if address is not None:
+        conversation.address = address
+    conversation.updated_at = now
+    await session.flush()
+
+
+async def get_conversation(*, session: AsyncSession, conversation_id: int) -> Conversation | None:
+    """A conversation by its ID."""
+    return await session.get(Conversation, conversation_id)
+
+
+# -- reporters and cases --------------------------------------------------------------------------
+
+
+async def get_or_create_reporter(
+    *, session: AsyncSession, platform: str, platform_user_id: str, display_name: str | None,
+    conversation_id: int | None, now: dt.datetime,
+) -> Reporter:
+    """The reporter row for a platform identity; keeps the latest name and conversation."""
+    query = select(Reporter).where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id)
+    reporter = await session.scalar(query)
+    if reporter is None:
+        reporter = Reporter(platform=platform, platform_user_id=platform_user_id, display_name=display_name,
+                            conversation_id=conversation_id, created_at=now)
+        try:
+            async with session.begin_nested():
+                session.add(reporter)
+        except IntegrityError:
+            reporter = await session.scalar(query)
+            assert reporter is not None
+    else:
+        reporter.display_name = display_name or reporter.display_name
+        reporter.conversation_id = conversation_id or reporter.conversation_id
+    await session.flush()
+    return reporter
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """What a submitted report holds, as the engine hands it to `create_case`."""
+
+    story: str
+    kinds: list[str]
+    occurred_at: dt.datetime
+    place: str | None
+    urgent: bool
+    contact_wanted: bool | None
+    aftercare: str | None
+    police_came: bool | None
+    police_report_wanted: bool | None
+    language: str
+    answers: dict[str, Any]
+    anonymous: bool = False
+
+
+async def create_case(
+    *, session: AsyncSession, new: NewCase, reporter: Reporter, conversation_id: int | None,
+    now: dt.datetime, reference: str | None = None,
+) -> Case:
+    """Insert a case with a fresh unique reference and its first timeline event."""
+    for attempt in range(10):
+        case = Case(
+            reference=reference if reference and attempt == 0 else new_reference(),
+            status="new", story=new.story, answers=new.answers, occurred_at=new.occurred_at,
+            place=new.place, urgent=new.urgent, contact_wanted=new.contact_wanted, aftercare=new.aftercare,
+            police_came=new.police_came, police_report_wanted=new.police_report_wanted,
+            anonymous=new.anonymous, language=new.language, reporter_id=reporter.id,
+            conversation_id=conversation_id, created_at=now, updated_at=now,
+            kinds=[CaseKind(kind=kind, position=i) for i, kind in enumerate(new.kinds)],
+        )
+        try:
+            async with session.begin_nested():
+                session.add(case)
+        except IntegrityError:
+            session.expunge(case)
+            continue
+        await add_case_event(session=session, case=case, kind="submitted", actor="reporter", data={}, now=now)
+        return case
+    raise RuntimeError("could not find a free case reference")
+
+
+async def add_case_event(
+    *, session: AsyncSession, case: Case, kind: str, actor: str, data: dict[str, Any], now: dt.datetime
+) -> CaseEvent:
+    """Append an event to a case's timeline."""
+    event = CaseEvent(case_id=case.id, kind=kind, actor=actor, data=data, created_at=now)
+    session.add(event)
+    case.updated_at = now
+    await session.flush()
+    return event
+
+
+async def get_case(*, session: AsyncSession, reference: str) -> Case | None:
+    """A case by its reference (any spelling `normalise_reference` accepts)."""
+    return await session.scalar(select(Case).where(Case.reference == normalise_reference(reference)))
+
+
+async def list_cases(
+    *, session: AsyncSession, status: str | None = None, kind: str | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None, limit: int = 500,
+) -> list[Case]:
+    """Cases, newest first, optionally filtered by status, kind and creation period."""
+    query = select(Case).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)
+    if status:
+        query = query.where(Case.status == status)
+    if kind:
+        query = query.where(Case.id.in_(select(CaseKind.case_id).where(CaseKind.kind == kind)))
+    if since:
+        query = query.where(Case.created_at >= since)
+    if until:
+        query = query.where(Case.created_at < until)
+    return list(await session.scalars(query))
+
+
+async def list_cases_for_reporter(*, session: AsyncSession, platform: str, platform_user_id: str) -> list[Case]:
+    """A reporter's own cases, newest first."""
+    query = (
+        select(Case)
+        .join(Reporter, Case.reporter_id == Reporter.id)
+        .where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id)
+        .order_by(Case.created_at.desc(), Case.id.desc())
+    )
+    return list(await session.scalars(query))
+
+
+async def list_case_events(*, session: AsyncSession, case: Case) -> list[CaseEvent]:
+    """A case's timeline, oldest first."""
+    query = select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.created_at, CaseEvent.id)
+    return list(await session.scalars(query))
+
+
+# -- attachments ----------------------------------------------------------------------------------
+
+
+async def add_attachment(
+    *, session: AsyncSession, filename: str, media_type: str, content: bytes, now: dt.datetime,
+    conversation_id: int | None = None, draft_id: str | None = None, case_id: int | None = None,
+) -> Attachment:
+    """Store a file with its SHA-256, size, media type and time received."""
+    if len(content) > MAX_INLINE_ATTACHMENT:
+        raise ValueError("attachment too large to store inline")
+    attachment = Attachment(
+        conversation_id=conversation_id, draft_id=draft_id, case_id=case_id, filename=filename[:255],
+        media_type=media_type[:127] or "application/octet-stream", size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(), content=content, received_at=now,
+    )
+    session.add(attachment)
+    await session.flush()
+    return attachment
+
+
+async def link_draft_attachments(*, session: AsyncSession, conversation_id: int, draft_id: str, case_id: int) -> int:
+    """Move a draft's files to the case it became; returns how many."""
+    result = await session.execute(
+        update(Attachment)
+        .where(Attachment.conversation_id == conversation_id, Attachment.draft_id == draft_id,
+               Attachment.case_id.is_(None))
+        .values(case_id=case_id)
+    )
+    return result.rowcount or 0
+
+
+async def delete_draft_attachments(*, session: AsyncSession, conversation_id: int, draft_id: str) -> int:
+    """Remove the files of a cancelled draft."""
+    result = await session.execute(
+        delete(Attachment).where(Attachment.conversation_id == conversation_id, Attachment.draft_id == draft_id,
+                                 Attachment.case_id.is_(None))
+    )
+    return result.rowcount or 0
+
+
+async def list_attachments(*, session: AsyncSession, case_id: int) -> list[Attachment]:
+    """The evidence of a case, in the order received."""
+    query = select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.received_at, Attachment.id)
+    return list(await session.scalars(query))
+
+
+# -- outbox ---------------------------------------------------------------------------------------
+
+
+async def enqueue_message(
+    *, session: AsyncSession, kind: str, platform: str, destination: str | None, payload: dict[str, Any],
+    now: dt.datetime, case_id: int | None = None,
+) -> OutboxMessage:
+    """Add a message to the outbox, in the caller's transaction."""
+    message = OutboxMessage(
+        kind=kind, platform=platform, destination=destination, payload=payload, case_id=case_id,
+        idempotency_key=uuid.uuid4().hex, attempts=0, next_attempt_at=now, created_at=now,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def claim_due_messages(
+    *, session: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int = 20,
+    platforms: Iterable[str] | None = None,
+) -> list[OutboxMessage]:
+    """Lease up to `limit` due, undelivered messages to this worker.
+
+    A message whose case has an older undelivered message waits, so a case's thread replies never
+    overtake its first notification. The lease is taken with a conditional UPDATE, so two workers
+    never hold the same message.
+    """
+    older = OutboxMessage.__table__.alias("older")
+    blocked = (
+        select(older.c.id)
+        .where(older.c.case_id == OutboxMessage.case_id, older.c.id < OutboxMessage.id,
+               older.c.delivered_at.is_(None), older.c.platform == OutboxMessage.platform)
+        .exists()
+    )
+    query = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.delivered_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now),
+            ~blocked,
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    claimed = []
+    for message in list(await session.scalars(query)):
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None),
+                   or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))
+            .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            await session.refresh(message)
+            claimed.append(message)
+    return claimed
+
+
+async def mark_message_delivered(
+    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None
+) -> None:
+    """Record a delivery; the message is never sent again."""
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id)
+        .values(delivered_at=now, locked_until=None, result=(result or "")[:255], last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_message_failed(
+    *, session: AsyncSession, message_id: int, retry_at: dt.datetime, error: str
+) -> None:
+    """Record a failed attempt and when to try again."""
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id)
+        .values(next_attempt_at=retry_at, locked_until=None, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def count_pending_messages(*, session: AsyncSession, platforms: Iterable[str] | None = None) -> int:
+    """Undelivered outbox messages."""
+    query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    return int(await session.scalar(query) or 0)
+
+
+async def next_due_time(*, session: AsyncSession) -> dt.datetime | None:
+    """When the earliest undelivered message is due (None when the outbox is empty)."""
+    return await session.scalar(
+        select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.delivered_at.is_(None))
+    )
+
+
+# -- case threads ---------------------------------------------------------------------------------
+
+
+async def get_case_thread(*, session: AsyncSession, case_id: int, platform: str, destination: str) -> CaseThread | None:
+    """Where a case's notification was posted on a platform, if it was."""
+    return await session.get(CaseThread, (case_id, platform, destination))
+
+
+async def set_case_thread(
+    *, session: AsyncSession, case_id: int, platform: str, destination: str, root_id: str, now: dt.datetime
+) -> None:
+    """Remember the root of a case's thread (the posted notification)."""
+    existing = await get_case_thread(session=session, case_id=case_id, platform=platform, destination=destination)
+    if existing is None:
+        session.add(CaseThread(case_id=case_id, platform=platform, destination=destination, root_id=root_id,
+                               created_at=now))
+    else:
+        existing.root_id = root_id
+    await session.flush()
