@@ -153,7 +153,7 @@ class _Dialogue:
             if self.in_dialogue():
                 self.state.before_cancel = self.state.step
                 self.state.step = "confirm_cancel"
-                self.replies.append(Reply(self.t("cancel.confirm"), hint=self.t("hint.yes_no")))
+                self.replies.append(self.question_confirm_cancel())
             else:
                 self.say("cancel.nothing")
         elif name == "back":
@@ -171,9 +171,7 @@ class _Dialogue:
         return Reply(body, title=self.t("help.title"))
 
     def repeat_question(self, after_effect: bool = False) -> None:
-        if self.state.step == "confirm_cancel":
-            self.replies.append(Reply(self.t("cancel.confirm"), hint=self.t("hint.yes_no")))
-        elif self.in_dialogue():
+        if self.in_dialogue():
             self.ask(self.state.step, repeat=True)
         elif not after_effect and not self.replies:
             self.say("idle.prompt")
@@ -277,6 +275,9 @@ class _Dialogue:
         return tuple(
             Option(start + i, self.t(f"{prefix}.{code}"), code in selected) for i, code in enumerate(codes)
         )
+
+    def question_confirm_cancel(self) -> Reply:
+        return Reply(self.t("cancel.confirm"), hint=self.t("hint.yes_no"))
 
     def question_story(self) -> Reply:
         return Reply(self.t("q.story"), hint=self.t("hint.story"))
@@ -742,7 +743,7 @@ class _Dialogue:
             self.say("cancel.kept")
             self.ask(self.state.step, repeat=True)
             return
-        self.replies.append(Reply(self.t("cancel.confirm"), hint=self.t("hint.yes_no")))
+        self.replies.append(self.question_confirm_cancel())
 
 
 def _leading_numbers(text: str) -> tuple[list[int], str]:

@@ -190,9 +190,13 @@ def is_greeting(text: str) -> bool:
 
 
 _EN_WORDS = {"the", "was", "i", "me", "my", "he", "she", "they", "at", "and", "is", "a", "an", "to", "of",
-             "with", "just", "called", "yelled", "threatened", "someone", "desk", "this", "yesterday", "hit"}
+             "with", "just", "called", "yelled", "threatened", "someone", "desk", "this", "yesterday", "hit",
+             "something", "happened", "there", "were", "got", "told", "said", "visitor", "customer", "him",
+             "her", "by", "on", "in", "his", "who", "what", "today", "morning", "afternoon", "phone", "shouted"}
 _NL_WORDS = {"de", "het", "een", "ik", "mij", "me", "mijn", "hij", "zij", "ze", "en", "is", "was", "aan", "bij",
-             "van", "met", "net", "werd", "heeft", "niet", "op", "die", "dat", "gisteren", "balie", "er"}
+             "van", "met", "net", "werd", "heeft", "niet", "op", "die", "dat", "gisteren", "balie", "er",
+             "iets", "gebeurd", "gebeurde", "iemand", "kwam", "zei", "tegen", "klant", "bezoeker", "hem", "haar",
+             "door", "in", "zijn", "wie", "wat", "vandaag", "vanochtend", "telefoon", "uitgescholden", "bij"}
 
 
 def guess_language(text: str) -> str | None:

@@ -1,0 +1,408 @@
+"""Every path of the report dialogue, in Dutch and English."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from dialogs import AddEvidence, DiscardDraft, ListMyReports, State, SubmitReport, record_submission
+from dialogs.text import MAX_MESSAGE_CHARS
+from helpers import AMS, NOW, Chat, photo
+
+
+def submitted(chat: Chat) -> SubmitReport:
+    effects = [e for e in chat.last.effects if isinstance(e, SubmitReport)]
+    assert len(effects) == 1, chat.said
+    return effects[0]
+
+
+# -- the minimal report: at most 4 messages ----------------------------------------------------------
+
+MINIMAL = [
+    ("nl", ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]),
+    ("nl", ["Een man schreeuwde tegen me en zei dat hij me zou opwachten", "1", "ok", "verzenden"]),
+    ("nl", ["er gebeurde iets vervelends", "2 11", "ok", "verzenden"]),
+    ("nl", ["Hij dreigde me telefonisch", "0", "ja"]),
+    ("en", ["I was just sworn at at the front desk", "ok", "send"]),
+    ("en", ["A man threatened me", "2", "1", "send"]),
+    ("en", ["something unpleasant happened", "1 12", "ok", "send"]),
+]
+
+
+@pytest.mark.parametrize(("language", "messages"), MINIMAL)
+def test_minimal_report_takes_at_most_four_messages(language, messages):
+    chat = Chat()
+    for text in messages:
+        chat.send(text)
+    effect = submitted(chat)
+    assert chat.messages <= 4
+    assert effect.draft.story == messages[0]
+    assert effect.draft.kinds, "a kind is always known after the minimal path"
+    assert chat.state.language == language
+    assert chat.state.step == "idle" and chat.state.draft is None
+
+
+def test_story_suggests_kind_place_and_time_and_is_not_asked_again():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    draft = chat.draft
+    assert draft.kinds == ["verbal"] and draft.kinds_suggested
+    assert draft.place == "counter"
+    assert draft.occurred_just_now
+    assert chat.state.step == "wishes"
+    assert "Wat is er gebeurd" not in chat.said
+
+
+def test_story_with_yesterday_time_sets_when():
+    chat = Chat()
+    chat.send("Gisteren om 14:30 werd ik bedreigd aan de telefoon")
+    assert dt.datetime.fromisoformat(chat.draft.occurred_at) == dt.datetime(2026, 11, 22, 14, 30, tzinfo=AMS)
+    assert not chat.draft.occurred_just_now
+    assert chat.draft.kinds == ["threat"] and chat.draft.place == "phone"
+
+
+def test_greeting_gets_introduction_and_story_question():
+    chat = Chat()
+    chat.send("hallo")
+    assert "Meldbot" in chat.said and "Gemeente Testdam" in chat.said
+    assert "Wat is er gebeurd?" in chat.said
+    assert chat.state.step == "story"
+    chat.send("Een klant sloeg me in het gemeentehuis bij de balie")
+    assert chat.draft.kinds == ["physical"]
+    assert chat.draft.story.startswith("Een klant sloeg")
+
+
+def test_report_command_then_story():
+    chat = Chat()
+    chat.send("!melden")
+    assert chat.state.step == "story"
+    chat.send("/report")
+    assert "al bezig" in chat.said
+
+
+def test_details_question_lists_only_what_is_missing():
+    chat = Chat()
+    chat.send("Er stond iemand op de stoep te roepen tegen me")  # no kind keyword that we know? "roepen" isn't one
+    said = chat.said
+    assert chat.state.step == "details"
+    assert "11. Balie of loket" in said and "1. Verbale agressie" in said
+
+    chat = Chat()
+    chat.send("Ik werd uitgescholden")  # kind known, place not
+    assert chat.state.step == "details"
+    assert "Ik noteer het als: Verbale agressie" in chat.said
+    assert "1. Balie of loket" in chat.said and "Bedreiging" not in chat.said
+    chat.send("8 in de lift")
+    assert chat.draft.place == "other" and chat.draft.place_text == "in de lift"
+
+
+def test_details_accepts_words_for_both_lists():
+    chat = Chat()
+    chat.send("er gebeurde iets")
+    chat.send("bedreiging aan de balie")
+    assert chat.draft.kinds == ["threat"] and chat.draft.place == "counter"
+    assert chat.state.step == "wishes"
+
+
+def test_details_rejects_two_places_and_numbers_out_of_range():
+    chat = Chat()
+    chat.send("er gebeurde iets")
+    chat.send("11 12")
+    assert "één plek" in chat.said and chat.state.step == "details"
+    chat.send("99")
+    assert "1 tot en met 18" in chat.said and chat.state.step == "details"
+    assert chat.draft.kinds is None
+
+
+def test_wishes_numbers_and_none():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("1 2 4")
+    draft = chat.draft
+    assert (draft.contact, draft.aftercare, draft.police_report, draft.police_came) == (True, "yes", True, False)
+    chat.send("7")
+    chat.send("0")
+    draft = chat.draft
+    assert (draft.contact, draft.aftercare, draft.police_report) == (False, "no", False)
+    assert "geen contact nodig" in chat.said
+
+
+def test_wishes_ok_keeps_aftercare_open_not_declined():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("ok")
+    assert chat.draft.contact is True
+    assert chat.draft.aftercare is None  # not ticked is not declined: the 72-hour check-in still applies
+
+
+def test_story_mentioning_police_preselects_it():
+    chat = Chat()
+    chat.send("Een man duwde me bij het loket, de politie kwam erbij")
+    assert chat.draft.police_came is True
+    assert "[x] 5. De politie is erbij geweest" in chat.said
+
+
+def test_summary_change_every_line_and_return_to_summary():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("ok")
+    assert chat.state.step == "summary"
+    chat.send("wijzig 1")
+    chat.send("Een bezoeker schold me uit en gooide een stoel om")
+    assert chat.state.step == "summary" and chat.draft.story.startswith("Een bezoeker")
+    chat.send("2")
+    assert "[x] 1. Verbale agressie" in chat.said
+    chat.send("1 7")
+    assert chat.draft.kinds == ["verbal", "vandalism"]
+    chat.send("3")
+    chat.send("vanochtend")
+    assert dt.datetime.fromisoformat(chat.draft.occurred_at) == dt.datetime(2026, 11, 23, 9, 0, tzinfo=AMS)
+    chat.send("4")
+    chat.send("5")
+    assert chat.draft.place == "home_visit"
+    chat.send("5")
+    chat.send("2 lange man, ongeveer 40")
+    assert chat.draft.perpetrator == "citizen" and chat.draft.perpetrator_text == "lange man, ongeveer 40"
+    chat.send("6")
+    chat.send("1 3")
+    assert chat.draft.consequences == ["injury", "absence"]
+    chat.send("7")
+    chat.send("2")
+    assert chat.draft.aftercare == "yes" and chat.draft.contact is False
+    assert chat.state.step == "summary"
+    summary = chat.said
+    for expected in ("Huisbezoek", "lange man", "Letsel", "Verzuim", "Vernieling"):
+        assert expected in summary
+    chat.send("verzenden")
+    effect = submitted(chat)
+    assert effect.draft.place == "home_visit"
+
+
+def test_back_goes_to_previous_question_and_keeps_answers():
+    chat = Chat()
+    chat.send("er gebeurde iets")
+    chat.send("2 11")
+    assert chat.state.step == "wishes"
+    chat.send("terug")
+    assert chat.state.step == "details"
+    assert chat.draft.kinds == ["threat"] and chat.draft.place == "counter"
+    chat.send("back")
+    assert chat.state.step == "story"
+    chat.send("terug")
+    assert "eerste vraag" in chat.said and chat.state.step == "story"
+    chat.send("Iemand bedreigde me bij de balie")
+    assert chat.draft.kinds == ["threat"]  # kept, not replaced by a new suggestion
+
+
+def test_back_from_an_edit_returns_to_summary():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("ok")
+    chat.send("wijzig 4")
+    assert chat.state.step == "where"
+    chat.send("terug")
+    assert chat.state.step == "summary" and chat.draft.place == "counter"
+
+
+def test_skip_optional_questions_but_not_the_story():
+    chat = Chat()
+    chat.send("hoi")
+    chat.send("overslaan")
+    assert "niet overslaan" in chat.said and chat.state.step == "story"
+    chat.send("Er gebeurde iets naars")
+    assert chat.state.step == "details"
+    chat.send("skip")
+    assert chat.state.step == "wishes" and chat.draft.kinds is None
+    chat.send("overslaan")
+    assert chat.state.step == "summary" and chat.draft.contact is None
+    assert "niet ingevuld" in chat.said
+    chat.send("verzenden")
+    assert submitted(chat).draft.kinds is None
+
+
+def test_cancel_asks_to_confirm_and_no_keeps_everything():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("stop")
+    assert chat.state.step == "confirm_cancel"
+    chat.send("nee")
+    assert chat.state.step == "wishes" and chat.draft.story.startswith("ik werd")
+    chat.send("annuleer")
+    chat.send("ja")
+    assert chat.state.step == "idle" and chat.state.draft is None
+    assert "niets verstuurd" in chat.said
+    assert not chat.last.effects  # no files, nothing to discard
+
+
+def test_cancel_with_files_discards_them_and_english_cancel():
+    chat = Chat()
+    chat.send("language en")
+    chat.send("", (photo(),))
+    chat.send("cancel")
+    assert "Do you want to stop" in chat.said
+    chat.send("yes")
+    assert any(isinstance(e, DiscardDraft) for e in chat.last.effects)
+
+
+def test_cancel_when_idle_and_confirm_unclear_answer():
+    chat = Chat()
+    chat.send("stop")
+    assert "niets te stoppen" in chat.said
+    chat.send("Ik werd bedreigd op straat")
+    chat.send("cancel")
+    chat.send("misschien")
+    assert chat.state.step == "confirm_cancel" and "ja' of 'nee" in chat.said
+    chat.send("terug")
+    assert chat.state.step == "wishes"
+
+
+def test_unknown_answers_explain_and_repeat_the_question():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("blauw")
+    assert "herkende ik niet" in chat.said and "Wat heb je nodig?" in chat.said
+    assert chat.state.step == "wishes"
+    chat.send("ok")
+    chat.send("hmm")
+    assert "begreep ik niet" in chat.said and chat.state.step == "summary"
+    chat.send("wijzig 3")
+    chat.send("morgen om 10 uur")
+    assert "toekomst" in chat.said and chat.state.step == "when"
+    chat.send("qwerty")
+    assert "begreep ik niet" in chat.said and chat.state.step == "when"
+
+
+def test_long_text_at_a_later_step_is_added_to_the_story():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("en daarna liep hij nog achter me aan naar de fietsenstalling")
+    assert "aan je verhaal toegevoegd" in chat.said
+    assert "fietsenstalling" in chat.draft.story and chat.draft.story.startswith("ik werd net")
+    assert chat.state.step == "wishes"
+
+
+def test_help_and_texts_during_the_dialogue_then_the_same_question():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    for command, expected in (("help", "mijn meldingen"), ("!huisregels", "Huisregels"),
+                              ("/normkaart", "Stop Agressie Samen"), ("Norm Card", "Stop Agressie Samen")):
+        chat.send(command)
+        assert expected in chat.said
+        assert chat.said.rstrip().endswith("'0' voor niets.")  # the wishes question again
+        assert chat.state.step == "wishes"
+
+
+def test_my_reports_is_an_effect_for_the_engine():
+    chat = Chat()
+    chat.send("mijn meldingen")
+    assert chat.last.effects == (ListMyReports(),)
+    chat.send("My Reports")
+    assert chat.last.effects == (ListMyReports(),)
+
+
+def test_language_switch_keeps_the_draft():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("taal en")
+    assert chat.state.language == "en" and "English" in chat.said
+    assert "What do you need?" in chat.said
+    chat.send("language nl")
+    assert "Wat heb je nodig?" in chat.said and chat.draft.story.startswith("ik werd")
+
+
+def test_english_opening_switches_language_once_only():
+    chat = Chat()
+    chat.send("A visitor shouted at me at the desk")
+    assert chat.state.language == "en" and "What do you need?" in chat.said
+    chat = Chat()
+    chat.send("taal nl")
+    chat.send("A visitor shouted at me at the desk")
+    assert chat.state.language == "nl"
+
+
+def test_attachments_at_any_step_join_the_draft():
+    chat = Chat()
+    chat.send("", (photo("bericht.png", 120_000),))
+    assert "bericht.png (117 kB)" in chat.said and chat.state.step == "story"
+    chat.send("Hij schreef dreigende berichten op facebook", (photo("tweede.png"),))
+    assert len(chat.draft.attachments) == 2 and chat.draft.story.startswith("Hij schreef")
+    chat.send("", (photo("derde.png"),))
+    assert chat.state.step == "details" or chat.state.step == "wishes"
+    assert len(chat.draft.attachments) == 3
+    while chat.state.step != "summary":
+        chat.send("overslaan")
+    assert "Bewijs: 3 bestanden" in chat.said
+    chat.send("verzenden")
+    assert len(submitted(chat).draft.attachments) == 3
+
+
+def test_files_after_submission_go_to_that_case():
+    chat = Chat()
+    for text in ("ik werd net uitgescholden aan de balie", "ok", "verzenden"):
+        chat.send(text)
+    chat.state = record_submission(chat.state, "MB-ABC-DEF", NOW)
+    chat.send("", (photo(),))
+    assert chat.last.effects == (AddEvidence("MB-ABC-DEF"),)
+    assert "MB-ABC-DEF" in chat.said
+    later = Chat(now=NOW + dt.timedelta(days=2), state=chat.state)
+    later.send("", (photo(),))
+    assert not later.last.effects and later.state.step == "story"
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+
+def test_empty_message_when_idle_and_at_a_question():
+    chat = Chat()
+    chat.send("")
+    assert "Wat is er gebeurd?" in chat.said
+    chat.send("   ")
+    assert "geen tekst" in chat.said and chat.state.step == "story"
+
+
+def test_only_emoji_is_not_a_story():
+    chat = Chat()
+    chat.send("😡😡😡")
+    assert chat.state.step == "story"
+    chat.send("🤬")
+    assert "paar woorden" in chat.said and chat.draft.story == ""
+
+
+def test_huge_message_is_cut_with_a_notice():
+    chat = Chat()
+    chat.send("Hij schold me uit. " + "bla " * 25_000)
+    assert "erg lang" in chat.said
+    assert len(chat.draft.story) <= MAX_MESSAGE_CHARS
+    assert chat.draft.kinds == ["verbal"]
+
+
+def test_control_and_direction_characters_are_removed_html_kept_as_text():
+    chat = Chat()
+    chat.send("Hij\x00 schold\u202e me\u200b uit <script>alert(1)</script>\x1b[31m")
+    story = chat.draft.story
+    assert "\x00" not in story and "\u202e" not in story and "\u200b" not in story and "\x1b" not in story
+    assert "<script>alert(1)</script>" in story  # escaping is the renderer's job
+    assert chat.draft.kinds == ["verbal"]
+
+
+def test_answer_meant_for_another_step_loses_nothing():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    before = chat.draft.to_dict()
+    chat.send("gisteren 14:30")  # a time, while the wishes are asked
+    assert chat.state.step == "wishes"
+    assert chat.draft.to_dict() == before
+
+
+def test_unknown_step_from_a_future_version_recovers():
+    state = State(step="some_new_step")
+    chat = Chat(state=state)
+    chat.send("Hij bedreigde me aan de balie")
+    assert chat.state.step in ("wishes", "details")
+
+
+def test_state_from_older_version_with_unknown_keys_loads():
+    data = State().to_dict()
+    data["removed_field"] = 1
+    assert State.from_dict(data).step == "idle"
