@@ -19,6 +19,7 @@ from .app import build
 from .config import ConfigError, Settings, load_settings
 from .console import ConsoleAdapter
 from .engine import DATABASE_ERRORS
+from .logs import configure_logging
 from .platform import Adapter
 
 log = logging.getLogger("meldbot")
@@ -43,14 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply database migrations"))
     return parser
-
-
-def _logging(level: str | None, default: int) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), default) if level else default,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def _chat(settings: Settings, user: str | None) -> int:
@@ -126,7 +119,7 @@ async def _db_upgrade(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meldbot` console script."""
     args = _parser().parse_args(argv)
-    _logging(args.log_level, logging.INFO if args.command == "run" else logging.WARNING)
+    configure_logging(args.log_level or (logging.INFO if args.command == "run" else logging.WARNING))
     try:
         settings = load_settings(args.config)
         if args.command == "run":

@@ -604,6 +604,8 @@ class _Dialogue:
         if number is not None:
             if not 1 <= number <= len(cat.PLACES):
                 raise _Answer("error.number_range", low=1, high=len(cat.PLACES))
+            if rest and tx.parse_numbers(rest) is not None:
+                raise _Answer("error.one_place")
             draft.place = cat.PLACES[number - 1]
             draft.place_text = tx.clean(rest, tx.MAX_SHORT_CHARS).text if rest else ""
             return

@@ -181,8 +181,7 @@ async def create_case(
         try:
             async with session.begin_nested():
                 session.add(case)
-        except IntegrityError:
-            session.expunge(case)
+        except IntegrityError:  # reference taken: the savepoint rolled back and dropped `case`
             continue
         await add_case_event(session=session, case=case, kind="submitted", actor="reporter", data={}, now=now)
         return case

@@ -93,6 +93,8 @@ def test_details_question_lists_only_what_is_missing():
     assert chat.state.step == "details"
     assert "Ik noteer het als: Verbale agressie" in chat.said
     assert "1. Balie of loket" in chat.said and "Bedreiging" not in chat.said
+    chat.send("1 2")
+    assert "één plek" in chat.said and chat.draft.place is None
     chat.send("8 in de lift")
     assert chat.draft.place == "other" and chat.draft.place_text == "in de lift"
 
