@@ -76,12 +76,9 @@ class Engine:
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
                 replies, queued = await self._turn(message)
-        except _Duplicate:
-            log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
-            return []
         except IntegrityError:
-            # The same event handled concurrently (unique event ID): the other turn answers.
-            log.info("duplicate event (concurrent) platform=%s event=%s", message.platform, message.event_id)
+            # The event ID was handled before (or is being handled right now): answered once only.
+            log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
             return []
         except _TurnFailed as failed:
             log.error("turn not saved error=%s platform=%s event=%s cause=%s", error_reference, message.platform,
@@ -100,8 +97,7 @@ class Engine:
         language = self.context.default_language
         try:
             async with self.sessions() as session, session.begin():
-                if await repo.is_event_handled(session=session, platform=message.platform, event_id=message.event_id):
-                    raise _Duplicate()
+                # The unique event ID fails this flush for a redelivered event, before any work.
                 await repo.mark_event_handled(session=session, platform=message.platform,
                                               event_id=message.event_id, now=now)
                 conversation = await repo.get_or_create_conversation(
@@ -158,7 +154,7 @@ class Engine:
                 log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
                          state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
             return replies, queued
-        except (_Duplicate, IntegrityError):
+        except IntegrityError:
             raise
         except DATABASE_ERRORS as error:
             raise _TurnFailed(language) from error
@@ -217,10 +213,6 @@ class Engine:
     def case_link(self, reference: str) -> str:
         """The protected case page of a case."""
         return f"{self.public_url}/cases/{reference}"
-
-
-class _Duplicate(Exception):
-    """The event was handled before."""
 
 
 class _TurnFailed(Exception):

@@ -1,0 +1,125 @@
+"""The `meldbot` command end to end, as a real process fed through stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def meldbot(*args: str, cwd: Path, stdin: str = "", env: dict | None = None, timeout: float = 60):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MELDBOT_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=cwd, input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env={**environment, "PYTHONPATH": str(ROOT)})
+
+
+def write_config(folder: Path, body: str) -> Path:
+    path = folder / "meldbot.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_chat_through_stdin_creates_a_case_that_cases_list_shows(tmp_path):
+    result = meldbot("chat", "--user", "anna", cwd=tmp_path,
+                     stdin="ik werd net uitgescholden aan de balie\nok\nverzenden\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Wat heb je nodig?" in out and "opgeslagen onder nummer MB-" in out
+    reference = out.split("opgeslagen onder nummer ")[1].split(".")[0]
+    # The coordinator notification is printed as the outbox delivers it, before the chat ends.
+    assert f"Nieuwe melding {reference}" in out and f"/cases/{reference}" in out
+    assert (tmp_path / "meldbot.db").exists()  # the embedded default: SQLite in the working directory
+
+    listed = meldbot("cases", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["reference"], r["status"], r["kinds"]) for r in rows] == [(reference, "new", ["verbal"])]
+    assert "created_at" in rows[0]
+
+    plain = meldbot("cases", "list", cwd=tmp_path)
+    assert reference in plain.stdout and "verbal" in plain.stdout
+
+
+def test_chat_in_english_with_a_file_and_a_config(tmp_path):
+    shot = tmp_path / "screenshot.png"
+    shot.write_bytes(b"\x89PNG\r\n\x1a\n fake")
+    config = write_config(tmp_path, f"""
+[organisation]
+name = "City of Example"
+language = "en"
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / 'en.db'}"
+[console]
+user = "sam"
+""")
+    result = meldbot("chat", "--config", str(config), cwd=tmp_path,
+                     stdin=f"/file {shot}\nSomeone threatened me on facebook\nok\nsend\nmy reports\n")
+    assert result.returncode == 0, result.stderr
+    assert "Received: screenshot.png" in result.stdout
+    assert "Your report is saved as MB-" in result.stdout
+    assert "evidence attached" in result.stdout
+    assert "Your reports" in result.stdout and "City of Example" not in result.stderr
+
+
+def test_database_upgrade_command(tmp_path):
+    config = write_config(tmp_path, f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "x.db"}"\n')
+    result = meldbot("db", "upgrade", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "revision 0001" in result.stdout
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('[database]\nurl = "mysql://x"\n', "[database] url"),
+    ('[web]\nlisten = "8080"\n', "[web] listen"),
+    ('[organisation]\nlanguage = "fr"\n', "[organisation] language"),
+    ('[organisation]\ntimezone = "Mars/Olympus"\n', "unknown time zone"),
+    ('[organisaton]\nname = "x"\n', "organisaton"),
+    ('[web]\npublic_ur = "https://x"\n', "[web] public_ur"),
+    ('[web\n', "Invalid configuration"),
+])
+def test_bad_config_names_the_key(tmp_path, body, expected):
+    config = write_config(tmp_path, body)
+    result = meldbot("cases", "list", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path):
+    result = meldbot("chat", "--config", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_environment_overrides_the_file(tmp_path):
+    config = write_config(tmp_path, '[database]\nurl = "sqlite+aiosqlite:///from-file.db"\n')
+    result = meldbot("db", "upgrade", "--config", str(config), cwd=tmp_path,
+                     env={"MELDBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'from-env.db'}"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-env.db").exists() and not (tmp_path / "from-file.db").exists()
+    bad = meldbot("db", "upgrade", "--config", str(config), cwd=tmp_path, env={"MELDBOT_WEB__LISTEN": "nope"})
+    assert bad.returncode == 2 and "MELDBOT_WEB__LISTEN" in bad.stderr
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path):
+    result = meldbot("cases", "list", cwd=tmp_path,
+                     env={"MELDBOT_DATABASE__URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"})
+    assert result.returncode == 3 and "Database unavailable" in result.stderr
+
+
+def test_own_house_rules_file(tmp_path):
+    (tmp_path / "regels.nl.md").write_text("Bij ons geldt: altijd vriendelijk blijven.", encoding="utf-8")
+    (tmp_path / "regels.en.md").write_text("Here: always stay friendly.", encoding="utf-8")
+    config = write_config(tmp_path, '[organisation]\nhouse_rules = "regels.{language}.md"\n')
+    result = meldbot("chat", "--config", str(config), cwd=tmp_path, stdin="huisregels\ntaal en\nhouse rules\n")
+    assert result.returncode == 0, result.stderr
+    assert "altijd vriendelijk blijven" in result.stdout and "always stay friendly" in result.stdout
+    missing = write_config(tmp_path, '[organisation]\nnorm_card = "weg.md"\n')
+    result = meldbot("chat", "--config", str(missing), cwd=tmp_path, stdin="")
+    assert result.returncode == 2 and "norm_card" in result.stderr
