@@ -47,7 +47,8 @@ _KIND_KEYWORDS: dict[str, tuple[str, ...]] = {
         "uitgescholden", "uitschelden", "schold*", "scheld*", "geschreeuw*", "schreeuw*", "tier*", "getier*",
         "beledig*", "vernederd*", "vernederen*", "gevloekt", "vloekte*", "uitgemaakt", "kanker*", "tyfus*",
         "shout*", "yell*", "swore", "swearing", "sworn at", "insult*", "humiliat*", "screamed", "screaming",
-        "called me", "verbal*", "verbaal", "verbale",
+        "called me", "verbal*", "verbaal", "verbale", "riep", "riepen", "roepen", "geroepen", "brulde*",
+        "uitgejouwd",
     ),
     "threat": (
         "bedreig*", "dreig*", "gedreigd", "ik weet waar je woont", "weet waar je woont", "vermoord*",
@@ -55,6 +56,7 @@ _KIND_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "intimidation": (
         "intimid*", "achtervolg*", "gevolgd", "volgde me", "opgewacht", "opwachten", "stond te dicht",
+        "te dichtbij", "heel dichtbij", "in mijn gezicht", "in my face", "too close",
         "followed me", "stalk*", "waited for me", "loomed",
     ),
     "physical": (

@@ -108,6 +108,12 @@ class _Dialogue:
             if self.attachments(self.input.attachments, has_text=bool(text)):
                 return self.turn()
 
+        if (self.in_dialogue() and self.state.step not in ("story", "summary", "confirm_cancel")
+                and text and tx.fold(text) in tx.SEND_WORDS):
+            # "verzenden" at a question: show the summary to confirm, keeping every answer.
+            self.ask("summary")
+            return self.turn()
+
         handler = getattr(self, f"answer_{self.state.step}", None)
         if handler is None:  # unknown step from a newer version: start over safely
             self.state.step = "idle"
@@ -412,12 +418,12 @@ class _Dialogue:
         assert draft is not None
         t = self.t
         parts = [t("wish.contact_yes") if draft.contact is not False else t("wish.contact_no")]
-        parts.append({"yes": t("wish.aftercare_yes"), "later": t("wish.aftercare_later"),
+        parts.append({"yes": t("wish.aftercare_now"), "later": t("wish.aftercare_maybe"),
                       "no": t("wish.aftercare_no")}.get(draft.aftercare or "", t("wish.aftercare_unknown")))
         if draft.police_came:
-            parts.append(t("wish.police_came"))
+            parts.append(t("wish.police_was_there"))
         if draft.police_report:
-            parts.append(t("wish.police_report"))
+            parts.append(t("wish.police_report_wanted"))
         elif draft.police_report is False and not draft.police_came:
             parts.append(t("wish.police_no"))
         return "; ".join(parts)

@@ -124,6 +124,8 @@ _NO = {"nee", "n", "no", "nope", "neen", "nee hoor", "nee dank je", "no thanks",
        "geen", "none", "nothing", "niets", "nee bedankt"}
 _SEND = {"verzenden", "verzend", "versturen", "verstuur", "send", "submit", "indienen", "send it",
          "ja verzenden", "ja, verzenden", "klaar", "done"}
+#: The explicit send words (without yes/ok), recognised at any question.
+SEND_WORDS = frozenset(_SEND)
 
 
 def is_yes(text: str) -> bool:

@@ -83,7 +83,7 @@ def test_report_command_then_story():
 
 def test_details_question_lists_only_what_is_missing():
     chat = Chat()
-    chat.send("Er stond iemand op de stoep te roepen tegen me")  # no kind keyword that we know? "roepen" isn't one
+    chat.send("Er stond iemand op de stoep naar me te kijken")  # no kind and no place we know
     said = chat.said
     assert chat.state.step == "details"
     assert "11. Balie of loket" in said and "1. Verbale agressie" in said
@@ -408,3 +408,23 @@ def test_state_from_older_version_with_unknown_keys_loads():
     data = State().to_dict()
     data["removed_field"] = 1
     assert State.from_dict(data).step == "idle"
+
+
+def test_send_word_at_a_question_shows_the_summary_first():
+    chat = Chat()
+    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("ok")
+    chat.send("terug")
+    assert chat.state.step == "wishes"
+    chat.send("verzenden")
+    assert chat.state.step == "summary" and not chat.last.effects
+    assert "Kijk even of dit klopt" in chat.said
+    chat.send("verzenden")
+    assert submitted(chat).draft.contact is True
+
+
+def test_summary_wishes_read_as_one_sentence():
+    chat = Chat()
+    chat.send("Een man duwde me bij het loket, de politie kwam erbij")
+    chat.send("1 2 4 5")
+    assert "contact gewenst; nazorg gewenst; politie is erbij geweest; wil aangifte doen" in chat.said
