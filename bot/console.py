@@ -8,8 +8,11 @@ messages, and coordinator notifications are printed as the outbox delivers them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
+import shutil
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -34,6 +37,7 @@ class ConsoleAdapter:
         self.handler: Handler | None = None
         self.interactive = self.stdin.isatty() and self.stdout.isatty()
         self._lock = asyncio.Lock()
+        self._at_prompt = False
 
     async def start(self, handler: Handler) -> None:
         self.handler = handler
@@ -48,13 +52,33 @@ class ConsoleAdapter:
         self.stdout.write(text + "\n")
         self.stdout.flush()
 
+    def _wrap(self, line: str, indent: str) -> list[str]:
+        if not self.interactive:
+            return [line]
+        width = max(40, shutil.get_terminal_size().columns - len(indent) - 1)
+        return textwrap.wrap(line, width, subsequent_indent="   " if line.lstrip()[:1] in "•[0123456789" else "",
+                             drop_whitespace=True) or [""]
+
+    @property
+    def prompt(self) -> str:
+        return "jij> " if self.language == "nl" else "you> "
+
+    @contextlib.contextmanager
+    def _interrupting(self):
+        """Output that arrives while the user is at the prompt: clear the prompt, print, prompt again."""
+        if self.interactive and self._at_prompt:
+            self.stdout.write("\r\x1b[K")
+        yield
+        if self.interactive and self._at_prompt:
+            self.stdout.write(self.prompt)
+            self.stdout.flush()
+
     def show(self, replies: Sequence[Reply]) -> None:
         """Print the bot's replies."""
         for reply in replies:
-            body = reply.plain()
-            lines = body.splitlines() or [""]
-            self._write("\n".join(("meldbot> " if i == 0 else "         ") + line if line else ""
-                                  for i, line in enumerate(lines)))
+            rows = [row for line in (reply.plain().splitlines() or [""]) for row in self._wrap(line, "meldbot> ")]
+            self._write("\n".join(("meldbot> " if i == 0 else "         ") + row if row else ""
+                                  for i, row in enumerate(rows)))
             self._write("")
 
     def _message(self, line: str) -> InboundMessage | None:
@@ -83,9 +107,11 @@ class ConsoleAdapter:
         loop = asyncio.get_running_loop()
         while True:
             if self.interactive:
-                self.stdout.write("jij> " if self.language == "nl" else "you> ")
+                self.stdout.write(self.prompt)
                 self.stdout.flush()
+            self._at_prompt = True
             line = await loop.run_in_executor(None, self.stdin.readline)
+            self._at_prompt = False
             if not line:
                 return
             message = self._message(line)
@@ -99,21 +125,24 @@ class ConsoleAdapter:
         if address.get("user") != self.user:
             raise DeliveryError("that person is not in this console", permanent=True)
         async with self._lock:
-            self.show(replies)
+            with self._interrupting():
+                self.show(replies)
         return f"console-{idempotency_key}"
 
     async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
         t = Translator(self.language)
         async with self._lock:
-            self._write(f"  ┌─ {t('console.coordinator_room')} ─")
-            for line in notification.plain().splitlines():
-                self._write(f"  │ {line}")
-            self._write("  └─")
-            self._write("")
+            with self._interrupting():
+                self._write(f"  ┌─ {t('console.coordinator_room')} ─")
+                for line in notification.plain().splitlines():
+                    self._write(f"  │ {line}")
+                self._write("  └─")
+                self._write("")
         return f"console-{idempotency_key}"
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         t = Translator(self.language)
         async with self._lock:
-            self._write(f"  ↳ {t('console.coordinator_room')}: {text}")
+            with self._interrupting():
+                self._write(f"  ↳ {t('console.coordinator_room')}: {text}")
         return f"console-{idempotency_key}"

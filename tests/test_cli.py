@@ -123,3 +123,48 @@ def test_own_house_rules_file(tmp_path):
     missing = write_config(tmp_path, '[organisation]\nnorm_card = "weg.md"\n')
     result = meldbot("chat", "--config", str(missing), cwd=tmp_path, stdin="")
     assert result.returncode == 2 and "norm_card" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_serves_health_and_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    config = write_config(tmp_path, f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / 'run.db'}"
+[web]
+listen = "127.0.0.1:{port}"
+public_url = "https://meldbot.example.nl"
+""")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MELDBOT_")}
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config)], cwd=tmp_path,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**environment, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        body = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    body = json.loads(response.read())
+                    break
+            except OSError:
+                time.sleep(0.1)  # polling for readiness, not waiting out a race
+        assert body == {"status": "ok", "database": "ok"}, process.stderr.read() if process.poll() else ""
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert "web server listening" in stderr and "Traceback" not in stderr
