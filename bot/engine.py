@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import dialogs
 from dialogs import (
     AddEvidence,
+    RelayToCoordinator,
     AttachmentInfo,
     Context,
     DiscardDraft,
@@ -29,10 +30,11 @@ from dialogs import (
     UserInput,
 )
 from dialogs.categories import is_urgent
+from dialogs.coordinator import claimed_for_reporter, message_for_reporter, parse_coordinator_command, thread_reply
 from storage import repo
 
 from .notifications import case_flags, case_notification_payload
-from .platform import InboundAttachment, InboundMessage
+from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ class Engine:
                             replies += shown
                     elif isinstance(effect, AddEvidence):
                         queued |= await self._add_evidence(session, effect.reference, files, now)
+                    elif isinstance(effect, RelayToCoordinator):
+                        queued |= await self._relay_to_coordinator(session, message, effect, now)
                     elif isinstance(effect, DiscardDraft):
                         await repo.delete_draft_attachments(session=session, conversation_id=conversation.id,
                                                             draft_id=effect.draft_id)
@@ -204,6 +208,109 @@ class Engine:
                                                      "count": len(files)}, now)
         return True
 
+    async def _relay_to_coordinator(self, session: AsyncSession, message: InboundMessage,
+                                    effect: RelayToCoordinator, now: dt.datetime) -> bool:
+        case = await repo.get_case(session=session, reference=effect.reference)
+        reporter = await repo.get_reporter(session=session, reporter_id=case.reporter_id) if case else None
+        if case is None or reporter is None or (reporter.platform, reporter.platform_user_id) != (
+                message.platform, message.sender):
+            log.warning("relay refused: not the reporter of the case event=%s", message.event_id)
+            return False
+        await repo.add_case_event(session=session, case=case, kind="reporter_message", actor="reporter",
+                                  data={"text": effect.text}, now=now)
+        await self.post_to_thread(session, case.id, {"event": "reporter_message", "reference": case.reference,
+                                                     "text": effect.text}, now)
+        return True
+
+    async def handle_coordinator(self, message: CoordinatorMessage) -> list[Reply]:
+        """A message in a case thread: `claim` or `reply <text>`; returns the answers for the thread."""
+        command = parse_coordinator_command(message.text)
+        if command is None:
+            return []  # coordinators talking among themselves
+        language = self.context.default_language
+        now = self.clock()
+        name = message.sender_name or message.sender
+        queued = False
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                async with self.sessions() as session, session.begin():
+                    await repo.mark_event_handled(session=session, platform=message.platform,
+                                                  event_id=message.event_id, now=now)
+                    case = await repo.get_case_by_thread(session=session, platform=message.platform,
+                                                         destination=message.destination,
+                                                         root_id=message.thread_root)
+                    if case is None:
+                        return []
+                    if not message.is_coordinator:
+                        log.warning("coordinator command refused: not a member platform=%s event=%s",
+                                    message.platform, message.event_id)
+                        return [thread_reply(language, "not_allowed")]
+                    if command.name == "help":
+                        return [thread_reply(language, "help")]
+                    if command.name == "claim":
+                        if case.assigned_to:
+                            return [thread_reply(language, "already_claimed", reference=case.reference,
+                                                 name=case.assigned_to)]
+                        case.assigned_to = name
+                        if case.status == "new":
+                            case.status = "in_progress"
+                        await repo.add_case_event(session=session, case=case, kind="claimed",
+                                                  actor=f"coordinator:{message.sender}", data={"name": name},
+                                                  now=now)
+                        await self._to_reporter(session, case, claimed_for_reporter(case.language, case.reference,
+                                                                                    name), now)
+                        queued = True
+                        answer = thread_reply(language, "claimed", reference=case.reference, name=name)
+                    else:
+                        if not command.text:
+                            return [thread_reply(language, "reply_empty")]
+                        await repo.add_case_event(session=session, case=case, kind="coordinator_message",
+                                                  actor=f"coordinator:{message.sender}",
+                                                  data={"name": name, "text": command.text}, now=now)
+                        await self._to_reporter(session, case, message_for_reporter(
+                            case.language, case.reference, name, command.text), now, relay=True)
+                        queued = True
+                        answer = thread_reply(language, "relayed", reference=case.reference)
+        except IntegrityError:
+            return []
+        except DATABASE_ERRORS as error:
+            reference = secrets.token_hex(3).upper()
+            log.error("coordinator command not saved error=%s event=%s cause=%s", reference, message.event_id,
+                      type(error).__name__)
+            return list(dialogs.not_saved(language, reference))
+        log.info("coordinator command=%s platform=%s event=%s", command.name, message.platform, message.event_id)
+        if queued and self.on_outbox:
+            self.on_outbox()
+        return [answer]
+
+    async def _to_reporter(self, session: AsyncSession, case, reply: Reply, now: dt.datetime,
+                           relay: bool = False) -> None:
+        """Queue a message to the reporter in their own chat; with `relay`, their answer comes back."""
+        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id) \
+            if case.conversation_id else None
+        if conversation is None:
+            log.warning("reporter of %s cannot be reached: no conversation", case.reference)
+            return
+        await repo.enqueue_message(
+            session=session, kind="reporter_message", platform=conversation.platform, destination=None,
+            payload={"address": conversation.address or {}, "replies": [reply_payload(reply)]}, now=now,
+            case_id=case.id,
+        )
+        if relay:
+            state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference)
+            await repo.save_conversation_state(session=session, conversation=conversation, state=state.to_dict(),
+                                               language=state.language, now=now)
+
+    async def defer_replies(self, platform: str, address: dict, replies: Sequence[Reply]) -> None:
+        """Replies an adapter could not send right now: the outbox delivers them when it can."""
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            await repo.enqueue_message(session=session, kind="reporter_message", platform=platform, destination=None,
+                                       payload={"address": address, "replies": [reply_payload(r) for r in replies]},
+                                       now=now)
+        if self.on_outbox:
+            self.on_outbox()
+
     async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime) -> None:
         """Queue a line in the case's thread on every coordinator platform."""
         for platform, destination in self.coordinator_targets():
@@ -221,6 +328,20 @@ class _TurnFailed(Exception):
     def __init__(self, language: str):
         super().__init__(language)
         self.language = language
+
+
+def reply_payload(reply: Reply) -> dict:
+    """A reply in the form the outbox stores (plain values)."""
+    return {"text": reply.text, "title": reply.title, "hint": reply.hint,
+            "options": [[o.number, o.label, o.selected] for o in reply.options]}
+
+
+def payload_reply(data: dict) -> Reply:
+    """The reply an outbox payload holds."""
+    from dialogs import Option
+
+    return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
+                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
 
 
 def _accepted_files(files: Sequence[InboundAttachment]) -> tuple[list[InboundAttachment], str]:

@@ -16,11 +16,10 @@ from typing import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dialogs import Reply
 from storage import repo
 from storage.models import OutboxMessage
 
-from .engine import DATABASE_ERRORS, utc_now
+from .engine import DATABASE_ERRORS, payload_reply, utc_now
 from .notifications import render_case_notification, render_thread_event
 from .platform import Adapter, DeliveryError
 
@@ -114,7 +113,7 @@ class OutboxWorker:
                                                      render_thread_event(payload, self.language),
                                                      message.idempotency_key)
         if message.kind == "reporter_message":
-            replies = [Reply(text=r.get("text", ""), title=r.get("title", "")) for r in payload.get("replies", [])]
+            replies = [payload_reply(r) for r in payload.get("replies", [])]
             return await adapter.send_replies(payload.get("address") or {}, replies, message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
 

@@ -37,6 +37,20 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class CoordinatorMessage:
+    """A message in a case thread of the coordinator room or channel."""
+
+    platform: str
+    destination: str
+    thread_root: str
+    sender: str
+    text: str
+    event_id: str
+    is_coordinator: bool
+    sender_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Notification:
     """A coordinator notification: reference, categories, flags and a link. Never the story or names."""
 

@@ -2,7 +2,8 @@
 
 from importlib import resources
 
-from .flow import my_reports, not_saved, record_submission, step, submitted
+from .coordinator import CoordinatorCommand, parse_coordinator_command
+from .flow import my_reports, not_saved, open_relay, record_submission, step, submitted
 from .i18n import LANGUAGES, Translator, translator
 from .model import (
     AddEvidence,
@@ -12,6 +13,7 @@ from .model import (
     Draft,
     ListMyReports,
     Option,
+    RelayToCoordinator,
     Reply,
     State,
     SubmitReport,
@@ -26,7 +28,7 @@ def builtin_text(name: str, language: str) -> str:
 
 
 __all__ = [
-    "AddEvidence", "AttachmentInfo", "Context", "DiscardDraft", "Draft", "LANGUAGES", "ListMyReports",
+    "AddEvidence", "AttachmentInfo", "Context", "CoordinatorCommand", "RelayToCoordinator", "DiscardDraft", "Draft", "LANGUAGES", "ListMyReports",
     "Option", "Reply", "State", "SubmitReport", "Translator", "Turn", "UserInput", "builtin_text",
-    "my_reports", "not_saved", "record_submission", "step", "submitted", "translator",
+    "my_reports", "not_saved", "open_relay", "parse_coordinator_command", "record_submission", "step", "submitted", "translator",
 ]

@@ -25,6 +25,7 @@ from .model import (
     Effect,
     ListMyReports,
     Option,
+    RelayToCoordinator,
     Reply,
     State,
     SubmitReport,
@@ -431,6 +432,11 @@ class _Dialogue:
     # -- answers ------------------------------------------------------------------------------------
 
     def answer_idle(self, text: str) -> None:
+        if self.state.relay_reference and text and tx.has_words(text) and not tx.is_greeting(text):
+            self.effects.append(RelayToCoordinator(self.state.relay_reference,
+                                                   tx.clean(text, tx.MAX_MESSAGE_CHARS).text))
+            self.say("relay.sent", reference=self.state.relay_reference)
+            return
         if not text or tx.is_greeting(text) or not tx.has_words(text):
             self.introduce(greeting=bool(text) and tx.is_greeting(text))
             return
@@ -719,6 +725,7 @@ class _Dialogue:
             return
         if tx.is_send(text):
             self.effects.append(SubmitReport(draft))
+            self.state.relay_reference = None  # answers now belong to the new report's follow-up
             self.state.draft = None
             self.state.step = "idle"
             self.state.history = []
@@ -791,6 +798,11 @@ def step(state: State | None, user_input: UserInput, context: Context | None = N
 def record_submission(state: State, reference: str, now: dt.datetime) -> State:
     """The state after the engine saved a report: remembers the reference for late evidence."""
     return replace(state, last_reference=reference, last_submitted_at=now.isoformat())
+
+
+def open_relay(state: State, reference: str) -> State:
+    """The state after a coordinator wrote to the reporter: their next free text is an answer."""
+    return replace(state, relay_reference=reference)
 
 
 def submitted(language: str, reference: str, draft: Draft, context: Context, deferred: bool = False) -> tuple[Reply, ...]:

@@ -124,6 +124,8 @@ class State:
     introduced: bool = False
     last_reference: str | None = None
     last_submitted_at: str | None = None
+    #: A coordinator wrote about this case: the reporter's next free text goes to them.
+    relay_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -162,13 +164,21 @@ class AddEvidence:
 
 
 @dataclass(frozen=True)
+class RelayToCoordinator:
+    """Pass the reporter's answer on to the coordinator's thread of a case."""
+
+    reference: str
+    text: str
+
+
+@dataclass(frozen=True)
 class DiscardDraft:
     """The reporter cancelled: delete what was stored for this draft (attachments)."""
 
     draft_id: str
 
 
-Effect = SubmitReport | ListMyReports | AddEvidence | DiscardDraft
+Effect = SubmitReport | ListMyReports | AddEvidence | DiscardDraft | RelayToCoordinator
 
 
 @dataclass(frozen=True)

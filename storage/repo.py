@@ -402,3 +402,17 @@ async def set_case_thread(
     else:
         existing.root_id = root_id
     await session.flush()
+
+
+async def get_case_by_thread(*, session: AsyncSession, platform: str, destination: str, root_id: str) -> Case | None:
+    """The case whose coordinator notification is the root of this thread."""
+    query = (
+        select(Case).join(CaseThread, CaseThread.case_id == Case.id)
+        .where(CaseThread.platform == platform, CaseThread.destination == destination, CaseThread.root_id == root_id)
+    )
+    return await session.scalar(query)
+
+
+async def get_reporter(*, session: AsyncSession, reporter_id: int) -> Reporter | None:
+    """A reporter by ID."""
+    return await session.get(Reporter, reporter_id)
