@@ -68,7 +68,7 @@ class Meldbot:
     async def start(self, *, web_server: bool) -> None:
         """Start adapters, the outbox worker and (optionally) the web server."""
         for adapter in self.adapters.values():
-            await adapter.start(self.engine.handle)
+            await adapter.start(self.engine)
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
         if web_server:
             self._runner = web.AppRunner(create_app(db_engine=self.db), access_log=None)

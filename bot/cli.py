@@ -62,8 +62,20 @@ async def _chat(settings: Settings, user: str | None) -> int:
     return 0
 
 
-async def _run(settings: Settings) -> int:
+def platform_adapters(settings: Settings) -> dict[str, Adapter]:
+    """The adapters of every configured chat platform."""
     adapters: dict[str, Adapter] = {}
+    if settings.matrix is not None:
+        from .matrix.adapter import MatrixAdapter
+
+        adapters["matrix"] = MatrixAdapter(settings=settings.matrix,
+                                           store_dir=settings.resolve(settings.matrix.store_dir, ""),
+                                           language=settings.organisation.language)
+    return adapters
+
+
+async def _run(settings: Settings) -> int:
+    adapters = platform_adapters(settings)
     console = None
     if not adapters:
         console = ConsoleAdapter(user=settings.console.user, language=settings.organisation.language)

@@ -97,6 +97,40 @@ class WebSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class MatrixSettings(_Section):
+    """`[matrix]`: the bot's account on a Matrix homeserver."""
+
+    homeserver: str
+    user_id: str = Field(pattern=r"^@[^:\s]+:\S+$")
+    #: An access token with its device ID, or a password for a first login that stores the token.
+    access_token: str | None = None
+    password: str | None = None
+    device_id: str | None = None
+    #: Holds the encryption keys, the login and the sync token: keep it, back it up, never share it.
+    store_dir: Path = Path("matrix-store")
+    #: Room ID or alias of the coordinators' room; the bot joins it at start.
+    coordinator_room: str | None = None
+    #: Servers whose users may talk to the bot; empty: only the bot's own server.
+    allowed_servers: list[str] = Field(default_factory=list)
+    display_name: str = "Meldbot"
+
+    @field_validator("homeserver")
+    @classmethod
+    def _hs_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def server_name(self) -> str:
+        return self.user_id.split(":", 1)[1]
+
+    @property
+    def servers(self) -> set[str]:
+        return set(self.allowed_servers) or {self.server_name}
+
+
 class ConsoleSettings(_Section):
     """`[console]`: the terminal platform used by `meldbot chat`."""
 
@@ -112,6 +146,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     console: ConsoleSettings = ConsoleSettings()
+    matrix: MatrixSettings | None = None
 
     #: The directory relative file paths in the config are resolved against.
     config_dir: Path = Field(default_factory=Path.cwd, exclude=True)

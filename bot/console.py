@@ -19,7 +19,7 @@ from typing import Any, Sequence, TextIO
 
 from dialogs import Reply, Translator
 
-from .platform import DeliveryError, Handler, InboundAttachment, InboundMessage, Notification
+from .platform import Bot, DeliveryError, InboundAttachment, InboundMessage, Notification
 
 FILE_COMMANDS = ("/bestand", "/file", "!bestand", "!file")
 
@@ -34,16 +34,16 @@ class ConsoleAdapter:
         self.language = language
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
-        self.handler: Handler | None = None
+        self.bot: Bot | None = None
         self.interactive = self.stdin.isatty() and self.stdout.isatty()
         self._lock = asyncio.Lock()
         self._at_prompt = False
 
-    async def start(self, handler: Handler) -> None:
-        self.handler = handler
+    async def start(self, bot: Bot) -> None:
+        self.bot = bot
 
     async def stop(self) -> None:
-        self.handler = None
+        self.bot = None
 
     def coordinator_destination(self) -> str | None:
         return "coordinator"
@@ -103,7 +103,7 @@ class ConsoleAdapter:
 
     async def run(self) -> None:
         """Read lines until end of input; each line is one message."""
-        assert self.handler is not None, "start() first"
+        assert self.bot is not None, "start() first"
         loop = asyncio.get_running_loop()
         while True:
             if self.interactive:
@@ -117,7 +117,7 @@ class ConsoleAdapter:
             message = self._message(line)
             if message is None:
                 continue
-            replies = await self.handler(message)
+            replies = await self.bot.handle(message)
             async with self._lock:
                 self.show(replies)
 

@@ -7,7 +7,7 @@ notifications become platform calls. It never opens a database session and never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from dialogs import Reply
 
@@ -75,7 +75,17 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-Handler = Callable[[InboundMessage], Awaitable[Sequence[Reply]]]
+class Bot(Protocol):
+    """What an adapter may ask of the engine (and nothing else: no sessions, no cases)."""
+
+    async def handle(self, message: InboundMessage) -> Sequence[Reply]:
+        """A reporter's message; returns the replies for them."""
+
+    async def handle_coordinator(self, message: CoordinatorMessage) -> Sequence[Reply]:
+        """A message in a case thread; returns the answers for that thread."""
+
+    async def defer_replies(self, platform: str, address: dict[str, Any], replies: Sequence[Reply]) -> None:
+        """Replies that could not be sent now: the outbox delivers them later."""
 
 
 class Adapter(Protocol):
@@ -83,8 +93,8 @@ class Adapter(Protocol):
 
     platform: str
 
-    async def start(self, handler: Handler) -> None:
-        """Connect and begin passing inbound messages to `handler`; returns once running."""
+    async def start(self, bot: Bot) -> None:
+        """Connect and begin passing inbound messages to `bot`; returns once running."""
 
     async def stop(self) -> None:
         """Disconnect; pending work is left to the outbox."""

@@ -437,7 +437,7 @@ class _Dialogue:
                                                    tx.clean(text, tx.MAX_MESSAGE_CHARS).text))
             self.say("relay.sent", reference=self.state.relay_reference)
             return
-        if not text or tx.is_greeting(text) or not tx.has_words(text):
+        if not text or tx.is_greeting(text) or not tx.has_words(text) or _too_short_for_a_story(text):
             self.introduce(greeting=bool(text) and tx.is_greeting(text))
             return
         self.start_draft()
@@ -759,6 +759,11 @@ class _Dialogue:
             self.ask(self.state.step, repeat=True)
             return
         self.replies.append(self.question_confirm_cancel())
+
+
+def _too_short_for_a_story(text: str) -> bool:
+    """One word that names no incident ("oppakken", "ok") opens the conversation, it is no story."""
+    return len(text.split()) < 2 and not cat.suggest_kinds(text)
 
 
 def _leading_numbers(text: str) -> tuple[list[int], str]:

@@ -37,16 +37,29 @@ NOTIFICATION = Notification(reference="MB-ABC-DEF", title="Nieuwe melding MB-ABC
                             link_label="Openen", urgent=True)
 
 
+class RecordingBot:
+    """Stands in for the engine: records what the adapter passes on."""
+
+    def __init__(self):
+        self.messages: list[InboundMessage] = []
+        self.deferred: list[tuple] = []
+
+    async def handle(self, message):
+        self.messages.append(message)
+        return [Reply("ok")]
+
+    async def handle_coordinator(self, message):
+        self.messages.append(message)
+        return []
+
+    async def defer_replies(self, platform, address, replies):
+        self.deferred.append((platform, address, replies))
+
+
 @pytest.fixture(params=ADAPTERS)
 async def harness(request):
     harness = request.param()
-    received: list[InboundMessage] = []
-
-    async def handler(message):
-        received.append(message)
-        return [Reply("ok")]
-
-    await harness.adapter.start(handler)
+    await harness.adapter.start(RecordingBot())
     try:
         yield harness
     finally:

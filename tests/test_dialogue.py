@@ -428,3 +428,12 @@ def test_summary_wishes_read_as_one_sentence():
     chat.send("Een man duwde me bij het loket, de politie kwam erbij")
     chat.send("1 2 4 5")
     assert "contact gewenst; nazorg gewenst; politie is erbij geweest; wil aangifte doen" in chat.said
+
+
+def test_one_word_opens_the_conversation_unless_it_names_an_incident():
+    chat = Chat()
+    chat.send("oppakken")
+    assert chat.state.step == "story" and "Wat is er gebeurd?" in chat.said
+    chat = Chat()
+    chat.send("uitgescholden")
+    assert chat.draft.story == "uitgescholden" and chat.draft.kinds == ["verbal"]

@@ -1,0 +1,55 @@
+"""Neutral replies and notifications as Matrix message content (HTML with a plain-text body)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from dialogs import Reply
+
+from ..platform import Notification
+
+HTML = "org.matrix.custom.html"
+
+
+def _paragraphs(text: str) -> str:
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    return "".join("<p>" + escape(b).replace("\n", "<br>") + "</p>" for b in blocks)
+
+
+def reply_content(reply: Reply) -> dict:
+    """An `m.text` message: numbered options as an ordered list, ticked ones marked."""
+    parts = []
+    if reply.title:
+        parts.append(f"<p><strong>{escape(reply.title)}</strong></p>")
+    parts.append(_paragraphs(reply.text))
+    if reply.options:
+        marks = any(o.selected for o in reply.options)
+        start = reply.options[0].number
+        items = "".join(
+            f"<li>{'☑ ' if o.selected else ('☐ ' if marks else '')}{escape(o.label)}</li>" for o in reply.options
+        )
+        parts.append(f'<ol start="{start}">{items}</ol>' if start != 1 else f"<ol>{items}</ol>")
+    if reply.hint:
+        parts.append(f"<p><em>{escape(reply.hint)}</em></p>")
+    return {"msgtype": "m.text", "body": reply.plain(), "format": HTML, "formatted_body": "".join(parts),
+            "m.mentions": {}}
+
+
+def notification_content(notification: Notification) -> dict:
+    """A case notification for the coordinator room: reference, categories, flags, link; no story."""
+    rows = "".join(f"<li>{escape(label)}: {escape(value)}</li>" for label, value in notification.lines)
+    link = escape(notification.link, quote=True)
+    html = (f"<p><strong>{escape(notification.title)}</strong></p><ul>{rows}</ul>"
+            f'<p><a href="{link}">{escape(notification.link_label)}: {escape(notification.link)}</a></p>')
+    return {"msgtype": "m.text", "body": notification.plain(), "format": HTML, "formatted_body": html,
+            "m.mentions": {}}
+
+
+def thread_content(root_id: str, text: str) -> dict:
+    """A reply in the thread of a case notification."""
+    return {
+        "msgtype": "m.text", "body": text, "format": HTML, "formatted_body": _paragraphs(text) or escape(text),
+        "m.mentions": {},
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root_id, "is_falling_back": True,
+                         "m.in_reply_to": {"event_id": root_id}},
+    }

@@ -1,0 +1,317 @@
+"""Meldbot on Matrix against a real Synapse, with real nio clients as reporter and coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+import pytest
+from nio import RoomMessagesResponse
+
+from bot.app import build
+from bot.config import DatabaseSettings, MatrixSettings, OrganisationSettings, Settings, WebSettings
+from bot.matrix.adapter import MatrixAdapter
+from bot.matrix.chatclient import ChatClient
+from bot.matrix.localserver import LocalSynapse
+from storage import repo
+
+STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory):
+    with LocalSynapse(tmp_path_factory.mktemp("synapse")) as server:
+        yield server
+
+
+class World:
+    """Fresh users, a coordinator room and a Meldbot connected to the shared Synapse."""
+
+    def __init__(self, synapse: LocalSynapse, tmp_path):
+        self.synapse = synapse
+        self.tmp = tmp_path
+        tag = uuid.uuid4().hex[:8]
+        self.bot_account = synapse.register(f"meldbot-{tag}")
+        self.reporter = ChatClient(synapse.url, synapse.register(f"anna-{tag}"), tmp_path / "anna")
+        self.coordinator = ChatClient(synapse.url, synapse.register(f"coco-{tag}"), tmp_path / "coco")
+        self.app = None
+        self.coordinator_room = ""
+        self.clients = [self.reporter, self.coordinator]
+
+    async def setup(self, allowed_servers=None) -> "World":
+        for client in self.clients:
+            await client.start()
+        self.coordinator_room = await self.coordinator.create_room("Coördinatie agressie",
+                                                                   invite=[self.bot_account.user_id])
+        await self.start_bot(allowed_servers)
+        await self.coordinator.wait_joined(self.coordinator_room, self.bot_account.user_id)
+        return self
+
+    def settings(self, allowed_servers=None) -> Settings:
+        return Settings(
+            organisation=OrganisationSettings(name="Gemeente Testdam"),
+            database=DatabaseSettings(url=f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"),
+            web=WebSettings(public_url="https://meldbot.example.nl"),
+            matrix=MatrixSettings(homeserver=self.synapse.url, user_id=self.bot_account.user_id,
+                                  access_token=self.bot_account.access_token,
+                                  device_id=self.bot_account.device_id, store_dir=self.tmp / "bot-store",
+                                  coordinator_room=self.coordinator_room,
+                                  allowed_servers=allowed_servers or []),
+        )
+
+    async def start_bot(self, allowed_servers=None) -> None:
+        settings = self.settings(allowed_servers)
+        adapter = MatrixAdapter(settings=settings.matrix, store_dir=settings.matrix.store_dir, language="nl")
+        self.app = await build(settings, {"matrix": adapter})
+        await self.app.start(web_server=False)
+
+    @property
+    def adapter(self) -> MatrixAdapter:
+        return self.app.adapters["matrix"]
+
+    async def stop_bot(self) -> None:
+        if self.app:
+            await self.app.stop()
+            self.app = None
+
+    async def close(self) -> None:
+        await self.stop_bot()
+        for client in self.clients:
+            await client.stop()
+
+    async def say(self, room: str, text: str, expect: str, timeout: float = 30):
+        start = len(self.reporter.received)
+        await self.reporter.send(room, text)
+        return await self.reporter.wait_for_text(room, expect, timeout, start)
+
+    async def report(self, room: str) -> str:
+        await self.say(room, STORY, "Wat heb je nodig?")
+        await self.say(room, "ok", "Kijk even of dit klopt")
+        confirmation = await self.say(room, "verzenden", "opgeslagen onder nummer")
+        return confirmation.body.split("nummer ")[1].split(".")[0]
+
+    async def bot_messages(self, client: ChatClient, room: str) -> list[dict]:
+        """Every message the bot sent in a room, from the server's own history."""
+        response = await client.client.room_messages(room, start="", limit=200)
+        assert isinstance(response, RoomMessagesResponse), response
+        events = []
+        for event in response.chunk:
+            if getattr(event, "sender", None) == self.bot_account.user_id and hasattr(event, "body"):
+                events.append({"body": event.body, "content": event.source.get("content", {}),
+                               "event_id": event.event_id})
+        return list(reversed(events))
+
+
+@pytest.fixture
+async def world(synapse, tmp_path):
+    world = World(synapse, tmp_path)
+    try:
+        yield world
+    finally:
+        await world.close()
+
+
+async def test_full_report_in_a_plain_dm_with_html_options_and_a_minimal_notification(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    question = await world.say(room, STORY, "Wat heb je nodig?")
+    assert "<ol>" in question.content["formatted_body"] and "☑ Contact met de coördinator" in \
+        question.content["formatted_body"]
+    assert "[x] 1. Contact met de coördinator" in question.content["body"]
+    await world.say(room, "ok", "Kijk even of dit klopt")
+    reference = (await world.say(room, "verzenden", "opgeslagen onder nummer")).body.split("nummer ")[1][:10]
+    note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
+    assert f"https://meldbot.example.nl/cases/{reference}" in note.body
+    assert "Verbale agressie" in note.body and "wil contact" in note.body
+    assert "oplichter" not in note.body and "bezoeker" not in note.body and "anna" not in note.body.lower()
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        assert case.story == STORY
+
+
+async def test_full_report_in_an_encrypted_dm_with_an_encrypted_attachment(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=True)
+    assert world.reporter.client.rooms[room].encrypted
+    screenshot = b"\x89PNG\r\n\x1a\n" + uuid.uuid4().bytes * 100
+    start = len(world.reporter.received)
+    await world.reporter.send_file(room, "dreigbericht.png", screenshot, "image/png", encrypt=True)
+    await world.reporter.wait_for_text(room, "Ontvangen: dreigbericht.png", start=start)
+    reference = await world.report(room)
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        (stored,) = await repo.list_attachments(session=session, case_id=case.id)
+    assert stored.sha256 == hashlib.sha256(screenshot).hexdigest() and stored.size == len(screenshot)
+    assert stored.media_type == "image/png"
+    note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
+    assert "bewijs bijgevoegd" in note.body
+
+
+async def test_plain_attachment_after_the_report_joins_the_case_and_its_thread(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    reference = await world.report(room)
+    note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
+    start = len(world.reporter.received)
+    await world.reporter.send_file(room, "foto.jpg", b"\xff\xd8\xff jpeg", "image/jpeg", encrypt=False)
+    await world.reporter.wait_for_text(room, f"Toegevoegd aan melding {reference}", start=start)
+    reply = await world.coordinator.wait_for_text(world.coordinator_room, "de melder heeft bewijs toegevoegd")
+    assert reply.content["m.relates_to"]["rel_type"] == "m.thread"
+    assert reply.content["m.relates_to"]["event_id"] == note.event_id
+
+
+async def test_claim_and_relayed_replies_both_ways_in_the_case_thread(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=True)
+    reference = await world.report(room)
+    note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
+    coordinator_name = world.coordinator.user_id
+
+    await world.coordinator.send_in_thread(world.coordinator_room, note.event_id, "oppakken")
+    answer = await world.coordinator.wait_for_text(world.coordinator_room, f"{reference} is opgepakt door")
+    assert answer.content["m.relates_to"]["event_id"] == note.event_id
+    told = await world.reporter.wait_for_text(room, "heeft je melding")
+    assert reference in told.body and coordinator_name.split(":")[0].lstrip("@") in told.body
+
+    await world.coordinator.send_in_thread(world.coordinator_room, note.event_id, "antwoord Ik bel je om drie uur.")
+    await world.coordinator.wait_for_text(world.coordinator_room, f"Doorgestuurd naar de melder van {reference}")
+    relayed = await world.reporter.wait_for_text(room, "Ik bel je om drie uur.")
+    assert "(coördinator)" in relayed.body and reference in relayed.body
+
+    await world.say(room, "Prima, tot straks.", "Doorgestuurd naar de coördinator")
+    back = await world.coordinator.wait_for_text(world.coordinator_room, "de melder schrijft: Prima, tot straks.")
+    assert back.content["m.relates_to"]["event_id"] == note.event_id
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]
+    assert case.status == "in_progress" and case.assigned_to
+    assert kinds == ["submitted", "claimed", "coordinator_message", "reporter_message"]
+
+
+async def test_non_members_cannot_use_coordinator_commands_and_groups_get_one_hint(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    reference = await world.report(room)
+    await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
+    # A reporter typing a coordinator command in their own chat just talks to the dialogue.
+    said = await world.say(room, "oppakken", "Vertel het in je eigen woorden")
+    assert said
+    async with world.app.sessions() as session:
+        assert (await repo.get_case(session=session, reference=reference)).assigned_to is None
+    # In a group room the bot does not take reports: it says once to use a direct message.
+    group = await world.reporter.create_room("Team balie", invite=[world.bot_account.user_id,
+                                                                   world.coordinator.user_id])
+    await world.reporter.wait_joined(group, world.bot_account.user_id)
+    await world.coordinator.client.join(group)
+    await world.reporter.wait_joined(group, world.coordinator.user_id)
+    start = len(world.reporter.received)
+    await world.reporter.send(group, "Ik werd uitgescholden")
+    await world.reporter.wait_for_text(group, "privégesprek", start=start)
+    await world.reporter.send(group, "Nog een keer")
+    await world.say(room, "help", "Wat ik kan")  # the bot is alive and answered in the DM ...
+    hints = [m for m in await world.bot_messages(world.reporter, group) if "privégesprek" in m["body"]]
+    assert len(hints) == 1  # ... but told the group only once
+    async with world.app.sessions() as session:
+        assert len(await repo.list_cases(session=session)) == 1
+
+
+async def test_edits_and_reactions_are_handled_deliberately(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    first = (await world.say(room, STORY, "Wat heb je nodig?")).event_id
+    del first
+    start = len(world.reporter.received)
+    story_event = world.reporter.received[0].event_id
+    await world.reporter.send(room, "* nieuw verhaal", {"m.new_content": {"msgtype": "m.text", "body": "nieuw"},
+                                                       "m.relates_to": {"rel_type": "m.replace",
+                                                                        "event_id": story_event}})
+    await world.reporter.wait_for_text(room, "Aanpassingen neem ik niet over", start=start)
+    await world.reporter.client.room_send(room, "m.reaction", {"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": story_event, "key": "👍"}})
+    await world.say(room, "ok", "Kijk even of dit klopt")  # the dialogue went on where it was
+    bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
+    assert sum("Aanpassingen" in b for b in bodies) == 1
+
+
+async def test_restart_mid_dialogue_keeps_the_device_and_resumes(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=True)
+    await world.say(room, STORY, "Wat heb je nodig?")
+    device = world.adapter.client.device_id
+    identity = world.adapter.client.olm.account.identity_keys
+    await world.stop_bot()
+    await world.reporter.send(room, "ok")  # arrives while the bot is down
+    await world.start_bot()
+    summary = await world.reporter.wait_for_text(room, "Kijk even of dit klopt")
+    assert summary
+    assert world.adapter.client.device_id == device
+    assert world.adapter.client.olm.account.identity_keys == identity
+    await world.say(room, "verzenden", "opgeslagen onder nummer")
+    bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
+    assert sum("Wat heb je nodig?" in b for b in bodies) == 1
+    assert sum("Kijk even of dit klopt" in b for b in bodies) == 1
+
+
+async def test_homeserver_down_while_a_report_is_submitted(world, synapse):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    await world.say(room, STORY, "Wat heb je nodig?")
+    await world.say(room, "ok", "Kijk even of dit klopt")
+    engine = world.app.engine
+    original = engine.handle
+    stopped = asyncio.Event()
+
+    async def handle_then_lose_the_server(message):
+        replies = await original(message)
+        if message.text == "verzenden":
+            await asyncio.to_thread(synapse.stop)  # the report is saved; now the homeserver goes away
+            stopped.set()
+        return replies
+
+    engine.handle = handle_then_lose_the_server
+    await world.reporter.send(room, "verzenden")
+    try:
+        await asyncio.wait_for(stopped.wait(), 30)
+
+        async def both_queued() -> None:
+            while True:  # the confirmation is queued once its send has failed
+                async with world.app.sessions() as session:
+                    if await repo.count_pending_messages(session=session) >= 2:
+                        return
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(both_queued(), 60)
+        async with world.app.sessions() as session:
+            (case,) = await repo.list_cases(session=session)
+    finally:
+        if synapse.process is None:
+            await asyncio.to_thread(synapse.start)
+    confirmation = await world.reporter.wait_for_text(room, "opgeslagen onder nummer", timeout=90)
+    assert case.reference in confirmation.body
+    await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {case.reference}", timeout=90)
+    async with world.app.sessions() as session:
+        assert await repo.count_pending_messages(session=session) == 0
+    notes = [m for m in await world.bot_messages(world.coordinator, world.coordinator_room)
+             if f"Nieuwe melding {case.reference}" in m["body"]]
+    assert len(notes) == 1
+    confirmations = [m for m in await world.bot_messages(world.reporter, room) if "opgeslagen onder" in m["body"]]
+    assert len(confirmations) == 1
+
+
+async def test_invite_from_a_server_that_is_not_allowed_is_refused(world):
+    await world.setup(allowed_servers=["gemeente.example"])
+    response = await world.reporter.client.room_create(is_direct=True, invite=[world.bot_account.user_id])
+    room = response.room_id
+
+    async def bot_left() -> None:
+        while True:
+            state = await world.reporter.client.room_get_state_event(room, "m.room.member",
+                                                                       world.bot_account.user_id)
+            if getattr(state, "content", {}).get("membership") == "leave":
+                return
+            await asyncio.sleep(0.1)  # polls the server's room state, bounded by wait_for
+
+    await asyncio.wait_for(bot_left(), 30)
+    async with world.app.sessions() as session:
+        assert await repo.list_cases(session=session) == []
