@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import storage
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("run", help="start every configured platform, the outbox worker and the web server"))
+    demo = sub.add_parser("demo", help="a private Matrix homeserver, the bot, and the reporter's chat in the terminal")
+    demo.add_argument("--data", default="demo-data", help="folder for the demo's server, accounts and database")
+    demo.add_argument("--fresh", action="store_true", help="start over: delete the demo folder first")
     chat = with_config(sub.add_parser("chat", help="report in the terminal (console platform)"))
     chat.add_argument("--user", help="who you are in this chat (default from [console] user)")
     cases = sub.add_parser("cases", help="cases").add_subparsers(dest="cases_command", required=True)
@@ -132,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meldbot` console script."""
     args = _parser().parse_args(argv)
     configure_logging(args.log_level or (logging.INFO if args.command == "run" else logging.WARNING))
+    if args.command == "demo":
+        try:
+            from .matrix.demo import run_demo
+        except ImportError as error:  # matrix-synapse comes with the demo extra
+            print(f"The demo needs the demo extra: pip install 'meldbot[demo]' ({error})", file=sys.stderr)
+            return 2
+        return asyncio.run(run_demo(Path(args.data), fresh=args.fresh))
     try:
         settings = load_settings(args.config)
         if args.command == "run":

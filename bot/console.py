@@ -20,6 +20,7 @@ from typing import Any, Sequence, TextIO
 from dialogs import Reply, Translator
 
 from .platform import Bot, DeliveryError, InboundAttachment, InboundMessage, Notification
+from .terminal import read_lines
 
 FILE_COMMANDS = ("/bestand", "/file", "!bestand", "!file")
 
@@ -104,15 +105,15 @@ class ConsoleAdapter:
     async def run(self) -> None:
         """Read lines until end of input; each line is one message."""
         assert self.bot is not None, "start() first"
-        loop = asyncio.get_running_loop()
+        lines = read_lines(self.stdin)
         while True:
             if self.interactive:
                 self.stdout.write(self.prompt)
                 self.stdout.flush()
             self._at_prompt = True
-            line = await loop.run_in_executor(None, self.stdin.readline)
+            line = await anext(lines, None)
             self._at_prompt = False
-            if not line:
+            if line is None:
                 return
             message = self._message(line)
             if message is None:

@@ -315,3 +315,28 @@ async def test_invite_from_a_server_that_is_not_allowed_is_refused(world):
     await asyncio.wait_for(bot_left(), 30)
     async with world.app.sessions() as session:
         assert await repo.list_cases(session=session) == []
+
+
+def test_demo_runs_the_whole_chain_and_leaves_no_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MELDBOT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "demo", "--data", str(tmp_path / "demo")], cwd=tmp_path,
+        input="ik werd net uitgescholden aan de balie\nok\nverzenden\n", capture_output=True, text=True,
+        timeout=180, env={**environment, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "Homeserver:  http://127.0.0.1:" in out and "@melder:meldbot.demo" in out and "melder-demo" in out
+    reference = out.split("opgeslagen onder nummer ")[1].split(".")[0]
+    assert f"[coördinatorkanaal] Nieuwe melding {reference}" in out
+    pid_file = tmp_path / "demo" / "synapse" / "homeserver.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().strip())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
