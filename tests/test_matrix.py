@@ -39,13 +39,14 @@ class World:
         self.coordinator_room = ""
         self.clients = [self.reporter, self.coordinator]
 
-    async def setup(self, allowed_servers=None) -> "World":
+    async def setup(self, allowed_servers=None, start_bot: bool = True) -> "World":
         for client in self.clients:
             await client.start()
         self.coordinator_room = await self.coordinator.create_room("Coördinatie agressie",
                                                                    invite=[self.bot_account.user_id])
-        await self.start_bot(allowed_servers)
-        await self.coordinator.wait_joined(self.coordinator_room, self.bot_account.user_id)
+        if start_bot:
+            await self.start_bot(allowed_servers)
+            await self.coordinator.wait_joined(self.coordinator_room, self.bot_account.user_id)
         return self
 
     def settings(self, allowed_servers=None) -> Settings:
@@ -340,3 +341,62 @@ def test_demo_runs_the_whole_chain_and_leaves_no_process(tmp_path):
         pid = int(pid_file.read_text().strip())
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_first_start_does_not_answer_history(world):
+    await world.setup(start_bot=False)
+    response = await world.reporter.client.room_create(is_direct=True, invite=[world.bot_account.user_id])
+    room = response.room_id
+    await world.reporter.send(room, "Dit schreef ik voordat de bot er was: ik werd bedreigd")
+    await world.start_bot()
+    await world.reporter.wait_joined(room, world.bot_account.user_id)
+    await world.say(room, "help", "Wat ik kan")
+    bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
+    assert not any("Dank je dat je dit meldt" in b for b in bodies)
+
+
+async def test_messages_sent_while_the_bot_was_down_are_all_answered_after_a_limited_sync(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    await world.say(room, "help", "Wat ik kan")
+    await world.stop_bot()
+    for i in range(15):  # more than a sync's timeline holds: the next sync is `limited`
+        await world.reporter.send(room, "!help")
+    await world.start_bot()
+
+    async def all_answered() -> None:
+        while True:
+            bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
+            if sum("Wat ik kan" in b for b in bodies) >= 16:
+                return
+            await asyncio.sleep(0.2)  # polls the room's history, bounded by wait_for
+
+    await asyncio.wait_for(all_answered(), 60)
+    bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
+    assert sum("Wat ik kan" in b for b in bodies) == 16  # each once, none skipped, none twice
+
+
+async def test_oversized_message_and_redaction(world):
+    await world.setup()
+    room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    long_story = "Hij schold me uit aan de balie. " + "En toen ging hij door. " * 2000
+    start = len(world.reporter.received)
+    await world.say(room, long_story, "Wat heb je nodig?")  # the turn's last reply
+    notice = await world.reporter.wait_for_text(room, "erg lang", start=start)
+    assert "4000" in notice.body
+    async with world.app.sessions() as session:
+        # the story kept is cut at the documented limit; the rest of the 46 kB is not stored
+        from sqlalchemy import select
+        from storage.models import Conversation
+        conversation = await session.scalar(select(Conversation).where(Conversation.conversation_key == room))
+        assert len(conversation.state["draft"]["story"]) <= 4000
+    start = len(world.reporter.received)
+    event = await world.reporter.send(room, "blauw")
+    await world.reporter.wait_for_text(room, "Dat herkende ik niet", start=start)
+    await world.reporter.wait_for_text(room, "Wat heb je nodig?", start=start)  # the turn's last reply
+    before = len(await world.bot_messages(world.reporter, room))
+    await world.reporter.client.room_redact(room, event, reason="vergissing")
+    await world.say(room, "ok", "Kijk even of dit klopt")  # the dialogue is where it was
+    # The redaction got no answer of its own: only the summary was added.
+    after = await world.bot_messages(world.reporter, room)
+    assert len(after) == before + 1, "|".join(m["body"][:25].replace("\n", " ") for m in after)

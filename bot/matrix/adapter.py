@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,6 +65,7 @@ class MatrixAdapter:
         self._stopping = asyncio.Event()
         self.synced = asyncio.Event()
         self._told_groups: set[str] = set()
+        self._ignore_before_ms = 0
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -108,7 +110,10 @@ class MatrixAdapter:
         self.client = AsyncClient(self.settings.homeserver, self.settings.user_id, device_id=device_id,
                                   store_path=str(self.store_dir), config=config)
         self.client.restore_login(self.settings.user_id, device_id, token)
-        first_start = not self.client.loaded_sync_token
+        previous = self.client.loaded_sync_token
+        first_start = not previous
+        # On a first start everything already in the rooms is history: it is never answered.
+        self._ignore_before_ms = int(time.time() * 1000) if first_start else 0
         response = await self.client.sync(timeout=0, full_state=True)
         if not isinstance(response, SyncResponse):
             raise RuntimeError(f"Matrix sync failed: {getattr(response, 'message', response)}")
@@ -122,7 +127,7 @@ class MatrixAdapter:
             self.coordinator_room_id = joined.room_id
         await self.client.set_displayname(self.settings.display_name)
         # A first start only takes invites from the catch-up sync: old messages are history.
-        await self._process(response, handle_messages=not first_start, previous=None)
+        await self._process(response, handle_messages=not first_start, previous=previous)
         self.synced.set()
         self._task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
         log.info("matrix: running as %s device %s (first start: %s)", self.settings.user_id, device_id, first_start)
@@ -255,6 +260,8 @@ class MatrixAdapter:
         sender = getattr(event, "sender", "")
         if sender == self.settings.user_id or isinstance(event, RedactionEvent):
             return  # our own messages; redactions change nothing already reported (the case keeps it)
+        if getattr(event, "server_timestamp", 0) < self._ignore_before_ms:
+            return  # history from before the bot's first start (e.g. a room it was invited to)
         if not self._allowed(sender):
             log.warning("matrix: message from a server that is not allowed ignored (room %s)", room.room_id)
             return
