@@ -90,3 +90,12 @@ async def db(database_url):
 @pytest.fixture
 def sessions(db):
     return storage.create_sessionmaker(db)
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory):
+    """One private Synapse for the whole test session; tests register fresh users."""
+    from bot.matrix.localserver import LocalSynapse
+
+    with LocalSynapse(tmp_path_factory.mktemp("synapse")) as server:
+        yield server

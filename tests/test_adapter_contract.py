@@ -6,9 +6,11 @@ their own real back-ends (Synapse, the fake Bot Connector) when they are built.
 
 from __future__ import annotations
 
+import asyncio
 import io
-from dataclasses import dataclass
-from typing import Callable
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import pytest
 
@@ -21,16 +23,62 @@ from dialogs import Reply
 class Harness:
     adapter: Adapter
     address: dict  # where a known person can be reached
-    seen: Callable[[], str]  # everything that reached the people on the platform
+    _seen: Callable[[], str]  # everything that reached the people on the platform
+    clients: list = field(default_factory=list)
+    settle: Callable[[], Awaitable[None]] | None = None
+
+    async def seen(self) -> str:
+        if self.settle:
+            await self.settle()
+        return self._seen()
 
 
-def console_harness() -> Harness:
+async def console_harness(request, bot) -> Harness:
     out = io.StringIO()
     adapter = ConsoleAdapter(user="anna", language="nl", stdin=io.StringIO(), stdout=out)
-    return Harness(adapter, {"user": "anna"}, out.getvalue)
+    await adapter.start(bot)
+    return Harness(adapter, {"user": "anna"}, out.getvalue, [])
 
 
-ADAPTERS = [pytest.param(console_harness, id="console")]
+async def matrix_harness(request, bot) -> Harness:
+    """The Matrix adapter on the test Synapse; what people see is read back from the rooms."""
+    from bot.config import MatrixSettings
+    from bot.matrix.adapter import MatrixAdapter
+    from bot.matrix.chatclient import ChatClient
+
+    synapse = request.getfixturevalue("synapse")
+    tmp = request.getfixturevalue("tmp_path")
+    tag = uuid.uuid4().hex[:8]
+    account = synapse.register(f"contract-bot-{tag}")
+    person = ChatClient(synapse.url, synapse.register(f"contract-anna-{tag}"), tmp / "anna")
+    await person.start()
+    room = await person.create_room("coordinators", invite=[account.user_id])
+    settings = MatrixSettings(homeserver=synapse.url, user_id=account.user_id, access_token=account.access_token,
+                              device_id=account.device_id, store_dir=tmp / "store", coordinator_room=room)
+    adapter = MatrixAdapter(settings=settings, store_dir=settings.store_dir, language="nl")
+    await adapter.start(bot)
+    dm = await person.open_dm(account.user_id, encrypted=True)
+    await person.wait_joined(room, account.user_id)
+
+    async def bot_knows_the_room() -> None:
+        while dm not in adapter.client.rooms:
+            await asyncio.sleep(0.05)  # until the bot's own sync has the room, bounded by wait_for
+
+    await asyncio.wait_for(bot_knows_the_room(), 30)
+
+    def seen() -> str:
+        return "\n".join(r.body for r in person.received)
+
+    async def settle() -> None:
+        # Everything sent so far has arrived once a fresh marker does.
+        marker = f"marker-{uuid.uuid4().hex}"
+        await adapter._send(dm, {"msgtype": "m.text", "body": marker})
+        await person.wait_for(lambda r: r.body == marker, timeout=30)
+
+    return Harness(adapter, {"room_id": dm}, seen, [person], settle)
+
+
+ADAPTERS = [pytest.param(console_harness, id="console"), pytest.param(matrix_harness, id="matrix")]
 
 NOTIFICATION = Notification(reference="MB-ABC-DEF", title="Nieuwe melding MB-ABC-DEF",
                             lines=(("Soort", "Bedreiging"),), link="https://x.example/cases/MB-ABC-DEF",
@@ -58,12 +106,13 @@ class RecordingBot:
 
 @pytest.fixture(params=ADAPTERS)
 async def harness(request):
-    harness = request.param()
-    await harness.adapter.start(RecordingBot())
+    harness = await request.param(request, RecordingBot())
     try:
         yield harness
     finally:
         await harness.adapter.stop()
+        for client in harness.clients:
+            await client.stop()
 
 
 async def test_has_a_platform_name_and_a_coordinator_destination(harness):
@@ -75,7 +124,8 @@ async def test_case_notification_returns_a_thread_root_and_shows_the_link(harnes
     adapter = harness.adapter
     root = await adapter.post_case_notification(adapter.coordinator_destination(), NOTIFICATION, "key-1")
     assert isinstance(root, str) and root
-    assert "MB-ABC-DEF" in harness.seen() and NOTIFICATION.link in harness.seen()
+    seen = await harness.seen()
+    assert "MB-ABC-DEF" in seen and NOTIFICATION.link in seen
 
 
 async def test_thread_reply_after_the_root(harness):
@@ -84,14 +134,23 @@ async def test_thread_reply_after_the_root(harness):
     root = await adapter.post_case_notification(destination, NOTIFICATION, "key-2")
     reply_id = await adapter.post_in_case_thread(destination, root, "MB-ABC-DEF: opgepakt", "key-3")
     assert reply_id and reply_id != root
-    assert "MB-ABC-DEF: opgepakt" in harness.seen()
+    assert "MB-ABC-DEF: opgepakt" in await harness.seen()
 
 
 async def test_proactive_reply_to_a_known_person(harness):
     message_id = await harness.adapter.send_replies(harness.address, [Reply("Hoe gaat het met je?")], "key-4")
-    assert message_id and "Hoe gaat het met je?" in harness.seen()
+    assert message_id and "Hoe gaat het met je?" in await harness.seen()
 
 
 async def test_proactive_reply_to_an_unknown_address_is_a_delivery_error(harness):
     with pytest.raises(DeliveryError):
         await harness.adapter.send_replies({"user": "nobody-here"}, [Reply("x")], "key-5")
+
+
+async def test_a_resend_with_the_same_key_is_delivered_once(harness):
+    adapter = harness.adapter
+    first = await adapter.send_replies(harness.address, [Reply("Eén keer, ook bij opnieuw proberen")], "key-6")
+    again = await adapter.send_replies(harness.address, [Reply("Eén keer, ook bij opnieuw proberen")], "key-6")
+    if harness.adapter.platform != "console":  # the console has no idempotency of its own to test
+        assert again == first
+        assert (await harness.seen()).count("Eén keer, ook bij opnieuw proberen") == 1

@@ -19,12 +19,6 @@ from storage import repo
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
 
 
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory):
-    with LocalSynapse(tmp_path_factory.mktemp("synapse")) as server:
-        yield server
-
-
 class World:
     """Fresh users, a coordinator room and a Meldbot connected to the shared Synapse."""
 

@@ -350,7 +350,7 @@ class MatrixAdapter:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            raise DeliveryError(f"homeserver unreachable ({type(error).__name__})") from error
+            raise DeliveryError(f"send failed ({type(error).__name__})") from error
         if isinstance(response, RoomSendResponse):
             return response.event_id
         code = getattr(response, "status_code", "") or ""
