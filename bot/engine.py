@@ -24,6 +24,7 @@ from dialogs import (
     Context,
     DiscardDraft,
     ListMyReports,
+    Option,
     Reply,
     State,
     SubmitReport,
@@ -338,8 +339,6 @@ def reply_payload(reply: Reply) -> dict:
 
 def payload_reply(data: dict) -> Reply:
     """The reply an outbox payload holds."""
-    from dialogs import Option
-
     return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
                  options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
 

@@ -214,10 +214,9 @@ async def test_non_members_cannot_use_coordinator_commands_and_groups_get_one_hi
 async def test_edits_and_reactions_are_handled_deliberately(world):
     await world.setup()
     room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
-    first = (await world.say(room, STORY, "Wat heb je nodig?")).event_id
-    del first
+    story_event = await world.reporter.send(room, STORY)
+    await world.reporter.wait_for_text(room, "Wat heb je nodig?")
     start = len(world.reporter.received)
-    story_event = world.reporter.received[0].event_id
     await world.reporter.send(room, "* nieuw verhaal", {"m.new_content": {"msgtype": "m.text", "body": "nieuw"},
                                                        "m.relates_to": {"rel_type": "m.replace",
                                                                         "event_id": story_event}})
@@ -394,3 +393,20 @@ async def test_oversized_message_and_redaction(world):
     # The redaction got no answer of its own: only the summary was added.
     after = await world.bot_messages(world.reporter, room)
     assert len(after) == before + 1, "|".join(m["body"][:25].replace("\n", " ") for m in after)
+
+
+async def test_password_login_happens_once_and_the_device_is_kept(world):
+    await world.setup(start_bot=False)
+    base = world.settings()
+    password_settings = base.matrix.model_copy(update={"access_token": None, "device_id": None,
+                                                       "password": world.bot_account.password})
+    devices = []
+    for _ in range(2):
+        adapter = MatrixAdapter(settings=password_settings, store_dir=password_settings.store_dir, language="nl")
+        world.app = await build(base.model_copy(update={"matrix": password_settings}), {"matrix": adapter})
+        await world.app.start(web_server=False)
+        devices.append(adapter.client.device_id)
+        await world.stop_bot()
+    assert devices[0] == devices[1] and devices[0] != world.bot_account.device_id
+    stored = password_settings.store_dir / "credentials.json"
+    assert stored.exists() and oct(stored.stat().st_mode & 0o777) == "0o600"
