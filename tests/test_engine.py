@@ -310,3 +310,73 @@ async def test_handled_events_table_grows_one_row_per_message(sessions):
     await bot.report("hoi", "help", STORY)
     async with sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM handled_events")) == 3
+
+
+async def _case_with_thread(bot) -> tuple[str, str]:
+    said = await bot.report(STORY, "ok", "verzenden")
+    reference = said.split("nummer ")[1].split(".")[0]
+    await bot.worker.run_once()
+    async with bot.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        thread = await repo.get_case_thread(session=session, case_id=case.id, platform="console",
+                                            destination="coordinator")
+    return reference, thread.root_id
+
+
+def coordinator_says(text: str, root: str, *, member: bool = True, event_id: str | None = None):
+    from bot.platform import CoordinatorMessage
+
+    return CoordinatorMessage(platform="console", destination="coordinator", thread_root=root, sender="@coco",
+                              sender_name="Coco", text=text, event_id=event_id or f"co-{next(_ids)}",
+                              is_coordinator=member)
+
+
+async def test_coordinator_commands_claim_reply_and_refusals(sessions):
+    bot = Bot(sessions)
+    reference, root = await _case_with_thread(bot)
+    refused = await bot.engine.handle_coordinator(coordinator_says("oppakken", root, member=False))
+    assert "Alleen leden" in refused[0].plain()
+    assert await bot.engine.handle_coordinator(coordinator_says("goedemorgen allemaal", root)) == []
+    assert await bot.engine.handle_coordinator(coordinator_says("oppakken", "not-a-case-thread")) == []
+    async with sessions() as session:
+        assert (await repo.get_case(session=session, reference=reference)).assigned_to is None
+
+    claimed = await bot.engine.handle_coordinator(coordinator_says("claim", root, event_id="claim-1"))
+    assert f"{reference} is opgepakt door Coco" in claimed[0].plain()
+    assert await bot.engine.handle_coordinator(coordinator_says("claim", root, event_id="claim-1")) == []
+    again = await bot.engine.handle_coordinator(coordinator_says("oppakken", root))
+    assert "al opgepakt door Coco" in again[0].plain()
+    empty = await bot.engine.handle_coordinator(coordinator_says("antwoord", root))
+    assert "Zet je bericht achter" in empty[0].plain()
+    await bot.engine.handle_coordinator(coordinator_says("antwoord Ik bel je vanmiddag.", root))
+    while await bot.worker.run_once():
+        pass
+    out = bot.out.getvalue()
+    assert "Coco heeft je melding" in out and "Ik bel je vanmiddag." in out
+    said = await bot.say("Dank je, ik ben er.")
+    assert "Doorgestuurd naar de coördinator" in said
+    await bot.worker.run_once()
+    assert f"{reference}, de melder schrijft: Dank je, ik ben er." in bot.out.getvalue()
+    async with sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]
+    assert case.status == "in_progress" and case.assigned_to == "Coco"
+    assert kinds == ["submitted", "claimed", "coordinator_message", "reporter_message"]
+
+
+async def test_relay_only_reaches_the_cases_own_reporter(sessions):
+    bot = Bot(sessions)
+    reference, root = await _case_with_thread(bot)
+    from dialogs import State, open_relay
+
+    # Someone else's conversation pointing at this case (e.g. a forged state) is refused.
+    other = await bot.engine.handle(message("hallo", user="mallory"))
+    assert other
+    async with sessions() as session, session.begin():
+        conversation = await session.scalar(select(Conversation).where(Conversation.sender == "mallory"))
+        conversation.state = open_relay(State.from_dict(conversation.state), reference).to_dict()
+    await bot.engine.handle(message("Ik ben niet de melder", user="mallory"))
+    async with sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]
+    assert "reporter_message" not in kinds

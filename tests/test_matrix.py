@@ -410,3 +410,41 @@ async def test_password_login_happens_once_and_the_device_is_kept(world):
     assert devices[0] == devices[1] and devices[0] != world.bot_account.device_id
     stored = password_settings.store_dir / "credentials.json"
     assert stored.exists() and oct(stored.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_rate_limited_bot_delivers_everything_once_later(tmp_path):
+    """A homeserver answering 429: reports are saved and confirmed, nothing is lost or doubled."""
+    with LocalSynapse(tmp_path / "strict", message_rate={"per_second": 1, "burst_count": 2}) as strict:
+        admin = strict.register("admin", admin=True)
+        world = World(strict, tmp_path)
+        for user in (world.reporter.user_id, world.coordinator.user_id):
+            strict.exempt_from_rate_limits(user, admin)
+        try:
+            await world.setup()
+            room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+            references = []
+            for _ in range(3):
+                references.append(await world.report(room))
+
+            async def delivered() -> None:
+                while True:
+                    async with world.app.sessions() as session:
+                        if await repo.count_pending_messages(session=session) == 0:
+                            return
+                    await asyncio.sleep(0.2)  # the outbox works through 429s at the server's pace
+
+            await asyncio.wait_for(delivered(), 120)
+            notes = [m["body"] for m in await world.bot_messages(world.coordinator, world.coordinator_room)]
+            for reference in references:
+                assert sum(f"Nieuwe melding {reference}" in n for n in notes) == 1
+            confirmations = [m for m in await world.bot_messages(world.reporter, room)
+                             if "opgeslagen onder nummer" in m["body"]]
+            assert len(confirmations) == 3
+            async with world.app.sessions() as session:
+                from sqlalchemy import func, select
+                from storage.models import OutboxMessage
+                retried = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                               .where(OutboxMessage.attempts > 1))
+            assert retried >= 1, "the server's 429 was met with a later retry"
+        finally:
+            await world.close()

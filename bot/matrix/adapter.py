@@ -66,6 +66,7 @@ class MatrixAdapter:
         self.synced = asyncio.Event()
         self._told_groups: set[str] = set()
         self._ignore_before_ms = 0
+        self._background: set[asyncio.Task] = set()
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -119,13 +120,16 @@ class MatrixAdapter:
             raise RuntimeError(f"Matrix sync failed: {getattr(response, 'message', response)}")
         await self._keys()
         if self.settings.coordinator_room:
-            joined = await self.client.join(self.settings.coordinator_room)
+            joined = await self._join(self.settings.coordinator_room)
             if isinstance(joined, JoinError):
                 raise RuntimeError(f"cannot join the coordinator room {self.settings.coordinator_room}: "
                                    f"{joined.message}")
             assert isinstance(joined, JoinResponse)
             self.coordinator_room_id = joined.room_id
-        await self.client.set_displayname(self.settings.display_name)
+        current = await self.client.get_displayname()
+        if getattr(current, "displayname", None) != self.settings.display_name:
+            # A new name is an event in every room the bot is in: only when it changed.
+            await self.client.set_displayname(self.settings.display_name)
         # A first start only takes invites from the catch-up sync: old messages are history.
         await self._process(response, handle_messages=not first_start, previous=previous)
         self.synced.set()
@@ -134,6 +138,8 @@ class MatrixAdapter:
 
     async def stop(self) -> None:
         self._stopping.set()
+        for task in list(self._background):
+            task.cancel()
         if self._task:
             self._task.cancel()
             try:
@@ -249,9 +255,24 @@ class MatrixAdapter:
             log.warning("matrix: invite to %s from a server that is not allowed: refused", room_id)
             await self.client.room_leave(room_id)
             return
-        joined = await self.client.join(room_id)
-        if isinstance(joined, JoinError):
-            log.warning("matrix: could not join %s: %s", room_id, joined.message)
+        # Joining can be rate limited; retrying must not hold up the messages of other rooms.
+        task = asyncio.create_task(self._join(room_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _join(self, room: str, attempts: int = 8):
+        """Join a room (ID or alias), waiting out rate limits as the server asks."""
+        response = None
+        for attempt in range(attempts):
+            response = await self.client.join(room)
+            if not isinstance(response, JoinError):
+                return response
+            retry = getattr(response, "retry_after_ms", None)
+            if response.status_code != "M_LIMIT_EXCEEDED" and not retry:
+                break
+            await asyncio.sleep(max((retry or 0) / 1000, 0.5 * 2 ** attempt))
+        log.warning("matrix: could not join %s: %s", room, getattr(response, "message", response))
+        return response
 
     def _is_direct(self, room: MatrixRoom) -> bool:
         return room.member_count <= 2

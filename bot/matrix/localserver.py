@@ -44,8 +44,10 @@ def free_port() -> int:
 class LocalSynapse:
     """Start, stop and use one Synapse process whose files live in `folder`."""
 
-    def __init__(self, folder: Path, port: int | None = None, server_name: str = "meldbot.test"):
+    def __init__(self, folder: Path, port: int | None = None, server_name: str = "meldbot.test",
+                 message_rate: dict | None = None):
         self.folder = Path(folder)
+        self.message_rate = message_rate or RATE
         self.port = port or free_port()
         self.server_name = server_name
         self.process: subprocess.Popen | None = None
@@ -96,7 +98,7 @@ class LocalSynapse:
             "presence": {"enabled": False},
             "enable_registration": False,
             "suppress_key_server_warning": True,
-            "rc_message": RATE, "rc_registration": RATE, "rc_login": {"address": RATE, "account": RATE,
+            "rc_message": self.message_rate, "rc_registration": RATE, "rc_login": {"address": RATE, "account": RATE,
                                                                       "failed_attempts": RATE},
             "rc_joins": {"local": RATE, "remote": RATE}, "rc_invites": {"per_room": RATE, "per_user": RATE,
                                                                          "per_issuer": RATE},
@@ -161,6 +163,15 @@ class LocalSynapse:
         body = {"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac.hexdigest()}
         result = self._post("/_synapse/admin/v1/register", body)
         return Account(result["user_id"], password, result["access_token"], result["device_id"])
+
+    def exempt_from_rate_limits(self, user_id: str, admin: Account) -> None:
+        """Lift the message rate limit for one user (admin API), e.g. for test clients."""
+        request = urllib.request.Request(
+            f"{self.url}/_synapse/admin/v1/users/{urllib.request.quote(user_id)}/override_ratelimit",
+            data=json.dumps({"messages_per_second": 0, "burst_count": 0}).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {admin.access_token}"})
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def login(self, user_id: str, password: str) -> Account:
         """Log in again (a new device)."""
