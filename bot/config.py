@@ -131,6 +131,36 @@ class MatrixSettings(_Section):
         return set(self.allowed_servers) or {self.server_name}
 
 
+class TeamsSettings(_Section):
+    """`[teams]`: the bot's Azure Bot registration (single tenant) and its coordinator channel."""
+
+    app_id: str = ""
+    app_password: str = ""
+    tenant_id: str = ""
+    #: Channel ID (19:...@thread.tacv2) for case posts; or say `@Meldbot coordinatiekanaal` in it.
+    coordinator_channel: str | None = None
+    #: Only for local experiments: with an empty app_id the bot refuses to start unless this is true.
+    allow_unauthenticated: bool = False
+    #: Sovereign clouds (and tests): where the channel's signing keys and token issuer are.
+    openid_metadata_url: str | None = None
+    token_issuer: str | None = None
+    #: App package: shown in the Teams store listing of your tenant.
+    app_name: str = "Meldbot"
+    developer_name: str = "Meldbot"
+    website_url: str = "https://meldbot.example.nl"
+    privacy_url: str = "https://meldbot.example.nl/privacy"
+    terms_url: str = "https://meldbot.example.nl/voorwaarden"
+    #: The version of the app package (bump it for every upload to Teams).
+    package_version: str = "1.0.0"
+
+    @field_validator("openid_metadata_url")
+    @classmethod
+    def _metadata_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class ConsoleSettings(_Section):
     """`[console]`: the terminal platform used by `meldbot chat`."""
 
@@ -147,6 +177,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     console: ConsoleSettings = ConsoleSettings()
     matrix: MatrixSettings | None = None
+    teams: TeamsSettings | None = None
 
     #: The directory relative file paths in the config are resolved against.
     config_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -1,0 +1,1 @@
+"""Microsoft Teams: everything botbuilder-specific lives in this package."""
