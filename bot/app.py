@@ -71,7 +71,8 @@ class Meldbot:
             await adapter.start(self.engine)
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
         if web_server:
-            self._runner = web.AppRunner(create_app(db_engine=self.db), access_log=None)
+            routes = [route for adapter in self.adapters.values() for route in getattr(adapter, "routes", list)()]
+            self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
             await site.start()

@@ -75,6 +75,12 @@ def platform_adapters(settings: Settings) -> dict[str, Adapter]:
         adapters["matrix"] = MatrixAdapter(settings=settings.matrix,
                                            store_dir=settings.resolve(settings.matrix.store_dir, ""),
                                            language=settings.organisation.language)
+    if settings.teams is not None:
+        from .teams.adapter import TeamsAdapter
+
+        adapters["teams"] = TeamsAdapter(settings=settings.teams,
+                                         store_dir=settings.resolve(settings.teams.store_dir, ""),
+                                         language=settings.organisation.language)
     return adapters
 
 

@@ -139,6 +139,8 @@ class TeamsSettings(_Section):
     tenant_id: str = ""
     #: Channel ID (19:...@thread.tacv2) for case posts; or say `@Meldbot coordinatiekanaal` in it.
     coordinator_channel: str | None = None
+    #: Where the adapter keeps the coordinator channel and the Teams service URL it learned.
+    store_dir: Path = Path("teams-store")
     #: Only for local experiments: with an empty app_id the bot refuses to start unless this is true.
     allow_unauthenticated: bool = False
     #: Sovereign clouds (and tests): where the channel's signing keys and token issuer are.

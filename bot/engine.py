@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+import weakref
 from typing import Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -71,13 +72,22 @@ class Engine:
         self.clock = clock
         self.on_outbox = on_outbox
         self.delivery_healthy = delivery_healthy
+        self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+    def _lock(self, message: InboundMessage) -> asyncio.Lock:
+        key = (message.platform, message.conversation, message.sender)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     async def handle(self, message: InboundMessage) -> list[Reply]:
         """Run one turn and return the replies for the sender (empty for a duplicate event)."""
         language = self.context.default_language
         error_reference = secrets.token_hex(3).upper()
         try:
-            async with asyncio.timeout(TURN_TIMEOUT_S):
+            # Turns of one conversation run one after the other (a double click is two turns).
+            async with asyncio.timeout(TURN_TIMEOUT_S), self._lock(message):
                 replies, queued = await self._turn(message)
         except IntegrityError:
             # The event ID was handled before (or is being handled right now): answered once only.
@@ -113,6 +123,7 @@ class Engine:
                 user_input = UserInput(
                     text=message.text, now=now,
                     attachments=tuple(AttachmentInfo(f.filename, f.media_type, len(f.content)) for f in files),
+                    form=message.form,
                 )
                 turn = dialogs.step(state, user_input, self.context)
                 replies = [Reply(dialogs.translator(turn.state.language)("evidence.too_large", files=too_large))] \
@@ -131,7 +142,7 @@ class Engine:
                     if isinstance(effect, SubmitReport):
                         reference, deferred = await self._submit(session, message, conversation.id, effect,
                                                                  new_state.language, now)
-                        new_state = dialogs.record_submission(new_state, reference, now)
+                        new_state = dialogs.record_submission(new_state, reference, now, effect.form_id)
                         replies += dialogs.submitted(new_state.language, reference, effect.draft, self.context,
                                                      deferred=deferred)
                         queued = True

@@ -34,6 +34,8 @@ class InboundMessage:
     sender_name: str | None = None
     #: What the adapter needs to reach this person later (e.g. a Teams conversation reference).
     address: dict[str, Any] = field(default_factory=dict)
+    #: A submitted report form (Teams Adaptive Card values) instead of text.
+    form: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

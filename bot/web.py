@@ -34,9 +34,10 @@ async def security_headers(request: web.Request, handler):
     return response
 
 
-def create_app(*, db_engine: AsyncEngine) -> web.Application:
-    """The aiohttp application with every route Meldbot serves."""
+def create_app(*, db_engine: AsyncEngine, routes: list[web.RouteDef] | None = None) -> web.Application:
+    """The aiohttp application with every route Meldbot serves (plus the adapters' own routes)."""
     app = web.Application(client_max_size=1024 * 1024, middlewares=[security_headers])
     app[DB_KEY] = db_engine
     app.router.add_get("/healthz", healthz)
+    app.router.add_routes(routes or [])
     return app

@@ -105,6 +105,10 @@ class _Dialogue:
             self.command(command)
             return self.turn()
 
+        if self.input.form is not None:
+            self.submit_form(self.input.form)
+            return self.turn()
+
         if self.input.attachments:
             if self.attachments(self.input.attachments, has_text=bool(text)):
                 return self.turn()
@@ -211,6 +215,44 @@ class _Dialogue:
         else:
             self.say("skip.done")
             self.advance()
+
+    # -- a report form (one card with every field) ----------------------------------------------------
+
+    def submit_form(self, values: dict) -> None:
+        form_id = str(values.get("form_id") or "")[:64]
+        if form_id and form_id in self.state.submitted_forms:
+            self.say("form.already_sent", reference=self.state.submitted_forms[form_id])
+            return
+        story = tx.clean(str(values.get("story") or ""), tx.MAX_STORY_CHARS).text
+        if not tx.has_words(story):
+            self.say("form.story_missing")
+            return
+        draft = Draft(draft_id=f"form-{form_id or self.input.now.timestamp()}", story=story,
+                      occurred_at=self.now.isoformat())
+        chosen = _codes(values.get("kinds"), cat.KINDS)
+        draft.kinds = chosen or cat.suggest_kinds(story) or None
+        place = _codes(values.get("place"), cat.PLACES)
+        draft.place = place[0] if place else cat.suggest_place(story)
+        when_text = tx.clean(str(values.get("when") or ""), tx.MAX_SHORT_CHARS).text
+        if when_text:
+            try:
+                found = parse_when(when_text, self.now, self.ctx.timezone)
+            except FutureTime:
+                self.say("error.when_future")
+                return
+            if found is None:
+                self.say("form.when_unknown", text=when_text)
+                return
+            draft.occurred_at, draft.occurred_just_now, draft.occurred_text = (
+                found.at.isoformat(), found.just_now, when_text)
+        wishes = set(_codes(values.get("wishes"), _WISHES))
+        draft.contact = "contact" in wishes
+        draft.aftercare = "yes" if "aftercare_yes" in wishes else "later" if "aftercare_later" in wishes else None
+        draft.police_report = "police_report" in wishes
+        draft.police_came = "police_came" in wishes or cat.suggest_police_came(story)
+        if cat.suggest_injury(story):
+            draft.consequences = ["injury"]
+        self.effects.append(SubmitReport(draft, form_id or None))
 
     # -- attachments ------------------------------------------------------------------------------
 
@@ -761,6 +803,13 @@ class _Dialogue:
         self.replies.append(self.question_confirm_cancel())
 
 
+def _codes(value, allowed: tuple[str, ...]) -> list[str]:
+    """Codes from a form field ("verbal,threat" or a list), keeping only known ones, in order."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    chosen = {str(item).strip() for item in items}
+    return [code for code in allowed if code in chosen]
+
+
 def _too_short_for_a_story(text: str) -> bool:
     """One word that names no incident ("oppakken", "ok") opens the conversation, it is no story."""
     return len(text.split()) < 2 and not cat.suggest_kinds(text)
@@ -800,9 +849,13 @@ def step(state: State | None, user_input: UserInput, context: Context | None = N
     return _Dialogue(state, user_input, context).run()
 
 
-def record_submission(state: State, reference: str, now: dt.datetime) -> State:
+def record_submission(state: State, reference: str, now: dt.datetime, form_id: str | None = None) -> State:
     """The state after the engine saved a report: remembers the reference for late evidence."""
-    return replace(state, last_reference=reference, last_submitted_at=now.isoformat())
+    forms = dict(state.submitted_forms)
+    if form_id:
+        forms[form_id] = reference
+        forms = dict(list(forms.items())[-20:])
+    return replace(state, last_reference=reference, last_submitted_at=now.isoformat(), submitted_forms=forms)
 
 
 def open_relay(state: State, reference: str) -> State:

@@ -64,6 +64,8 @@ class UserInput:
     text: str
     now: dt.datetime
     attachments: tuple[AttachmentInfo, ...] = ()
+    #: The values of a submitted report form (a Teams Adaptive Card), instead of text.
+    form: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class State:
     last_submitted_at: str | None = None
     #: A coordinator wrote about this case: the reporter's next free text goes to them.
     relay_reference: str | None = None
+    #: Forms already submitted (form ID -> reference): a second submit files nothing new.
+    submitted_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -149,6 +153,7 @@ class SubmitReport:
     """Save the draft as a case; the engine answers with `dialogs.submitted(...)`."""
 
     draft: Draft
+    form_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ async def get_or_create_conversation(
         Conversation.platform == platform,
         Conversation.conversation_key == conversation_key,
         Conversation.sender == sender,
-    )
+    ).with_for_update()  # PostgreSQL: turns of one conversation in several processes wait for each other
     conversation = await session.scalar(query)
     if conversation is not None:
         return conversation

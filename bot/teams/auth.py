@@ -1,0 +1,98 @@
+"""Bot Framework authentication for the Teams endpoint: strict, single tenant, 401 for every failure."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from botbuilder.integration.aiohttp import (
+    ConfigurationBotFrameworkAuthentication,
+    ConfigurationServiceClientCredentialFactory,
+)
+from botbuilder.schema import Activity
+from botframework.connector.auth import (
+    AuthenticateRequestResult,
+    AuthenticationConstants,
+    BotFrameworkAuthentication,
+    ServiceClientCredentialsFactory,
+)
+
+from ..config import TeamsSettings
+
+log = logging.getLogger(__name__)
+
+
+def activity_tenant(activity: Activity) -> str | None:
+    """The tenant of an activity. 4.17.1 drops `conversation.tenantId`, so read the channel data."""
+    data = activity.channel_data or {}
+    tenant = data.get("tenant") if isinstance(data, dict) else getattr(data, "tenant", None)
+    if isinstance(tenant, dict):
+        return tenant.get("id")
+    return getattr(tenant, "id", None)
+
+
+class StrictAuthentication(BotFrameworkAuthentication):
+    """Wraps the SDK's authentication: any failure becomes PermissionError (401), and activities of
+    another tenant are refused before any handler runs."""
+
+    def __init__(self, inner: BotFrameworkAuthentication, tenant_id: str, enforce_tenant: bool):
+        self._inner = inner
+        self._tenant_id = tenant_id
+        self._enforce_tenant = enforce_tenant
+
+    async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
+        try:
+            result = await self._inner.authenticate_request(activity, auth_header)
+        except PermissionError:
+            log.warning("teams: request refused: authentication failed")
+            raise
+        except Exception as error:  # the SDK raises plain exceptions (signature, expiry, key): still 401
+            log.warning("teams: request refused: invalid token (%s)", type(error).__name__)
+            raise PermissionError("invalid token") from error
+        if self._enforce_tenant and activity_tenant(activity) != self._tenant_id:
+            log.warning("teams: activity from another tenant refused")
+            raise PermissionError("tenant not allowed")
+        return result
+
+    async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str):
+        raise PermissionError("streaming is not supported")
+
+    def create_connector_factory(self, claims_identity):
+        return self._inner.create_connector_factory(claims_identity)
+
+    async def create_user_token_client(self, claims_identity):
+        return await self._inner.create_user_token_client(claims_identity)
+
+    def create_bot_framework_client(self):
+        return self._inner.create_bot_framework_client()
+
+    def get_originating_audience(self) -> str:
+        return self._inner.get_originating_audience()
+
+    async def authenticate_channel_request(self, auth_header: str):
+        try:
+            return await self._inner.authenticate_channel_request(auth_header)
+        except Exception as error:
+            raise PermissionError("invalid token") from error
+
+
+def build_authentication(settings: TeamsSettings,
+                         credentials_factory: ServiceClientCredentialsFactory | None = None) -> StrictAuthentication:
+    """The authentication for `settings`; endpoint overrides select the parameterised (sovereign) path."""
+    tenant_login = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX + (settings.tenant_id or "botframework.com")
+    config = SimpleNamespace(
+        APP_ID=settings.app_id, APP_PASSWORD=settings.app_password, APP_TENANTID=settings.tenant_id,
+        APP_TYPE="SingleTenant" if settings.tenant_id else "MultiTenant",
+    )
+    if settings.openid_metadata_url or settings.token_issuer:
+        config.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL = (
+            settings.openid_metadata_url or AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
+        config.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER = (
+            settings.token_issuer or AuthenticationConstants.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER)
+        config.TO_CHANNEL_FROM_BOT_LOGIN_URL = tenant_login
+        config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE = AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+        config.OAUTH_URL = AuthenticationConstants.OAUTH_URL
+        config.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL = config.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
+    factory = credentials_factory or ConfigurationServiceClientCredentialFactory(config)
+    inner = ConfigurationBotFrameworkAuthentication(config, credentials_factory=factory)
+    return StrictAuthentication(inner, settings.tenant_id, enforce_tenant=bool(settings.tenant_id))

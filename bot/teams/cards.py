@@ -1,0 +1,81 @@
+"""Adaptive Cards: the one-card report form, and the coordinator post with its button."""
+
+from __future__ import annotations
+
+import uuid
+
+from dialogs import Translator
+from dialogs.categories import KINDS, PLACES
+from dialogs.flow import _WISHES
+
+from ..platform import Notification
+
+CARD_VERSION = "1.5"
+SUBMIT_VERB = "submitReport"
+CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+
+
+def report_card(language: str, form_id: str | None = None) -> dict:
+    """Every field of a report on one card. `Action.Execute` with an `Action.Submit` fallback."""
+    t = Translator(language)
+    form_id = form_id or uuid.uuid4().hex
+    data = {"form_id": form_id, "meldbot": "report"}
+    return {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": CARD_VERSION,
+        "body": [
+            {"type": "TextBlock", "text": t("card.title"), "weight": "Bolder", "size": "Medium", "wrap": True},
+            {"type": "TextBlock", "text": t("card.intro"), "wrap": True, "isSubtle": True},
+            {"type": "Input.Text", "id": "story", "label": t("card.story"), "isMultiline": True,
+             "isRequired": True, "errorMessage": t("form.story_missing"), "maxLength": 8000},
+            {"type": "Input.ChoiceSet", "id": "kinds", "label": t("card.kinds"), "isMultiSelect": True,
+             "style": "expanded", "choices": [{"title": t(f"kind.{k}"), "value": k} for k in KINDS]},
+            {"type": "Input.Text", "id": "when", "label": t("card.when"), "value": t("card.when_default"),
+             "placeholder": t("card.when_placeholder")},
+            {"type": "Input.ChoiceSet", "id": "place", "label": t("card.place"), "style": "compact",
+             "choices": [{"title": t(f"place.{p}"), "value": p} for p in PLACES]},
+            {"type": "Input.ChoiceSet", "id": "wishes", "label": t("card.wishes"), "isMultiSelect": True,
+             "style": "expanded", "value": "contact",
+             "choices": [{"title": t(f"wish.{w}"), "value": w} for w in _WISHES]},
+        ],
+        "actions": [{
+            "type": "Action.Execute", "verb": SUBMIT_VERB, "title": t("card.send"), "data": data,
+            "fallback": {"type": "Action.Submit", "title": t("card.send"), "data": data},
+        }],
+    }
+
+
+def sent_card(language: str, reference: str) -> dict:
+    """What the form turns into after it was sent (Universal Actions replace the card)."""
+    t = Translator(language)
+    return {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "version": CARD_VERSION,
+            "body": [{"type": "TextBlock", "text": t("card.sent", reference=reference), "wrap": True,
+                      "weight": "Bolder"}]}
+
+
+def notification_card(notification: Notification) -> dict:
+    """The coordinator channel post: the facts and a button that opens the case page."""
+    return {
+        "type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": CARD_VERSION,
+        "body": [
+            {"type": "TextBlock", "text": notification.title, "weight": "Bolder", "size": "Medium", "wrap": True,
+             "color": "Attention" if notification.urgent else "Default"},
+            {"type": "FactSet", "facts": [{"title": label, "value": value} for label, value in notification.lines]},
+        ],
+        "actions": [{"type": "Action.OpenUrl", "title": notification.link_label, "url": notification.link}],
+    }
+
+
+def form_values(value: object) -> dict | None:
+    """The report form's values from an `Action.Submit` message or an `Action.Execute` invoke."""
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("action"), dict):  # adaptiveCard/action: {"action": {"verb", "data"}}
+        action = value["action"]
+        if action.get("verb") != SUBMIT_VERB:
+            return None
+        value = action.get("data") or {}
+    return value if value.get("meldbot") == "report" else None
