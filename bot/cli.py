@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="start over: delete the demo folder first")
     chat = with_config(sub.add_parser("chat", help="report in the terminal (console platform)"))
     chat.add_argument("--user", help="who you are in this chat (default from [console] user)")
+    package = with_config(sub.add_parser("teams-package", help="build the Teams app package (zip)"))
+    package.add_argument("--output", default=".", help="zip file or folder (default: this folder)")
     cases = sub.add_parser("cases", help="cases").add_subparsers(dest="cases_command", required=True)
     listing = with_config(cases.add_parser("list", help="list cases: reference, status, kinds, created-at"))
     listing.add_argument("--json", action="store_true", help="one JSON array")
@@ -159,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cases_list(settings, args.json, args.status))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
+        if args.command == "teams-package":
+            from .teams.package import build_package
+
+            print(f"Teams app package written to {build_package(settings, Path(args.output))}")
+            return 0
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
