@@ -245,7 +245,8 @@ class TeamsAdapter:
     async def on_channel_message(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
         self._remember_service_url(activity)
-        text = (TurnContext.remove_recipient_mention(activity) or "").strip()
+        text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
+        text = re.sub(r"<at>[^<]*</at>", "", text).strip()  # any mention left (another name for the bot)
         channel_id = teams_get_channel_id(activity)
         team = teams_get_team_info(activity)
         t = Translator(self.language)

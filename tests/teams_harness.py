@@ -1,0 +1,196 @@
+"""The Bot Framework's side, on loopback: signing keys, tokens and a Bot Connector that records.
+
+- `ChannelKeys`: an RSA key whose OpenID metadata and JWKS are served by a thread (the SDK fetches
+  them with synchronous `requests`), and `token(...)` to mint channel tokens, forged ones included.
+- `FakeConnector`: the Bot Connector REST API the bot sends to (`/v3/conversations/...`), checking
+  the bearer token, recording every request, and able to answer 429/5xx or be down.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from aiohttp import web
+from botframework.connector.auth import ServiceClientCredentialsFactory
+from cryptography.hazmat.primitives.asymmetric import rsa
+from msrest.authentication import BasicTokenAuthentication
+
+ISSUER = "https://api.botframework.com"
+APP_ID = "0f2b5c1e-8a4d-4f7b-9c3e-2d1a6b8e4f70"
+TENANT = "3c9f2d41-5b7e-4a1c-8e6d-9f0a1b2c3d4e"
+CONNECTOR_TOKEN = "connector-token-" + uuid.uuid4().hex
+
+
+def _b64(number: int) -> str:
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class ChannelKeys:
+    """A signing key of "the channel", published on loopback."""
+
+    def __init__(self):
+        self.kid = "meldbot-test-key"
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = self.key.public_key().public_numbers()
+        jwks = {"keys": [{"kty": "RSA", "use": "sig", "kid": self.kid, "n": _b64(numbers.n), "e": _b64(numbers.e),
+                          "endorsements": ["msteams"]}]}
+        documents: dict[str, bytes] = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                body = documents.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body or b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        self.metadata_url = f"{base}/.well-known/openidconfiguration"
+        documents["/.well-known/openidconfiguration"] = json.dumps(
+            {"issuer": ISSUER, "jwks_uri": f"{base}/keys", "id_token_signing_alg_values_supported": ["RS256"]}
+        ).encode()
+        documents["/keys"] = json.dumps(jwks).encode()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def token(self, service_url: str, *, audience: str = APP_ID, issuer: str = ISSUER, expires_in: int = 3600,
+              key=None, kid: str | None = None, algorithm: str = "RS256", **claims) -> str:
+        now = int(time.time())
+        payload = {"iss": issuer, "aud": audience, "serviceurl": service_url, "nbf": now - 60,
+                   "iat": now - 60, "exp": now + expires_in, **claims}
+        if algorithm == "none":
+            return jwt.encode(payload, None, algorithm="none", headers={"kid": kid or self.kid})
+        return jwt.encode(payload, key or self.key, algorithm=algorithm, headers={"kid": kid or self.kid})
+
+
+class LocalCredentialsFactory(ServiceClientCredentialsFactory):
+    """Outbound credentials that carry the fake connector's token instead of an Entra ID token."""
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return app_id == APP_ID
+
+    async def is_authentication_disabled(self) -> bool:
+        return False
+
+    async def create_credentials(self, app_id, oauth_scope, login_endpoint, validate_authority):
+        credentials = BasicTokenAuthentication({"access_token": CONNECTOR_TOKEN})
+        credentials.get_access_token = lambda *args, **kwargs: CONNECTOR_TOKEN
+        return credentials
+
+
+class FakeConnector:
+    """The Bot Connector service: records what the bot sends; can throttle, fail or be down."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.failures: list[tuple[int, dict]] = []
+        self.unauthorised = 0
+        self.files: dict[str, bytes] = {}
+        self._ids = itertools.count(1)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def fail_next(self, count: int, status: int = 429, retry_after: float | None = 1) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.failures.extend([(status, headers)] * count)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path.startswith("/files/"):
+            name = request.path.split("/files/", 1)[1]
+            if name.startswith("auth-") and request.headers.get("Authorization") != f"Bearer {CONNECTOR_TOKEN}":
+                return web.Response(status=401)
+            return web.Response(body=self.files.get(name, b""), content_type="image/png")
+        if request.headers.get("Authorization") != f"Bearer {CONNECTOR_TOKEN}":
+            self.unauthorised += 1
+            return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
+        if self.failures:
+            status, headers = self.failures.pop(0)
+            return web.json_response({"error": {"code": "Throttled" if status == 429 else "ServiceError",
+                                                "message": "try later"}}, status=status, headers=headers)
+        body = await request.json() if request.can_read_body else {}
+        number = next(self._ids)
+        parts = request.path.strip("/").split("/")
+        record = {"method": request.method, "path": request.path, "body": body}
+        if parts == ["v3", "conversations"]:
+            channel = ((body.get("channelData") or {}).get("channel") or {}).get("id", "unknown")
+            conversation = f"{channel};messageid={number}"
+            record.update(kind="create", conversation=conversation, activity=body.get("activity") or {})
+            self.requests.append(record)
+            return web.json_response({"id": conversation, "activityId": str(number)})
+        record.update(kind="send", conversation=parts[2] if len(parts) > 2 else "",
+                      reply_to=parts[4] if len(parts) > 4 else None, activity=body)
+        self.requests.append(record)
+        return web.json_response({"id": f"activity-{number}"})
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port or self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def texts(self, conversation: str | None = None) -> list[str]:
+        """The texts the bot sent (optionally into one conversation), in order."""
+        return [r["activity"].get("text") or "" for r in self.requests
+                if r["kind"] == "send" and (conversation is None or r["conversation"] == conversation)]
+
+
+def activity(service_url: str, text: str | None = "", *, user: str = "anna", conversation: str | None = None,
+             conversation_type: str = "personal", tenant: str = TENANT, value=None, activity_type: str = "message",
+             name: str | None = None, attachments=None, channel: str | None = None, team: str | None = None,
+             activity_id: str | None = None) -> dict:
+    """An activity as Teams posts it to the bot."""
+    channel_data = {"tenant": {"id": tenant}}
+    if channel:
+        channel_data["channel"] = {"id": channel}
+    if team:
+        channel_data["team"] = {"id": team}
+    data = {
+        "type": activity_type, "id": activity_id or uuid.uuid4().hex,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(), "serviceUrl": service_url,
+        "channelId": "msteams", "from": {"id": f"29:{user}", "name": user.title(), "aadObjectId": f"aad-{user}"},
+        "conversation": {"id": conversation or f"a:personal-{user}", "conversationType": conversation_type,
+                         "tenantId": tenant, "isGroup": conversation_type != "personal"},
+        "recipient": {"id": f"28:{APP_ID}", "name": "Meldbot"}, "channelData": channel_data, "locale": "nl-NL",
+    }
+    if text is not None:
+        data["text"] = text
+        if "<at>Meldbot</at>" in text:
+            data["entities"] = [{"type": "mention", "text": "<at>Meldbot</at>",
+                                 "mentioned": {"id": f"28:{APP_ID}", "name": "Meldbot"}}]
+    if value is not None:
+        data["value"] = value
+    if name:
+        data["name"] = name
+    if attachments:
+        data["attachments"] = attachments
+    return data

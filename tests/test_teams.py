@@ -1,0 +1,341 @@
+"""Meldbot on Teams: the real aiohttp route and CloudAdapter, real JWT validation against keys served
+on loopback, and a fake Bot Connector that speaks the REST protocol and records what the bot sends."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import build
+from bot.config import ConfigError, DatabaseSettings, OrganisationSettings, Settings, TeamsSettings, WebSettings
+from bot.matrix.localserver import free_port
+from bot.teams.adapter import TeamsAdapter
+from storage import repo
+from storage.models import Case, HandledEvent
+from teams_harness import APP_ID, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity
+
+STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
+CHANNEL = "19:coordinatie@thread.tacv2"
+TEAM = "19:team-agressie@thread.tacv2"
+
+
+@pytest.fixture(scope="session")
+def keys():
+    keys = ChannelKeys()
+    yield keys
+    keys.close()
+
+
+class TeamsWorld:
+    def __init__(self, keys: ChannelKeys, tmp_path):
+        self.keys = keys
+        self.tmp = tmp_path
+        self.connector = FakeConnector()
+        self.app = None
+        self.port = free_port()
+        self.http: aiohttp.ClientSession | None = None
+
+    def settings(self, **teams) -> Settings:
+        values = dict(app_id=APP_ID, app_password="unused", tenant_id=TENANT, store_dir=self.tmp / "teams",
+                      openid_metadata_url=self.keys.metadata_url)
+        values.update(teams)
+        return Settings(
+            organisation=OrganisationSettings(name="Gemeente Testdam"),
+            database=DatabaseSettings(url=f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"),
+            web=WebSettings(listen=f"127.0.0.1:{self.port}", public_url="https://meldbot.example.nl"),
+            teams=TeamsSettings(**values),
+        )
+
+    async def start(self, **teams) -> "TeamsWorld":
+        await self.connector.start()
+        settings = self.settings(**teams)
+        adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
+                               credentials_factory=LocalCredentialsFactory())
+        self.app = await build(settings, {"teams": adapter})
+        await self.app.start(web_server=True)
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def close(self) -> None:
+        if self.http:
+            await self.http.close()
+        if self.app:
+            await self.app.stop()
+        await self.connector.stop()
+
+    async def post(self, body: dict, token: str | None = None, raw: bytes | None = None) -> aiohttp.ClientResponse:
+        if token is None:
+            token = self.keys.token(body.get("serviceUrl", self.connector.url))
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.post(f"http://127.0.0.1:{self.port}/api/messages", data=raw or _json(body),
+                                  headers=headers) as response:
+            await response.read()
+            return response
+
+    async def say(self, text: str, **kwargs) -> list[str]:
+        before = len(self.connector.requests)
+        response = await self.post(activity(self.connector.url, text, **kwargs))
+        assert response.status in (200, 201), response.status
+        return [r["activity"].get("text") or "" for r in self.connector.requests[before:] if r["kind"] == "send"]
+
+    async def count(self, model) -> int:
+        async with self.app.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(model))
+
+    async def set_channel(self) -> None:
+        said = await self.say("<at>Meldbot</at> coordinatiekanaal", conversation=CHANNEL,
+                              conversation_type="channel", channel=CHANNEL, team=TEAM)
+        assert any("nu het coördinatiekanaal" in s for s in said)
+
+
+def _json(body: dict) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+async def world(keys, tmp_path):
+    world = TeamsWorld(keys, tmp_path)
+    try:
+        yield world
+    finally:
+        await world.close()
+
+
+def reference_in(texts: list[str]) -> str:
+    for text in texts:
+        match = re.search(r"MB-[0-9A-Z]{3}-[0-9A-Z]{3}", text)
+        if match:
+            return match.group(0)
+    raise AssertionError(f"no reference in {texts}")
+
+
+async def test_full_text_report_in_personal_chat(world):
+    await world.start()
+    await world.set_channel()
+    said = await world.say(STORY)
+    assert any("Wat heb je nodig?" in s and "1. ☑ Contact met de coördinator" in s for s in said)
+    said = await world.say("ok")
+    assert any("Kijk even of dit klopt" in s for s in said)
+    reference = reference_in(await world.say("verzenden"))
+    await world.app.worker.drain(timeout=10)
+    posts = [r for r in world.connector.requests if r["kind"] == "create"]
+    assert len(posts) == 1
+    post = posts[0]["activity"]
+    assert post["channelData"]["channel"]["id"] == CHANNEL if "channelData" in post else True
+    card = post["attachments"][0]["content"]
+    assert card["actions"][0] == {"type": "Action.OpenUrl", "title": "Openen",
+                                  "url": f"https://meldbot.example.nl/cases/{reference}"}
+    assert reference in post["text"] and "oplichter" not in str(post) and "Anna" not in str(post)
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        assert case.story == STORY
+
+
+async def test_report_card_with_execute_and_with_submit_fallback(world):
+    await world.start()
+    said = await world.say("melden")
+    cards = [r for r in world.connector.requests if r["activity"].get("attachments")]
+    card = cards[-1]["activity"]["attachments"][0]["content"]
+    action = card["actions"][0]
+    assert action["type"] == "Action.Execute" and action["fallback"]["type"] == "Action.Submit"
+    assert any("Wat is er gebeurd?" in s for s in said)
+    data = dict(action["data"], story="Hij bedreigde me aan de telefoon", kinds="threat", when="gisteren 14:30",
+                place="phone", wishes="contact,police_report")
+    # Action.Execute: an invoke whose answer (a replacement card) is in the HTTP body.
+    invoke = activity(world.connector.url, None, activity_type="invoke", name="adaptiveCard/action",
+                      value={"action": {"type": "Action.Execute", "verb": "submitReport", "data": data},
+                             "trigger": "manual"})
+    async with world.http.post(f"http://127.0.0.1:{world.port}/api/messages", data=_json(invoke),
+                               headers={"Content-Type": "application/json", "Authorization":
+                                        f"Bearer {world.keys.token(world.connector.url)}"}) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["statusCode"] == 200 and body["type"] == "application/vnd.microsoft.card.adaptive"
+    reference = reference_in([body["value"]["body"][0]["text"]])
+    # Action.Submit: a message with the values and no text; a new form, a second report.
+    submit_data = dict(data, form_id="second-form", story="Een man duwde me op straat", kinds="physical",
+                       place="street", wishes="")
+    said = await world.say(None, value=submit_data)
+    second = reference_in(said)
+    assert second != reference
+    async with world.app.sessions() as session:
+        first = await repo.get_case(session=session, reference=reference)
+        other = await repo.get_case(session=session, reference=second)
+    assert first.kind_codes == ["threat"] and first.place == "phone" and first.police_report_wanted
+    assert first.occurred_at.astimezone().hour in (13, 14)  # 14:30 Amsterdam time
+    assert other.kind_codes == ["physical"] and other.contact_wanted is False
+
+
+async def test_a_card_submitted_twice_files_one_report(world):
+    await world.start()
+    data = {"meldbot": "report", "form_id": "form-1", "story": "Ik werd uitgescholden", "kinds": "verbal"}
+    await asyncio.gather(world.say(None, value=data), world.say(None, value=data))
+    texts = world.connector.texts("a:personal-anna")
+    assert sum("opgeslagen onder nummer" in t for t in texts) == 1
+    assert sum("al verstuurd" in t for t in texts) == 1
+    assert await world.count(Case) == 1
+
+
+async def test_duplicate_activity_is_answered_once(world):
+    await world.start()
+    body = activity(world.connector.url, STORY, activity_id="same-activity")
+    first = await world.post(body)
+    before = len(world.connector.requests)
+    again = await world.post(body)
+    assert first.status in (200, 201) and again.status in (200, 201)
+    assert len(world.connector.requests) == before  # no second answer
+    assert await world.count(HandledEvent) == 1
+
+
+async def test_coordinator_thread_claim_and_relayed_replies(world):
+    await world.start()
+    await world.set_channel()
+    await world.say(STORY)
+    await world.say("ok")
+    reference = reference_in(await world.say("verzenden"))
+    await world.app.worker.drain(timeout=10)
+    root = next(r["conversation"] for r in world.connector.requests if r["kind"] == "create")
+    thread = dict(conversation=root, conversation_type="channel", channel=CHANNEL, team=TEAM, user="coco")
+
+    said = await world.say("<at>Meldbot</at> oppakken", **thread)
+    assert any(f"{reference} is opgepakt door Coco" in s for s in said)
+    said = await world.say("<at>Meldbot</at> antwoord Ik bel je om drie uur.", **thread)
+    assert any("Doorgestuurd naar de melder" in s for s in said)
+    await world.app.worker.drain(timeout=10)
+    personal = world.connector.texts("a:personal-anna")
+    assert any("Coco heeft je melding" in t for t in personal)
+    assert any("Ik bel je om drie uur." in t and "(coördinator)" in t for t in personal)
+
+    said = await world.say("Prima, tot straks.")
+    assert any("Doorgestuurd naar de coördinator" in s for s in said)
+    await world.app.worker.drain(timeout=10)
+    assert any("de melder schrijft: Prima, tot straks." in t for t in world.connector.texts(root))
+    # Someone in another team's channel cannot claim or relay.
+    said = await world.say("<at>Meldbot</at> oppakken", conversation=root, conversation_type="channel",
+                           channel=CHANNEL, team="19:other-team@thread.tacv2", user="mallory")
+    assert any("Alleen leden" in s for s in said)
+
+
+@pytest.mark.parametrize("forgery", ["wrong audience", "wrong issuer", "expired", "bad signature", "unknown key",
+                                     "alg none", "other service url", "no token", "garbage"])
+async def test_forged_tokens_are_refused_with_401_and_nothing_stored(world, forgery):
+    await world.start()
+    keys, url = world.keys, world.connector.url
+    token = {
+        "wrong audience": lambda: keys.token(url, audience="someone-else"),
+        "wrong issuer": lambda: keys.token(url, issuer="https://evil.example"),
+        "expired": lambda: keys.token(url, expires_in=-3600),
+        "bad signature": lambda: keys.token(url, key=keys.other_key),
+        "unknown key": lambda: keys.token(url, kid="unknown-kid"),
+        "alg none": lambda: keys.token(url, algorithm="none"),
+        "other service url": lambda: keys.token("https://smba.evil.example/"),
+        "no token": lambda: "",
+        "garbage": lambda: "not.a.jwt",
+    }[forgery]()
+    response = await world.post(activity(url, STORY), token=token)
+    assert response.status == 401
+    assert await world.count(HandledEvent) == 0 and await world.count(Case) == 0
+    assert world.connector.requests == []
+
+
+async def test_other_tenant_is_refused(world):
+    await world.start()
+    response = await world.post(activity(world.connector.url, STORY, tenant="another-tenant"))
+    assert response.status == 401
+    assert await world.count(HandledEvent) == 0 and world.connector.requests == []
+
+
+async def test_oversized_and_malformed_requests(world):
+    await world.start()
+    response = await world.post({}, raw=b'{"type": "message", "text": "' + b"x" * (1024 * 1024 + 10) + b'"}')
+    assert response.status == 413
+    response = await world.post({}, raw=b"{not json")
+    assert response.status in (400, 401)
+    assert await world.count(HandledEvent) == 0
+
+
+async def test_connector_throttling_and_outage_while_a_case_is_filed(world):
+    await world.start()
+    await world.set_channel()
+    await world.say(STORY)
+    await world.say("ok")
+    world.connector.fail_next(3, status=429, retry_after=0.2)  # the confirmation and the channel post
+    await world.say("verzenden")
+    async with world.app.sessions() as session:
+        (case,) = await repo.list_cases(session=session)
+    assert await world.app.worker.drain(timeout=30)
+    assert sum(f"opgeslagen onder nummer {case.reference}" in t
+               for t in world.connector.texts("a:personal-anna")) == 1
+    assert sum(1 for r in world.connector.requests if r["kind"] == "create") == 1
+    # Down altogether: the next report is saved; its post is delivered once the connector is back.
+    await world.say("Ik werd bedreigd aan de telefoon")
+    await world.say("ok")
+    await world.connector.stop()
+    await world.say_while_down("verzenden")
+    assert await world.count(Case) == 2
+    await world.connector.start()
+    assert await world.app.worker.drain(timeout=60)
+    assert sum(1 for r in world.connector.requests if r["kind"] == "create") == 2
+    confirmations = [t for t in world.connector.texts("a:personal-anna") if "opgeslagen onder nummer" in t]
+    assert len(confirmations) == 2
+
+
+async def _say_while_down(self, text: str) -> None:
+    response = await self.post(activity(self.connector.url, text))
+    assert response.status in (200, 201)
+
+
+TeamsWorld.say_while_down = _say_while_down
+
+
+async def test_attachments_in_personal_chat_are_stored(world):
+    await world.start()
+    world.connector.files["report.pdf"] = b"%PDF-1.7 screenshot export"
+    world.connector.files["auth-inline.png"] = b"\x89PNG inline image"
+    attachments = [
+        {"contentType": "application/vnd.microsoft.teams.file.download.info", "name": "report.pdf",
+         "content": {"downloadUrl": f"{world.connector.url}files/report.pdf", "fileType": "pdf"}},
+        {"contentType": "image/png", "name": "inline.png", "contentUrl": f"{world.connector.url}files/auth-inline.png"},
+    ]
+    said = await world.say("", attachments=attachments)
+    assert any("report.pdf" in s and "inline.png" in s for s in said)
+    await world.say(STORY)
+    await world.say("ok")
+    reference = reference_in(await world.say("verzenden"))
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        stored = {a.filename: a for a in await repo.list_attachments(session=session, case_id=case.id)}
+    assert stored["report.pdf"].sha256 == hashlib.sha256(b"%PDF-1.7 screenshot export").hexdigest()
+    assert stored["inline.png"].content == b"\x89PNG inline image"
+
+
+async def test_installation_greets_once_and_keeps_the_reference(world):
+    await world.start()
+    body = activity(world.connector.url, None, activity_type="conversationUpdate")
+    body["membersAdded"] = [{"id": f"28:{APP_ID}", "name": "Meldbot"}]
+    response = await world.post(body)
+    assert response.status in (200, 201)
+    greetings = world.connector.texts("a:personal-anna")
+    assert any("Meldbot" in t and "'help'" in t for t in greetings)
+    assert any("Wat is er gebeurd?" in t for t in greetings)
+    assert len(greetings) == 2  # the introduction and the story question, once
+    response = await world.post(body)  # the same activity again: no second greeting
+    assert len(world.connector.texts("a:personal-anna")) == 2
+
+
+async def test_empty_app_id_refuses_to_start_unless_explicitly_allowed(world, caplog):
+    with pytest.raises(ConfigError, match="app_id"):
+        TeamsAdapter(settings=TeamsSettings(), store_dir=world.tmp, language="nl")
+    adapter = TeamsAdapter(settings=TeamsSettings(allow_unauthenticated=True), store_dir=world.tmp, language="nl")
+    await adapter.start(bot=None)
+    await adapter.stop()
+    assert "AUTHENTICATION IS OFF" in caplog.text
