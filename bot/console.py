@@ -29,6 +29,7 @@ class ConsoleAdapter:
     """A chat in the terminal, for one user."""
 
     platform = "console"
+    idempotent_sends = False
 
     def __init__(self, *, user: str, language: str, stdin: TextIO | None = None, stdout: TextIO | None = None):
         self.user = user

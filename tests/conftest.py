@@ -99,3 +99,13 @@ def synapse(tmp_path_factory):
 
     with LocalSynapse(tmp_path_factory.mktemp("synapse")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def keys():
+    """The channel's signing key, its OpenID metadata and JWKS served on loopback (Teams tests)."""
+    from teams_harness import ChannelKeys
+
+    keys = ChannelKeys()
+    yield keys
+    keys.close()

@@ -17,18 +17,11 @@ from bot.matrix.localserver import free_port
 from bot.teams.adapter import TeamsAdapter
 from storage import repo
 from storage.models import Case, HandledEvent
-from teams_harness import APP_ID, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity
+from teams_harness import APP_ID, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity  # noqa: F401
 
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
 CHANNEL = "19:coordinatie@thread.tacv2"
 TEAM = "19:team-agressie@thread.tacv2"
-
-
-@pytest.fixture(scope="session")
-def keys():
-    keys = ChannelKeys()
-    yield keys
-    keys.close()
 
 
 class TeamsWorld:
@@ -259,7 +252,9 @@ async def test_oversized_and_malformed_requests(world):
     response = await world.post({}, raw=b'{"type": "message", "text": "' + b"x" * (1024 * 1024 + 10) + b'"}')
     assert response.status == 413
     response = await world.post({}, raw=b"{not json")
-    assert response.status in (400, 401)
+    assert response.status == 400
+    response = await world.post({}, raw=b'["a list, not an activity"]')
+    assert response.status == 400
     assert await world.count(HandledEvent) == 0
 
 
@@ -339,3 +334,41 @@ async def test_empty_app_id_refuses_to_start_unless_explicitly_allowed(world, ca
     await adapter.start(bot=None)
     await adapter.stop()
     assert "AUTHENTICATION IS OFF" in caplog.text
+
+
+async def test_invoke_serialisation_defect_and_its_workaround(world):
+    """4.17.1 answers every `adaptiveCard/action` invoke with 500; the workaround makes it 200."""
+    from bot.teams import fixes
+
+    await world.start()
+    data = {"meldbot": "report", "form_id": "f-invoke", "story": "Ik werd uitgescholden aan de balie"}
+    invoke = activity(world.connector.url, None, activity_type="invoke", name="adaptiveCard/action",
+                      value={"action": {"type": "Action.Execute", "verb": "submitReport", "data": data}})
+    fixes.revert()
+    try:
+        response = await world.post(invoke)
+        assert response.status == 500  # the defect, reproduced
+    finally:
+        fixes.apply()
+    invoke["id"] = "another-invoke"
+    data["form_id"] = "f-invoke-2"
+    response = await world.post(invoke)
+    assert response.status == 200
+
+
+def test_msrest_retry_list_workaround_keeps_the_same_retry_codes():
+    """The CPU workaround changes how the list is built, never which codes are retried."""
+    from msrest.universal_http.requests import ClientRetryPolicy
+
+    from bot.teams import fixes
+
+    fixes.revert()
+    try:
+        assert isinstance(ClientRetryPolicy.safe_codes, list)  # stock: a list scanned 999 times per policy
+        stock = ClientRetryPolicy().policy.status_forcelist
+    finally:
+        fixes.apply()
+    assert isinstance(ClientRetryPolicy.safe_codes, frozenset)
+    assert ClientRetryPolicy().policy.status_forcelist == stock
+    # msrest retries gateway errors itself; 429 is left to the outbox, which honours Retry-After.
+    assert 502 in stock and 504 in stock and 429 not in stock and 200 not in stock

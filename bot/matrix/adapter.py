@@ -53,6 +53,8 @@ class MatrixAdapter:
     """A Matrix bot account, kept on one device for life."""
 
     platform = "matrix"
+    #: A resend with the same transaction ID is dropped by the homeserver.
+    idempotent_sends = True
 
     def __init__(self, *, settings: MatrixSettings, store_dir: Path, language: str):
         self.settings = settings

@@ -85,6 +85,8 @@ class TeamsAdapter:
     """One Azure Bot registration in one tenant."""
 
     platform = "teams"
+    #: The Bot Connector has no idempotency key: a resend after an ambiguous failure can post twice.
+    idempotent_sends = False
 
     def __init__(self, *, settings: TeamsSettings, store_dir: Path, language: str,
                  credentials_factory: ServiceClientCredentialsFactory | None = None):
@@ -138,17 +140,24 @@ class TeamsAdapter:
         """The Bot Framework endpoint: 401 for any authentication failure, 413 for bodies over 1 MB."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413, text="request body too large")
+        if self.settings.app_id and not request.headers.get("Authorization"):
+            log.warning("teams: request without a token refused")
+            return web.Response(status=401)
         if "application/json" not in (request.headers.get("Content-Type") or ""):
             return web.Response(status=415, text="expected application/json")
+        try:
+            body = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text="request body too large")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            log.warning("teams: malformed activity refused")
+            return web.Response(status=400, text="malformed activity")
         try:
             return await self.cloud.process(request, self.handler)
         except web.HTTPUnauthorized:
             return web.Response(status=401)
-        except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=413, text="request body too large")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("teams: malformed activity refused")
-            return web.Response(status=400, text="malformed activity")
 
     async def _on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
         log.error("teams: turn failed (%s)", type(error).__name__)
