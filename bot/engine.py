@@ -33,7 +33,7 @@ from dialogs import (
 )
 from dialogs.categories import is_urgent
 from dialogs.coordinator import claimed_for_reporter, message_for_reporter, parse_coordinator_command, thread_reply
-from storage import repo
+from storage import repo, transaction
 
 from .notifications import case_flags, case_notification_payload
 from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
@@ -109,7 +109,7 @@ class Engine:
         now = self.clock()
         language = self.context.default_language
         try:
-            async with self.sessions() as session, session.begin():
+            async with transaction(self.sessions) as session:
                 # The unique event ID fails this flush for a redelivered event, before any work.
                 await repo.mark_event_handled(session=session, platform=message.platform,
                                               event_id=message.event_id, now=now)
@@ -245,7 +245,7 @@ class Engine:
         queued = False
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
-                async with self.sessions() as session, session.begin():
+                async with transaction(self.sessions) as session:
                     await repo.mark_event_handled(session=session, platform=message.platform,
                                                   event_id=message.event_id, now=now)
                     case = await repo.get_case_by_thread(session=session, platform=message.platform,
@@ -316,7 +316,7 @@ class Engine:
     async def defer_replies(self, platform: str, address: dict, replies: Sequence[Reply]) -> None:
         """Replies an adapter could not send right now: the outbox delivers them when it can."""
         now = self.clock()
-        async with self.sessions() as session, session.begin():
+        async with transaction(self.sessions) as session:
             await repo.enqueue_message(session=session, kind="reporter_message", platform=platform, destination=None,
                                        payload={"address": address, "replies": [reply_payload(r) for r in replies]},
                                        now=now)

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage import repo
+from storage import repo, transaction
 from storage.models import OutboxMessage
 
 from .engine import DATABASE_ERRORS, payload_reply, utc_now
@@ -64,7 +64,7 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Deliver what is due now; returns the number of messages delivered."""
-        async with self.sessions() as session, session.begin():
+        async with transaction(self.sessions) as session:
             claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
                                                     limit=self.batch, platforms=list(self.adapters))
         delivered = 0
@@ -86,7 +86,7 @@ class OutboxWorker:
             await self._failed(message, f"{type(error).__name__}", None)
             return 0
         now = self.clock()
-        async with self.sessions() as session, session.begin():
+        async with transaction(self.sessions) as session:
             await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result)
             if message.kind == "case_notification" and message.case_id is not None and message.destination:
                 await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
@@ -130,7 +130,7 @@ class OutboxWorker:
         self.healthy = False
         log.warning("outbox attempt failed id=%s kind=%s platform=%s attempts=%s retry_in=%.1fs error=%s",
                     message.id, message.kind, message.platform, message.attempts, delay, error[:200])
-        async with self.sessions() as session, session.begin():
+        async with transaction(self.sessions) as session:
             await repo.mark_message_failed(session=session, message_id=message.id,
                                            retry_at=self.clock() + dt.timedelta(seconds=delay), error=error)
 

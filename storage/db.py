@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from importlib import resources
+from typing import Any, AsyncIterator
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +24,8 @@ POSTGRES_CONNECT_TIMEOUT_S = 5
 
 def _sqlite_pragmas(busy_timeout_ms: int):
     def apply(dbapi_connection, _record) -> None:
+        # Transactions are begun by us (see _sqlite_begin), not by the driver.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -28,6 +34,13 @@ def _sqlite_pragmas(busy_timeout_ms: int):
         cursor.close()
 
     return apply
+
+
+def _sqlite_begin(connection) -> None:
+    # BEGIN IMMEDIATE takes the write lock at the start: a turn that read first and wrote later
+    # would otherwise fail at once (SQLITE_BUSY_SNAPSHOT) when another turn committed in between,
+    # instead of waiting its turn under the busy timeout.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs) -> AsyncEngine:
@@ -41,6 +54,8 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
         engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000},
                                      hide_parameters=True, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms))
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        _WRITE_LOCKS[engine.sync_engine] = asyncio.Lock()
         return engine
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_S, "command_timeout": 30}
@@ -52,6 +67,21 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# SQLite has one writer at a time. Waiting in an asyncio queue is fair; waiting in SQLite's busy
+# handler is not (a writer can starve past the timeout under load). One lock per engine.
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction that commits on success; on SQLite, writers queue in-process."""
+    bind = sessions.kw.get("bind")
+    lock = _WRITE_LOCKS.get(bind.sync_engine) if bind is not None else None
+    async with lock if lock is not None else contextlib.nullcontext():
+        async with sessions() as session, session.begin():
+            yield session
 
 
 def alembic_config() -> Config:

@@ -13,7 +13,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,9 +63,11 @@ async def is_event_handled(*, session: AsyncSession, platform: str, event_id: st
 
 
 async def mark_event_handled(*, session: AsyncSession, platform: str, event_id: str, now: dt.datetime) -> None:
-    """Record an event as handled. The unique constraint makes a concurrent duplicate fail at flush."""
-    session.add(HandledEvent(platform=platform, event_id=event_id, handled_at=now))
-    await session.flush()
+    """Record an event as handled; a duplicate fails here with IntegrityError (unique constraint).
+
+    A plain INSERT rather than the ORM unit of work: this runs on every inbound message.
+    """
+    await session.execute(insert(HandledEvent).values(platform=platform, event_id=event_id, handled_at=now))
 
 
 async def prune_handled_events(*, session: AsyncSession, before: dt.datetime) -> int:
@@ -106,12 +109,14 @@ async def save_conversation_state(
     now: dt.datetime, address: dict[str, Any] | None = None,
 ) -> None:
     """Store the dialogue state (and the latest reply address) of a conversation."""
-    conversation.state = state
-    conversation.language = language
-    if address is not None:
-        conversation.address = address
-    conversation.updated_at = now
-    await session.flush()
+    values: dict[str, Any] = {"state": state, "language": language, "updated_at": now}
+    if address is not None and address != conversation.address:
+        values["address"] = address
+    # A plain UPDATE (every turn does this); the loaded object is brought up to date without a flush.
+    await session.execute(update(Conversation).where(Conversation.id == conversation.id).values(**values)
+                          .execution_options(synchronize_session=False))
+    for name, value in values.items():
+        set_committed_value(conversation, name, value)
 
 
 async def get_conversation(*, session: AsyncSession, conversation_id: int) -> Conversation | None:

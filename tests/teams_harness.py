@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -26,7 +27,8 @@ from msrest.authentication import BasicTokenAuthentication
 ISSUER = "https://api.botframework.com"
 APP_ID = "0f2b5c1e-8a4d-4f7b-9c3e-2d1a6b8e4f70"
 TENANT = "3c9f2d41-5b7e-4a1c-8e6d-9f0a1b2c3d4e"
-CONNECTOR_TOKEN = "connector-token-" + uuid.uuid4().hex
+# A process that serves a bot for a load generator in another process shares the token through this variable.
+CONNECTOR_TOKEN = os.environ.get("MELDBOT_BENCH_CONNECTOR_TOKEN") or "connector-token-" + uuid.uuid4().hex
 
 
 def _b64(number: int) -> str:

@@ -66,6 +66,11 @@ def reply_markdown(reply: Reply) -> str:
     return "\n\n".join(parts)
 
 
+def combined_markdown(replies: Sequence[Reply]) -> str:
+    """A turn's replies as one Teams message (one notification, one request to the connector)."""
+    return "\n\n".join(reply_markdown(reply) for reply in replies)
+
+
 def _status(error: BaseException) -> int | None:
     response = getattr(error, "response", None)
     return getattr(response, "status_code", None) or getattr(error, "status_code", None)
@@ -104,6 +109,7 @@ class TeamsAdapter:
         self.bot: Bot | None = None
         self.state: dict[str, Any] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._references: dict[tuple, dict] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -171,14 +177,13 @@ class TeamsAdapter:
     async def on_personal_message(self, turn_context: TurnContext, form: dict | None = None) -> list[Reply]:
         activity = turn_context.activity
         self._remember_service_url(activity)
-        reference = TurnContext.get_conversation_reference(activity)
         files = await self._attachments(turn_context)
         text = (activity.text or "").strip() if form is None else ""
         message = InboundMessage(
             platform=self.platform, conversation=activity.conversation.id, sender=self._sender(activity),
             text=text, event_id=f"{activity.conversation.id}|{activity.id}", attachments=tuple(files),
             sender_name=activity.from_property.name if activity.from_property else None,
-            address={"reference": reference.serialize()}, form=form,
+            address={"reference": self._reference(activity)}, form=form,
         )
         replies = list(await self.bot.handle(message))
         command = parse_command(text) if text else None
@@ -188,21 +193,30 @@ class TeamsAdapter:
         await self._reply(turn_context, replies, card)
         return replies
 
+    def _reference(self, activity: Activity) -> dict:
+        """The serialised conversation reference (msrest serialisation is slow: reused while unchanged)."""
+        key = (activity.conversation.id, activity.service_url, self._sender(activity))
+        cached = self._references.get(key)
+        if cached is None:
+            if len(self._references) > 10_000:
+                self._references.clear()
+            cached = self._references[key] = TurnContext.get_conversation_reference(activity).serialize()
+        return cached
+
     @staticmethod
     def _sender(activity: Activity) -> str:
         account = activity.from_property
         return (account.aad_object_id or account.id) if account else "unknown"
 
     async def _reply(self, turn_context: TurnContext, replies: Sequence[Reply], card: dict | None = None) -> None:
-        """Answer in the turn; what cannot be sent now goes to the outbox."""
-        for index, reply in enumerate(replies):
+        """Answer in the turn, as one message; if that cannot be sent now it goes to the outbox."""
+        if replies:
             try:
-                await turn_context.send_activity(MessageFactory.text(reply_markdown(reply)))
+                await turn_context.send_activity(MessageFactory.text(combined_markdown(replies)))
             except Exception as error:
                 log.warning("teams: reply not sent now (status %s); queued", _status(error))
                 reference = TurnContext.get_conversation_reference(turn_context.activity)
-                await self.bot.defer_replies(self.platform, {"reference": reference.serialize()},
-                                             list(replies[index:]))
+                await self.bot.defer_replies(self.platform, {"reference": reference.serialize()}, list(replies))
                 return
         if card is not None:
             try:
@@ -335,7 +349,7 @@ class TeamsAdapter:
         if not data:
             raise DeliveryError("no conversation reference for this person", permanent=True)
         reference = ConversationReference().deserialize(data)
-        return await self._proactive(reference, [MessageFactory.text(reply_markdown(r)) for r in replies])
+        return await self._proactive(reference, [MessageFactory.text(combined_markdown(replies))])
 
     def _channel_reference(self, conversation_id: str) -> ConversationReference:
         service_url = self.state.get("service_url")

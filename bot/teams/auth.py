@@ -14,6 +14,7 @@ from botframework.connector.auth import (
     AuthenticateRequestResult,
     AuthenticationConstants,
     BotFrameworkAuthentication,
+    ConnectorFactory,
     ServiceClientCredentialsFactory,
 )
 
@@ -39,6 +40,8 @@ class StrictAuthentication(BotFrameworkAuthentication):
         self._inner = inner
         self._tenant_id = tenant_id
         self._enforce_tenant = enforce_tenant
+        self._connectors: dict[tuple, object] = {}
+        self._token_clients: dict[str, object] = {}
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         try:
@@ -58,10 +61,16 @@ class StrictAuthentication(BotFrameworkAuthentication):
         raise PermissionError("streaming is not supported")
 
     def create_connector_factory(self, claims_identity):
-        return self._inner.create_connector_factory(claims_identity)
+        return _ReusingConnectorFactory(self._inner.create_connector_factory(claims_identity),
+                                        self._connectors, _app_id(claims_identity))
 
     async def create_user_token_client(self, claims_identity):
-        return await self._inner.create_user_token_client(claims_identity)
+        # The SDK builds a new one every turn; Meldbot uses no user tokens, so one per app is plenty.
+        app_id = _app_id(claims_identity)
+        client = self._token_clients.get(app_id)
+        if client is None:
+            client = self._token_clients[app_id] = await self._inner.create_user_token_client(claims_identity)
+        return client
 
     def create_bot_framework_client(self):
         return self._inner.create_bot_framework_client()
@@ -74,6 +83,28 @@ class StrictAuthentication(BotFrameworkAuthentication):
             return await self._inner.authenticate_channel_request(auth_header)
         except Exception as error:
             raise PermissionError("invalid token") from error
+
+
+def _app_id(claims_identity) -> str:
+    claims = getattr(claims_identity, "claims", None) or {}
+    return str(claims.get("aud") or claims.get("appid") or claims.get("azp") or "")
+
+
+class _ReusingConnectorFactory(ConnectorFactory):
+    """Reuses one connector client per (app, service URL, audience) instead of building one per turn
+    (each build sets up a requests session, retry policy and credentials: most of a turn's CPU)."""
+
+    def __init__(self, inner: ConnectorFactory, cache: dict, app_id: str):
+        self._inner = inner
+        self._cache = cache
+        self._app_id = app_id
+
+    async def create(self, service_url: str, audience: str = None):
+        key = (self._app_id, service_url, audience)
+        client = self._cache.get(key)
+        if client is None:
+            client = self._cache[key] = await self._inner.create(service_url, audience)
+        return client
 
 
 def build_authentication(settings: TeamsSettings,
