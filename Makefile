@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/turns.py
 	$(BIN)/python bench/matrix_latency.py
+	$(BIN)/python bench/teams_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts
