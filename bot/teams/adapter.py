@@ -102,7 +102,7 @@ class TeamsAdapter:
         self.settings = settings
         self.language = language
         self.store_dir = Path(store_dir)
-        self.state_file = self.store_dir / "teams.json"
+        self.state_file = self.store_dir / "teams-state.json"
         self.cloud = CloudAdapter(build_authentication(settings, credentials_factory))
         self.cloud.on_turn_error = self._on_turn_error
         self.handler = _Handler(self)
