@@ -372,3 +372,54 @@ def test_msrest_retry_list_workaround_keeps_the_same_retry_codes():
     assert ClientRetryPolicy().policy.status_forcelist == stock
     # msrest retries gateway errors itself; 429 is left to the outbox, which honours Retry-After.
     assert 502 in stock and 504 in stock and 429 not in stock and 200 not in stock
+
+
+async def test_coordinator_channel_cannot_be_taken_over(world):
+    await world.start()
+    await world.set_channel()
+    said = await world.say("<at>Meldbot</at> coordinatiekanaal", conversation="19:other@thread.tacv2",
+                           conversation_type="channel", channel="19:other@thread.tacv2",
+                           team="19:other-team@thread.tacv2", user="mallory")
+    assert any("kan niet vanuit een bericht worden verplaatst" in s for s in said)
+    assert world.app.adapters["teams"].coordinator_destination() == CHANNEL
+
+
+async def test_configured_channel_is_not_moved_and_tenant_is_required(world, keys):
+    with pytest.raises(ConfigError, match="tenant_id"):
+        TeamsAdapter(settings=TeamsSettings(app_id=APP_ID), store_dir=world.tmp, language="nl")
+    await world.start(coordinator_channel=CHANNEL)
+    said = await world.say("<at>Meldbot</at> coordinatiekanaal", conversation="19:x@thread.tacv2",
+                           conversation_type="channel", channel="19:x@thread.tacv2", team=TEAM)
+    assert any("kan niet" in s for s in said)
+    assert world.app.adapters["teams"].coordinator_destination() == CHANNEL
+
+
+async def test_a_malformed_activity_with_a_forged_token_is_400_and_runs_nothing(world):
+    await world.start()
+    body = activity(world.connector.url, STORY)
+    body["timestamp"] = "garbage"
+    response = await world.post(body, token=world.keys.token(world.connector.url, key=world.keys.other_key))
+    assert response.status in (400, 401)
+    assert await world.count(HandledEvent) == 0 and world.connector.requests == []
+
+
+async def test_large_files_are_read_whole_and_untrusted_hosts_are_not_fetched(world):
+    await world.start()
+    big = bytes(range(256)) * 20_000  # 5 MB
+    world.connector.files["big.bin"] = big
+    attachments = [
+        {"contentType": "application/vnd.microsoft.teams.file.download.info", "name": "big.bin",
+         "content": {"downloadUrl": f"{world.connector.url}files/big.bin"}},
+        {"contentType": "application/vnd.microsoft.teams.file.download.info", "name": "evil.bin",
+         "content": {"downloadUrl": "http://127.0.0.2:9/steal"}},  # another host (loopback only)
+        {"contentType": "image/png", "name": "tracker.png", "contentUrl": "https://127.0.0.3:9/pixel.png"},
+    ]
+    said = await world.say("", attachments=attachments)
+    assert any("big.bin" in s for s in said) and not any("evil.bin" in s or "tracker" in s for s in said)
+    await world.say(STORY)
+    await world.say("ok")
+    reference = reference_in(await world.say("verzenden"))
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        (stored,) = await repo.list_attachments(session=session, case_id=case.id)
+    assert stored.size == len(big) and stored.sha256 == hashlib.sha256(big).hexdigest()

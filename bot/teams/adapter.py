@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Sequence
 
 import aiohttp
@@ -48,6 +49,9 @@ SET_CHANNEL_WORDS = {"coordinatiekanaal", "coördinatiekanaal", "coordinator cha
 REFERENCE_RE = re.compile(r"\bMB-[0-9A-Z]{3}-[0-9A-Z]{3}\b")
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
 MAX_FILE = 20 * 1024 * 1024
+#: Where Teams puts files: SharePoint/OneDrive, the connector and its attachment stores.
+TRUSTED_FILE_HOSTS = ("sharepoint.com", "botframework.com", "smba.trafficmanager.net", "asm.skype.com",
+                      "teams.microsoft.com", "office.net", "sharepoint-df.com")
 
 
 def reply_markdown(reply: Reply) -> str:
@@ -95,6 +99,9 @@ class TeamsAdapter:
 
     def __init__(self, *, settings: TeamsSettings, store_dir: Path, language: str,
                  credentials_factory: ServiceClientCredentialsFactory | None = None):
+        if settings.app_id and not settings.tenant_id:
+            raise ConfigError("[teams] tenant_id is empty: without it activities from any tenant would be "
+                              "accepted. Set your organisation's tenant ID.")
         if not settings.app_id and not settings.allow_unauthenticated:
             raise ConfigError("[teams] app_id is empty: authentication would be off. Set app_id, app_password and "
                               "tenant_id, or allow_unauthenticated = true for a local experiment only.")
@@ -157,7 +164,13 @@ class TeamsAdapter:
             return web.Response(status=413, text="request body too large")
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        malformed = not isinstance(body, dict) or not isinstance(body.get("type"), str)
+        if not malformed:
+            try:
+                Activity().deserialize(body)
+            except Exception:  # msrest raises its own types; nothing has been authenticated or run
+                malformed = True
+        if malformed:
             log.warning("teams: malformed activity refused")
             return web.Response(status=400, text="malformed activity")
         try:
@@ -225,9 +238,19 @@ class TeamsAdapter:
             except Exception as error:
                 log.warning("teams: report card not sent (status %s)", _status(error))
 
+    def _trusted(self, url: str, activity: Activity) -> bool:
+        """Files are fetched only from Microsoft's hosts or the (authenticated) service URL's host."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        service_host = (urlsplit(activity.service_url or "").hostname or "").lower()
+        if host and host == service_host:
+            return True
+        return parts.scheme == "https" and any(host == h or host.endswith("." + h) for h in TRUSTED_FILE_HOSTS)
+
     async def _attachments(self, turn_context: TurnContext) -> list[InboundAttachment]:
         files = []
-        for attachment in turn_context.activity.attachments or []:
+        activity = turn_context.activity
+        for attachment in activity.attachments or []:
             url, name = None, attachment.name or "bestand"
             media_type = attachment.content_type or "application/octet-stream"
             headers = {}
@@ -236,17 +259,28 @@ class TeamsAdapter:
                 media_type = "application/octet-stream"
             elif (attachment.content_type or "").startswith("image/") and attachment.content_url:
                 url = attachment.content_url
-                token = await self._connector_token(turn_context)
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
+                if self._trusted(url, activity):
+                    token = await self._connector_token(turn_context)
+                    if token:
+                        headers["Authorization"] = f"Bearer {token}"
             if not url:
+                continue
+            if not self._trusted(url, activity):
+                log.warning("teams: attachment from an untrusted host not fetched")
                 continue
             try:
                 async with self._http.get(url, headers=headers) as response:
                     if response.status != 200:
                         log.warning("teams: attachment download failed (status %s)", response.status)
                         continue
-                    content = await response.content.read(MAX_FILE + 1)
+                    chunks, size = [], 0
+                    async for chunk in response.content.iter_chunked(65536):
+                        size += len(chunk)
+                        if size > MAX_FILE:
+                            break
+                        chunks.append(chunk)
+                    # Over the limit: passed on whole-sized so the engine refuses it by name.
+                    content = b"".join(chunks) if size <= MAX_FILE else b"\0" * (MAX_FILE + 1)
                     media_type = response.headers.get("Content-Type", media_type).split(";")[0]
             except aiohttp.ClientError as error:
                 log.warning("teams: attachment download failed (%s)", type(error).__name__)
@@ -274,8 +308,15 @@ class TeamsAdapter:
         team = teams_get_team_info(activity)
         t = Translator(self.language)
         if fold(text) in SET_CHANNEL_WORDS and channel_id:
-            self.state.update(channel_id=channel_id, team_id=team.id if team else None,
-                              service_url=activity.service_url)
+            team_id = team.id if team else None
+            # Configured by the administrator, or already claimed by another team: not to be moved
+            # from a chat message (whoever holds the channel reads reporters' answers).
+            if self.settings.coordinator_channel or (self.state.get("team_id")
+                                                    and self.state["team_id"] != team_id):
+                log.warning("teams: attempt to move the coordinator channel refused")
+                await turn_context.send_activity(MessageFactory.text(t("teams.channel_locked")))
+                return
+            self.state.update(channel_id=channel_id, team_id=team_id, service_url=activity.service_url)
             self._save()
             log.info("teams: coordinator channel set")
             await turn_context.send_activity(MessageFactory.text(t("teams.channel_set")))
