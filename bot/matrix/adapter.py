@@ -68,6 +68,7 @@ class MatrixAdapter:
         self.synced = asyncio.Event()
         self._told_groups: set[str] = set()
         self._ignore_before_ms = 0
+        self._token: str | None = None
         self._background: set[asyncio.Task] = set()
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -108,19 +109,20 @@ class MatrixAdapter:
         told = self.store_dir / "told_groups.json"
         self._told_groups = set(json.loads(told.read_text())) if told.exists() else set()
         token, device_id = await self._login()
-        config = AsyncClientConfig(store_sync_tokens=True, encryption_enabled=True, max_limit_exceeded=0,
+        # The sync token is saved by us, after a batch was handled (nio would save it before).
+        config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=True, max_limit_exceeded=0,
                                    max_timeouts=1, request_timeout=20)
         self.client = AsyncClient(self.settings.homeserver, self.settings.user_id, device_id=device_id,
                                   store_path=str(self.store_dir), config=config)
         self.client.restore_login(self.settings.user_id, device_id, token)
-        previous = self.client.loaded_sync_token
+        previous = self._token_file().read_text().strip() if self._token_file().exists() else None
         first_start = not previous
         # On a first start everything already in the rooms is history: it is never answered.
         self._ignore_before_ms = int(time.time() * 1000) if first_start else 0
-        response = await self.client.sync(timeout=0, full_state=True)
+        response = await self.client.sync(timeout=0, full_state=True, since=previous)
         if not isinstance(response, SyncResponse):
             raise RuntimeError(f"Matrix sync failed: {getattr(response, 'message', response)}")
-        await self._keys()
+        await self._keys_safely()
         if self.settings.coordinator_room:
             joined = await self._join(self.settings.coordinator_room)
             if isinstance(joined, JoinError):
@@ -134,6 +136,7 @@ class MatrixAdapter:
             await self.client.set_displayname(self.settings.display_name)
         # A first start only takes invites from the catch-up sync: old messages are history.
         await self._process(response, handle_messages=not first_start, previous=previous)
+        self._save_token(response.next_batch)
         self.synced.set()
         self._task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
         log.info("matrix: running as %s device %s (first start: %s)", self.settings.user_id, device_id, first_start)
@@ -156,6 +159,24 @@ class MatrixAdapter:
 
     # -- sync -------------------------------------------------------------------------------------
 
+    def _token_file(self) -> Path:
+        return self.store_dir / "sync_token"
+
+    def _save_token(self, token: str) -> None:
+        """Persist the sync token once its batch has been handled (atomically)."""
+        self._token = token
+        temporary = self._token_file().with_suffix(".tmp")
+        temporary.write_text(token)
+        os.replace(temporary, self._token_file())
+
+    async def _keys_safely(self) -> None:
+        try:
+            await self._keys()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # key upload/query can wait for the next sync; messages cannot
+            log.warning("matrix: key maintenance failed (%s)", type(error).__name__)
+
     async def _keys(self) -> None:
         client = self.client
         assert client is not None
@@ -171,9 +192,10 @@ class MatrixAdapter:
         assert client is not None
         failures = 0
         while not self._stopping.is_set():
-            previous = client.next_batch
+            previous = self._token
             try:
-                response = await client.sync(timeout=SYNC_TIMEOUT_MS)
+                # From the last token whose batch was handled: a batch cut short is fetched again.
+                response = await client.sync(timeout=SYNC_TIMEOUT_MS, since=previous)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # connection refused, timeouts: the homeserver is away
@@ -190,17 +212,25 @@ class MatrixAdapter:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            await self._keys_safely()
             try:
-                await self._keys()
                 await self._process(response, handle_messages=True, previous=previous)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("matrix: processing a sync failed")
+            except Exception as error:  # not saving the token: the same batch comes again
+                log.warning("matrix: handling a sync failed (%s); it will be fetched again", type(error).__name__)
+                await asyncio.sleep(1)
+                continue
+            self._save_token(response.next_batch)
 
     async def _process(self, response: SyncResponse, *, handle_messages: bool, previous: str | None) -> None:
         for room_id, info in response.rooms.invite.items():
-            await self._on_invite(room_id, info)
+            try:
+                await self._on_invite(room_id, info)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("matrix: handling an invite failed (%s)", type(error).__name__)
         if not handle_messages:
             return
         for room_id, info in response.rooms.join.items():
@@ -302,7 +332,10 @@ class MatrixAdapter:
             return
         if isinstance(event, MegolmEvent):
             log.warning("matrix: undecryptable message in %s (session %s)", room.room_id, event.session_id)
-            await self.client.request_room_key(event)
+            try:
+                await self.client.request_room_key(event)
+            except Exception:  # a request for this session is already out: just answer
+                pass
             await self._send_replies(room.room_id, [Reply(Translator(self.language)("matrix.undecryptable"))])
             return
         text = event.body if isinstance(event, RoomMessageText) else ""
@@ -320,7 +353,13 @@ class MatrixAdapter:
         await self._send_replies(room.room_id, replies)
 
     async def _download(self, event) -> InboundAttachment | None:
-        response = await self.client.download(mxc=event.url)
+        try:
+            response = await self.client.download(mxc=event.url)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("matrix: download failed for %s (%s)", event.event_id, type(error).__name__)
+            return None
         body = getattr(response, "body", None)
         if not isinstance(body, (bytes, bytearray)):
             log.warning("matrix: download failed for %s", event.event_id)
