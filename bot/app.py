@@ -108,9 +108,10 @@ async def build(settings: Settings, adapters: dict[str, Adapter]) -> Meldbot:
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
                           timezone=context.timezone)
 
-    def coordinator_targets() -> list[tuple[str, str]]:
-        return [(name, dest) for name, adapter in adapters.items()
-                if (dest := adapter.coordinator_destination())]
+    def coordinator_targets() -> list[tuple[str, str | None]]:
+        # Every platform gets the notification; one whose room/channel is not known yet (a Teams
+        # channel set later by a message) keeps it in the outbox until it is.
+        return [(name, adapter.coordinator_destination()) for name, adapter in adapters.items()]
 
     engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
                     coordinator_targets=coordinator_targets, on_outbox=worker.wake,

@@ -60,7 +60,7 @@ class Engine:
         sessions: async_sessionmaker[AsyncSession],
         context: Context,
         public_url: str,
-        coordinator_targets: Callable[[], Sequence[tuple[str, str]]],
+        coordinator_targets: Callable[[], Sequence[tuple[str, str | None]]],
         clock: Callable[[], dt.datetime] = utc_now,
         on_outbox: Callable[[], None] | None = None,
         delivery_healthy: Callable[[], bool] = lambda: True,
@@ -89,10 +89,14 @@ class Engine:
             # Turns of one conversation run one after the other (a double click is two turns).
             async with asyncio.timeout(TURN_TIMEOUT_S), self._lock(message):
                 replies, queued = await self._turn(message)
-        except IntegrityError:
-            # The event ID was handled before (or is being handled right now): answered once only.
-            log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
-            return []
+        except IntegrityError as error:
+            if _is_duplicate_event(error):
+                # The event ID was handled before (or is being handled right now): answered once only.
+                log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
+                return []
+            log.error("turn not saved error=%s platform=%s event=%s cause=IntegrityError", error_reference,
+                      message.platform, message.event_id)
+            return list(dialogs.not_saved(language, error_reference))
         except _TurnFailed as failed:
             log.error("turn not saved error=%s platform=%s event=%s cause=%s", error_reference, message.platform,
                       message.event_id, type(failed.__cause__).__name__)
@@ -260,12 +264,9 @@ class Engine:
                     if command.name == "help":
                         return [thread_reply(language, "help")]
                     if command.name == "claim":
-                        if case.assigned_to:
+                        if not await repo.claim_case(session=session, case=case, name=name, now=now):
                             return [thread_reply(language, "already_claimed", reference=case.reference,
                                                  name=case.assigned_to)]
-                        case.assigned_to = name
-                        if case.status == "new":
-                            case.status = "in_progress"
                         await repo.add_case_event(session=session, case=case, kind="claimed",
                                                   actor=f"coordinator:{message.sender}", data={"name": name},
                                                   now=now)
@@ -283,8 +284,13 @@ class Engine:
                             case.language, case.reference, name, command.text), now, relay=True)
                         queued = True
                         answer = thread_reply(language, "relayed", reference=case.reference)
-        except IntegrityError:
-            return []
+        except IntegrityError as error:
+            if _is_duplicate_event(error):
+                return []
+            reference = secrets.token_hex(3).upper()
+            log.error("coordinator command not saved error=%s event=%s cause=IntegrityError", reference,
+                      message.event_id)
+            return list(dialogs.not_saved(language, reference))
         except DATABASE_ERRORS as error:
             reference = secrets.token_hex(3).upper()
             log.error("coordinator command not saved error=%s event=%s cause=%s", reference, message.event_id,
@@ -298,8 +304,8 @@ class Engine:
     async def _to_reporter(self, session: AsyncSession, case, reply: Reply, now: dt.datetime,
                            relay: bool = False) -> None:
         """Queue a message to the reporter in their own chat; with `relay`, their answer comes back."""
-        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id) \
-            if case.conversation_id else None
+        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id,
+                                                   for_update=relay) if case.conversation_id else None
         if conversation is None:
             log.warning("reporter of %s cannot be reached: no conversation", case.reference)
             return
@@ -309,7 +315,8 @@ class Engine:
             case_id=case.id,
         )
         if relay:
-            state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference)
+            state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference,
+                                       now)
             await repo.save_conversation_state(session=session, conversation=conversation, state=state.to_dict(),
                                                language=state.language, now=now)
 
@@ -324,8 +331,10 @@ class Engine:
             self.on_outbox()
 
     async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime) -> None:
-        """Queue a line in the case's thread on every coordinator platform."""
-        for platform, destination in self.coordinator_targets():
+        """Queue a line in the case's own thread(s); before the first post exists, where it will be."""
+        threads = [(t.platform, t.destination) for t in await repo.list_case_threads(session=session,
+                                                                                       case_id=case_id)]
+        for platform, destination in threads or list(self.coordinator_targets()):
             await repo.enqueue_message(session=session, kind="case_thread", platform=platform,
                                        destination=destination, payload=payload, now=now, case_id=case_id)
 
@@ -340,6 +349,11 @@ class _TurnFailed(Exception):
     def __init__(self, language: str):
         super().__init__(language)
         self.language = language
+
+
+def _is_duplicate_event(error: IntegrityError) -> bool:
+    """True when the unique constraint on handled event IDs fired (a redelivered event)."""
+    return "handled_events" in str(error.orig)
 
 
 def reply_payload(reply: Reply) -> dict:

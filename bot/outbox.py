@@ -63,21 +63,35 @@ class OutboxWorker:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Deliver what is due now; returns the number of messages delivered."""
-        async with transaction(self.sessions) as session:
-            claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
-                                                    limit=self.batch, platforms=list(self.adapters))
+        """Deliver what is due now (up to `batch` messages); returns the number delivered.
+
+        Each message is leased right before it is sent, so a lease never runs out while the
+        message waits behind others (another worker would then send it a second time).
+        """
         delivered = 0
-        for message in claimed:
-            delivered += await self._deliver(message)
+        for _ in range(self.batch):
+            async with transaction(self.sessions) as session:
+                claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
+                                                        limit=1, platforms=list(self.adapters))
+            if not claimed:
+                break
+            delivered += await self._deliver(claimed[0])
         return delivered
 
     async def _deliver(self, message: OutboxMessage) -> int:
         adapter = self.adapters[message.platform]
+        destination = message.destination or adapter.coordinator_destination()
         try:
-            result = await self._send(adapter, message)
+            result = await self._send(adapter, message, destination)
         except DeliveryError as error:
-            await self._failed(message, str(error), error.retry_after)
+            if error.permanent:
+                # Retrying soon changes nothing (e.g. the bot was removed): try again hourly, and
+                # say so loudly, but it is not a sign that the platform is down.
+                log.error("outbox: permanent failure id=%s kind=%s platform=%s: %s", message.id, message.kind,
+                          message.platform, str(error)[:200])
+                await self._failed(message, str(error), max(3600.0, error.retry_after or 0), unhealthy=False)
+            else:
+                await self._failed(message, str(error), error.retry_after)
             return 0
         except DATABASE_ERRORS:
             raise
@@ -88,28 +102,29 @@ class OutboxWorker:
         now = self.clock()
         async with transaction(self.sessions) as session:
             await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result)
-            if message.kind == "case_notification" and message.case_id is not None and message.destination:
+            if message.kind == "case_notification" and message.case_id is not None and destination:
                 await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
-                                           destination=message.destination, root_id=result, now=now)
+                                           destination=destination, root_id=result, now=now)
         self.healthy = True
         log.info("outbox delivered id=%s kind=%s platform=%s attempts=%s", message.id, message.kind,
                  message.platform, message.attempts)
         return 1
 
-    async def _send(self, adapter: Adapter, message: OutboxMessage) -> str:
+    async def _send(self, adapter: Adapter, message: OutboxMessage, destination: str | None) -> str:
         payload = message.payload
         if message.kind == "case_notification":
+            if not destination:
+                raise DeliveryError(f"no coordinator room or channel known yet on {message.platform}")
             notification = render_case_notification(payload, self.language, self.timezone)
-            return await adapter.post_case_notification(message.destination or "", notification,
-                                                        message.idempotency_key)
+            return await adapter.post_case_notification(destination, notification, message.idempotency_key)
         if message.kind == "case_thread":
             async with self.sessions() as session:
-                thread = await repo.get_case_thread(session=session, case_id=message.case_id or 0,
-                                                    platform=message.platform,
-                                                    destination=message.destination or "")
-            if thread is None:
+                threads = [t for t in await repo.list_case_threads(session=session, case_id=message.case_id or 0)
+                           if t.platform == message.platform
+                           and (message.destination is None or t.destination == message.destination)]
+            if not threads:
                 raise DeliveryError("case thread not posted yet")
-            return await adapter.post_in_case_thread(message.destination or "", thread.root_id,
+            return await adapter.post_in_case_thread(threads[0].destination, threads[0].root_id,
                                                      render_thread_event(payload, self.language),
                                                      message.idempotency_key)
         if message.kind == "reporter_message":
@@ -123,11 +138,13 @@ class OutboxWorker:
         delay = self.rng.uniform(ceiling / 2, ceiling)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        return min(max(delay, 0.05), max(self.max_delay, retry_after or 0))
+        return min(max(delay, 0.05), max(self.max_delay, retry_after or 0))  # retry-after may exceed the cap
 
-    async def _failed(self, message: OutboxMessage, error: str, retry_after: float | None) -> None:
+    async def _failed(self, message: OutboxMessage, error: str, retry_after: float | None,
+                      unhealthy: bool = True) -> None:
         delay = self.backoff(message.attempts, retry_after)
-        self.healthy = False
+        if unhealthy:
+            self.healthy = False
         log.warning("outbox attempt failed id=%s kind=%s platform=%s attempts=%s retry_in=%.1fs error=%s",
                     message.id, message.kind, message.platform, message.attempts, delay, error[:200])
         async with transaction(self.sessions) as session:

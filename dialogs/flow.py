@@ -474,6 +474,9 @@ class _Dialogue:
     # -- answers ------------------------------------------------------------------------------------
 
     def answer_idle(self, text: str) -> None:
+        if self.state.relay_reference and self.state.relay_until and \
+                self.input.now > dt.datetime.fromisoformat(self.state.relay_until):
+            self.state.relay_reference = self.state.relay_until = None  # the conversation went quiet
         if self.state.relay_reference and text and tx.has_words(text) and not tx.is_greeting(text):
             self.effects.append(RelayToCoordinator(self.state.relay_reference,
                                                    tx.clean(text, tx.MAX_MESSAGE_CHARS).text))
@@ -767,7 +770,7 @@ class _Dialogue:
             return
         if tx.is_send(text):
             self.effects.append(SubmitReport(draft))
-            self.state.relay_reference = None  # answers now belong to the new report's follow-up
+            self.state.relay_reference = self.state.relay_until = None  # a new report, a new follow-up
             self.state.draft = None
             self.state.step = "idle"
             self.state.history = []
@@ -858,9 +861,13 @@ def record_submission(state: State, reference: str, now: dt.datetime, form_id: s
     return replace(state, last_reference=reference, last_submitted_at=now.isoformat(), submitted_forms=forms)
 
 
-def open_relay(state: State, reference: str) -> State:
-    """The state after a coordinator wrote to the reporter: their next free text is an answer."""
-    return replace(state, relay_reference=reference)
+#: How long after a coordinator's message the reporter's free text still goes to them.
+RELAY_WINDOW = dt.timedelta(days=3)
+
+
+def open_relay(state: State, reference: str, now: dt.datetime) -> State:
+    """The state after a coordinator wrote to the reporter: their free text is an answer (for 3 days)."""
+    return replace(state, relay_reference=reference, relay_until=(now + RELAY_WINDOW).isoformat())
 
 
 def submitted(language: str, reference: str, draft: Draft, context: Context, deferred: bool = False) -> tuple[Reply, ...]:

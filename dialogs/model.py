@@ -128,6 +128,7 @@ class State:
     last_submitted_at: str | None = None
     #: A coordinator wrote about this case: the reporter's next free text goes to them.
     relay_reference: str | None = None
+    relay_until: str | None = None
     #: Forms already submitted (form ID -> reference): a second submit files nothing new.
     submitted_forms: dict[str, str] = field(default_factory=dict)
 

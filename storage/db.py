@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import weakref
 from importlib import resources
 from typing import Any, AsyncIterator
@@ -36,11 +37,14 @@ def _sqlite_pragmas(busy_timeout_ms: int):
     return apply
 
 
+_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("meldbot_sqlite_writing", default=False)
+
+
 def _sqlite_begin(connection) -> None:
-    # BEGIN IMMEDIATE takes the write lock at the start: a turn that read first and wrote later
-    # would otherwise fail at once (SQLITE_BUSY_SNAPSHOT) when another turn committed in between,
-    # instead of waiting its turn under the busy timeout.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Inside `transaction()`: BEGIN IMMEDIATE takes the write lock at the start, so a turn that read
+    # first and writes later waits its turn instead of failing at once (SQLITE_BUSY_SNAPSHOT) when
+    # another turn committed in between. Plain reads begin a normal (deferred) transaction.
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
 
 
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs) -> AsyncEngine:
@@ -80,8 +84,12 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     bind = sessions.kw.get("bind")
     lock = _WRITE_LOCKS.get(bind.sync_engine) if bind is not None else None
     async with lock if lock is not None else contextlib.nullcontext():
-        async with sessions() as session, session.begin():
-            yield session
+        token = _WRITING.set(True)
+        try:
+            async with sessions() as session, session.begin():
+                yield session
+        finally:
+            _WRITING.reset(token)
 
 
 def alembic_config() -> Config:

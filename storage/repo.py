@@ -119,9 +119,27 @@ async def save_conversation_state(
         set_committed_value(conversation, name, value)
 
 
-async def get_conversation(*, session: AsyncSession, conversation_id: int) -> Conversation | None:
-    """A conversation by its ID."""
-    return await session.get(Conversation, conversation_id)
+async def get_conversation(*, session: AsyncSession, conversation_id: int, for_update: bool = False
+                           ) -> Conversation | None:
+    """A conversation by its ID; `for_update` locks the row (PostgreSQL) against a concurrent turn."""
+    return await session.get(Conversation, conversation_id, with_for_update=for_update or None)
+
+
+async def claim_case(*, session: AsyncSession, case: Case, name: str, now: dt.datetime) -> bool:
+    """Assign a case to `name` unless someone else has it (one conditional UPDATE: no race)."""
+    result = await session.execute(
+        update(Case).where(Case.id == case.id, Case.assigned_to.is_(None))
+        .values(assigned_to=name, updated_at=now,
+                status=case_status_after_claim(case.status))
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(case)
+    return result.rowcount == 1
+
+
+def case_status_after_claim(status: str) -> str:
+    """A new case is in progress once someone has it."""
+    return "in_progress" if status == "new" else status
 
 
 # -- reporters and cases --------------------------------------------------------------------------
@@ -186,11 +204,13 @@ async def create_case(
         try:
             async with session.begin_nested():
                 session.add(case)
-        except IntegrityError:  # reference taken: the savepoint rolled back and dropped `case`
+        except IntegrityError as error:  # reference taken: the savepoint rolled back and dropped `case`
+            if "reference" not in str(error.orig).lower():
+                raise
             continue
         await add_case_event(session=session, case=case, kind="submitted", actor="reporter", data={}, now=now)
         return case
-    raise RuntimeError("could not find a free case reference")
+    raise IntegrityError("INSERT INTO cases", None, Exception("no free case reference found"))
 
 
 async def add_case_event(
@@ -320,7 +340,8 @@ async def claim_due_messages(
     blocked = (
         select(older.c.id)
         .where(older.c.case_id == OutboxMessage.case_id, older.c.id < OutboxMessage.id,
-               older.c.delivered_at.is_(None), older.c.platform == OutboxMessage.platform)
+               older.c.delivered_at.is_(None), older.c.platform == OutboxMessage.platform,
+               older.c.destination.is_not_distinct_from(OutboxMessage.destination))
         .exists()
     )
     query = (
@@ -421,3 +442,8 @@ async def get_case_by_thread(*, session: AsyncSession, platform: str, destinatio
 async def get_reporter(*, session: AsyncSession, reporter_id: int) -> Reporter | None:
     """A reporter by ID."""
     return await session.get(Reporter, reporter_id)
+
+
+async def list_case_threads(*, session: AsyncSession, case_id: int) -> list[CaseThread]:
+    """Where a case's notifications were posted (one thread per platform and room/channel)."""
+    return list(await session.scalars(select(CaseThread).where(CaseThread.case_id == case_id)))

@@ -437,3 +437,15 @@ def test_one_word_opens_the_conversation_unless_it_names_an_incident():
     chat = Chat()
     chat.send("uitgescholden")
     assert chat.draft.story == "uitgescholden" and chat.draft.kinds == ["verbal"]
+
+
+def test_relay_to_the_coordinator_ends_after_three_quiet_days():
+    from dialogs import RelayToCoordinator, open_relay
+
+    chat = Chat(state=open_relay(State(), "MB-ABC-DEF", NOW))
+    chat.send("Dank je, tot morgen")
+    assert chat.last.effects == (RelayToCoordinator("MB-ABC-DEF", "Dank je, tot morgen"),)
+    later = Chat(now=NOW + dt.timedelta(days=4), state=chat.state)
+    later.send("Ik werd weer uitgescholden aan de balie")
+    assert not later.last.effects and later.state.relay_reference is None
+    assert later.draft.kinds == ["verbal"]  # a new report, not a relay

@@ -179,8 +179,7 @@ async def test_evidence_after_submission_joins_the_case_and_its_thread(sessions)
     reference = said.split("nummer ")[1].split(".")[0]
     said = await bot.say("", files=[InboundAttachment("foto.jpg", "image/jpeg", b"jpeg")])
     assert f"Toegevoegd aan melding {reference}" in said
-    assert await bot.worker.run_once() == 1  # the notification first...
-    assert await bot.worker.run_once() == 1  # ...then the thread reply
+    assert await bot.worker.run_once() == 2  # the notification, then (no longer waiting) the thread reply
     assert f"{reference}: de melder heeft bewijs toegevoegd (1)" in bot.out.getvalue()
     async with sessions() as session:
         kinds = [e.kind for e in await session.scalars(select(CaseEvent).order_by(CaseEvent.id))]
@@ -262,13 +261,12 @@ async def test_sqlite_locked_database_gives_not_saved_and_loses_nothing(tmp_path
     sessions = storage.create_sessionmaker(db)
     bot = Bot(sessions)
     await bot.report(STORY, "ok")
-    blocker = storage.create_engine(url, sqlite_busy_timeout_ms=200)
-    async with blocker.connect() as connection:
-        await connection.exec_driver_sql("SELECT 1")  # our engines begin with BEGIN IMMEDIATE: the write lock
+    blocker = storage.create_engine(url, sqlite_busy_timeout_ms=200)  # another process, as it were
+    async with storage.transaction(storage.create_sessionmaker(blocker)) as held:
+        await held.execute(text("SELECT 1"))  # a writing transaction begins IMMEDIATE: it holds the lock
         said = await bot.say("verzenden")
         assert "lukte me niet om dit op te slaan" in said and "Foutcode" in said
         assert "MB-" not in said
-        await connection.rollback()
     assert await count(sessions, Case) == 0
     said = await bot.say("verzenden")  # the same answer again: the summary was kept
     assert "opgeslagen onder nummer MB-" in said
@@ -374,9 +372,31 @@ async def test_relay_only_reaches_the_cases_own_reporter(sessions):
     assert other
     async with sessions() as session, session.begin():
         conversation = await session.scalar(select(Conversation).where(Conversation.sender == "mallory"))
-        conversation.state = open_relay(State.from_dict(conversation.state), reference).to_dict()
+        conversation.state = open_relay(State.from_dict(conversation.state), reference,
+                                        bot.clock()).to_dict()
     await bot.engine.handle(message("Ik ben niet de melder", user="mallory"))
     async with sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
         kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]
     assert "reporter_message" not in kinds
+
+
+@pytest.mark.both_databases
+async def test_two_coordinators_claiming_at_once_one_wins(sessions):
+    bot = Bot(sessions)
+    reference, root = await _case_with_thread(bot)
+    from bot.platform import CoordinatorMessage
+
+    def claim(name):
+        return CoordinatorMessage(platform="console", destination="coordinator", thread_root=root, sender=f"@{name}",
+                                  sender_name=name, text="oppakken", event_id=f"claim-{name}", is_coordinator=True)
+
+    answers = await asyncio.gather(bot.engine.handle_coordinator(claim("Coco")),
+                                   bot.engine.handle_coordinator(claim("Dirk")))
+    texts = [a[0].plain() for a in answers]
+    assert sum("is opgepakt door" in t for t in texts) == 1
+    assert sum("al opgepakt door" in t for t in texts) == 1
+    async with sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        claims = [e for e in await repo.list_case_events(session=session, case=case) if e.kind == "claimed"]
+    assert len(claims) == 1 and case.assigned_to == claims[0].data["name"]

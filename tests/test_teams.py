@@ -423,3 +423,16 @@ async def test_large_files_are_read_whole_and_untrusted_hosts_are_not_fetched(wo
         case = await repo.get_case(session=session, reference=reference)
         (stored,) = await repo.list_attachments(session=session, case_id=case.id)
     assert stored.size == len(big) and stored.sha256 == hashlib.sha256(big).hexdigest()
+
+
+async def test_a_report_before_the_channel_is_set_is_posted_once_it_is(world):
+    await world.start()
+    await world.say(STORY)
+    await world.say("ok")
+    reference = reference_in(await world.say("verzenden"))
+    assert not await world.app.worker.drain(timeout=0.5)  # waits: no channel known yet
+    assert not any(r["kind"] == "create" for r in world.connector.requests)
+    await world.set_channel()
+    assert await world.app.worker.drain(timeout=30)
+    posts = [r for r in world.connector.requests if r["kind"] == "create"]
+    assert len(posts) == 1 and reference in posts[0]["activity"]["text"]
