@@ -22,6 +22,14 @@ from pydantic_settings import (
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///meldbot.db"
 
 
+def http_url(value: str) -> str:
+    """An http(s) URL without a trailing slash, or ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,13 +88,7 @@ class WebSettings(_Section):
             raise ValueError("must be host:port, for example 127.0.0.1:8080")
         return value
 
-    @field_validator("public_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _public_url = field_validator("public_url")(lambda cls, value: http_url(value))
 
     @property
     def host(self) -> str:
@@ -114,13 +116,7 @@ class MatrixSettings(_Section):
     allowed_servers: list[str] = Field(default_factory=list)
     display_name: str = "Meldbot"
 
-    @field_validator("homeserver")
-    @classmethod
-    def _hs_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _homeserver = field_validator("homeserver")(lambda cls, value: http_url(value))
 
     @property
     def server_name(self) -> str:

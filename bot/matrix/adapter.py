@@ -49,6 +49,16 @@ PERMANENT_ERRORS = {"M_FORBIDDEN", "M_UNKNOWN_TOKEN", "M_NOT_FOUND", "M_TOO_LARG
 MEDIA_EVENTS = (RoomMessageMedia, RoomEncryptedMedia)
 
 
+async def maintain_keys(client: AsyncClient) -> None:
+    """Upload, query and claim end-to-end keys as nio asks after a sync."""
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        await client.keys_claim(client.get_users_for_key_claiming())
+
+
 class MatrixAdapter:
     """A Matrix bot account, kept on one device for life."""
 
@@ -178,14 +188,7 @@ class MatrixAdapter:
             log.warning("matrix: key maintenance failed (%s)", type(error).__name__)
 
     async def _keys(self) -> None:
-        client = self.client
-        assert client is not None
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
+        await maintain_keys(self.client)
 
     async def _sync_loop(self) -> None:
         client = self.client

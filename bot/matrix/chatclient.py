@@ -23,6 +23,7 @@ from nio import (
 )
 from nio.api import RoomVisibility
 
+from .adapter import maintain_keys
 from .localserver import Account
 
 
@@ -73,12 +74,7 @@ class ChatClient:
         await self.client.close()
 
     async def _keys(self) -> None:
-        if self.client.should_upload_keys:
-            await self.client.keys_upload()
-        if self.client.should_query_keys:
-            await self.client.keys_query()
-        if self.client.should_claim_keys:
-            await self.client.keys_claim(self.client.get_users_for_key_claiming())
+        await maintain_keys(self.client)
 
     async def _loop(self) -> None:
         while True:
