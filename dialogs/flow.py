@@ -40,7 +40,6 @@ SUMMARY_LINES = {1: "story", 2: "kinds", 3: "when", 4: "where", 5: "perpetrator"
 #: Attachments sent this long after a submission (with no report in progress) join that case.
 EVIDENCE_WINDOW = dt.timedelta(hours=24)
 
-_WISHES = ("contact", "aftercare_yes", "aftercare_later", "police_report", "police_came")
 _WISH_WORDS = {
     "contact": ("contact", "bellen", "call me", "gesprek", "talk"),
     "aftercare_yes": ("nazorg", "aftercare", "opvang", "support"),
@@ -245,7 +244,7 @@ class _Dialogue:
                 return
             draft.occurred_at, draft.occurred_just_now, draft.occurred_text = (
                 found.at.isoformat(), found.just_now, when_text)
-        wishes = set(_codes(values.get("wishes"), _WISHES))
+        wishes = set(_codes(values.get("wishes"), cat.WISHES))
         draft.contact = "contact" in wishes
         draft.aftercare = "yes" if "aftercare_yes" in wishes else "later" if "aftercare_later" in wishes else None
         draft.police_report = "police_report" in wishes
@@ -391,7 +390,7 @@ class _Dialogue:
         return selected
 
     def question_wishes(self) -> Reply:
-        return Reply(self.t("q.wishes"), self.options("wish", _WISHES, self.wish_selection()),
+        return Reply(self.t("q.wishes"), self.options("wish", cat.WISHES, self.wish_selection()),
                      self.t("hint.wishes"))
 
     def question_summary(self) -> Reply:
@@ -742,14 +741,14 @@ class _Dialogue:
                 numbers = tx.parse_numbers(answer)
                 if numbers is None:
                     folded = tx.fold(answer)
-                    selected = set(self.match_labels(answer, "wish", _WISHES))
+                    selected = set(self.match_labels(answer, "wish", cat.WISHES))
                     selected |= {w for w, words in _WISH_WORDS.items() if any(x in folded for x in words)}
                     if not selected:
                         raise _Answer("error.wishes")
-                elif any(not 1 <= n <= len(_WISHES) for n in numbers):
-                    raise _Answer("error.number_range", low=0, high=len(_WISHES))
+                elif any(not 1 <= n <= len(cat.WISHES) for n in numbers):
+                    raise _Answer("error.number_range", low=0, high=len(cat.WISHES))
                 else:
-                    selected = {_WISHES[n - 1] for n in numbers}
+                    selected = {cat.WISHES[n - 1] for n in numbers}
             draft.contact = "contact" in selected
             # Only an explicit "nothing" declines aftercare; not ticking it leaves the check-in open.
             explicit_none = not selected

@@ -51,10 +51,6 @@ class Translator:
         text = self._catalog.ngettext(key, plural_key, count)
         return text.format(n=count, **values)
 
-    def has(self, key: str) -> bool:
-        """True when the catalog translates `key`."""
-        return self._catalog.gettext(key) != key
-
 
 def translator(language: str) -> Translator:
     """A translator for `language` (unknown languages fall back to Dutch)."""

@@ -11,7 +11,6 @@ import pytest
 from babel.messages.pofile import read_po
 
 from dialogs import categories
-from dialogs.flow import _WISHES
 from dialogs.i18n import LANGUAGES, catalog_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +44,7 @@ def _used_keys() -> set[str]:
                         keys.add(node.value)
     keys |= {f"kind.{c}" for c in categories.KINDS} | {f"place.{c}" for c in categories.PLACES}
     keys |= {f"perpetrator.{c}" for c in categories.PERPETRATORS}
-    keys |= {f"consequence.{c}" for c in categories.CONSEQUENCES} | {f"wish.{c}" for c in _WISHES}
+    keys |= {f"consequence.{c}" for c in categories.CONSEQUENCES} | {f"wish.{c}" for c in categories.WISHES}
     keys |= {f"status.{s}" for s in ("new", "in_progress", "closed")}
     keys |= {f"flag.{f}" for f in ("urgent", "contact", "aftercare", "aftercare_later", "police_came",
                                    "police_report", "injury", "evidence")}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 
 from dialogs import Translator
-from dialogs.categories import KINDS, PLACES
-from dialogs.flow import _WISHES
+from dialogs.categories import KINDS, PLACES, WISHES
 
 from ..platform import Notification
 
@@ -37,7 +36,7 @@ def report_card(language: str, form_id: str | None = None) -> dict:
              "choices": [{"title": t(f"place.{p}"), "value": p} for p in PLACES]},
             {"type": "Input.ChoiceSet", "id": "wishes", "label": t("card.wishes"), "isMultiSelect": True,
              "style": "expanded", "value": "contact",
-             "choices": [{"title": t(f"wish.{w}"), "value": w} for w in _WISHES]},
+             "choices": [{"title": t(f"wish.{w}"), "value": w} for w in WISHES]},
         ],
         "actions": [{
             "type": "Action.Execute", "verb": SUBMIT_VERB, "title": t("card.send"), "data": data,
