@@ -198,7 +198,8 @@ class Engine:
         case = await repo.create_case(session=session, new=new, reporter=reporter,
                                       conversation_id=conversation_id, now=now)
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
-                                                   draft_id=draft.draft_id, case_id=case.id)
+                                                   draft_id=draft.draft_id, case_id=case.id) \
+            if draft.attachments else 0
         flags = case_flags(kinds=kinds, contact=draft.contact, aftercare=draft.aftercare,
                            police_came=draft.police_came, police_report=draft.police_report,
                            injury="injury" in (draft.consequences or []), evidence=linked > 0)

@@ -30,6 +30,7 @@ from botbuilder.schema import (
     ConversationReference,
 )
 from botframework.connector.auth import ServiceClientCredentialsFactory
+from msrest.exceptions import DeserializationError
 
 from dialogs import Reply, Translator
 from dialogs.text import fold, parse_command
@@ -164,19 +165,16 @@ class TeamsAdapter:
             return web.Response(status=413, text="request body too large")
         except ValueError:
             body = None
-        malformed = not isinstance(body, dict) or not isinstance(body.get("type"), str)
-        if not malformed:
-            try:
-                Activity().deserialize(body)
-            except Exception:  # msrest raises its own types; nothing has been authenticated or run
-                malformed = True
-        if malformed:
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             log.warning("teams: malformed activity refused")
             return web.Response(status=400, text="malformed activity")
         try:
             return await self.cloud.process(request, self.handler)
         except web.HTTPUnauthorized:
             return web.Response(status=401)
+        except DeserializationError:  # the SDK parses before it authenticates: nothing has run
+            log.warning("teams: malformed activity refused")
+            return web.Response(status=400, text="malformed activity")
 
     async def _on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
         log.error("teams: turn failed (%s)", type(error).__name__)
