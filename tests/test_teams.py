@@ -17,7 +17,7 @@ from bot.matrix.localserver import free_port
 from bot.teams.adapter import TeamsAdapter
 from storage import repo
 from storage.models import Case, HandledEvent
-from teams_harness import APP_ID, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity  # noqa: F401
+from teams_harness import APP_ID, TENANT, FakeConnector, LocalCredentialsFactory, activity
 
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
 CHANNEL = "19:coordinatie@thread.tacv2"
@@ -25,7 +25,7 @@ TEAM = "19:team-agressie@thread.tacv2"
 
 
 class TeamsWorld:
-    def __init__(self, keys: ChannelKeys, tmp_path):
+    def __init__(self, keys, tmp_path):
         self.keys = keys
         self.tmp = tmp_path
         self.connector = FakeConnector()

@@ -75,7 +75,6 @@ class MatrixAdapter:
         self.coordinator_room_id: str | None = None
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
-        self.synced = asyncio.Event()
         self._told_groups: set[str] = set()
         self._ignore_before_ms = 0
         self._token: str | None = None
@@ -147,7 +146,6 @@ class MatrixAdapter:
         # A first start only takes invites from the catch-up sync: old messages are history.
         await self._process(response, handle_messages=not first_start, previous=previous)
         self._save_token(response.next_batch)
-        self.synced.set()
         self._task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
         log.info("matrix: running as %s device %s (first start: %s)", self.settings.user_id, device_id, first_start)
 
