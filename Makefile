@@ -31,6 +31,7 @@ chat: $(DEMO_STAMP)
 
 test: $(STAMP)
 	bash .ci/services
+	bash .ci/browser
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+from typing import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -16,9 +18,11 @@ from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
 
 from .config import ConfigError, Settings
-from .engine import Engine
+from .engine import Engine, utc_now
+from .caseweb import CasePages
 from .outbox import OutboxWorker
 from .platform import Adapter
+from .timers import TimerWorker
 from .web import create_app
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,8 @@ class Meldbot:
     sessions: async_sessionmaker[AsyncSession]
     engine: Engine
     worker: OutboxWorker
+    timers: TimerWorker
+    pages: CasePages
     adapters: dict[str, Adapter]
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -70,8 +76,10 @@ class Meldbot:
         for adapter in self.adapters.values():
             await adapter.start(self.engine)
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
+        self._tasks.append(asyncio.create_task(self.timers.run(self.stop_event), name="timers"))
         if web_server:
             routes = [route for adapter in self.adapters.values() for route in getattr(adapter, "routes", list)()]
+            routes += self.pages.routes()
             self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
@@ -92,8 +100,11 @@ class Meldbot:
         await self.db.dispose()
 
 
-async def build(settings: Settings, adapters: dict[str, Adapter]) -> Meldbot:
-    """Connect to the database (migrating it when configured) and wire everything together."""
+async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callable[[], dt.datetime] = utc_now
+                ) -> Meldbot:
+    """Connect to the database (migrating it when configured) and wire everything together.
+
+    `clock` is the one source of "now" for every part (tests move it by hand)."""
     context = build_context(settings)
     db = storage.create_engine(settings.database.url)
     if settings.database.auto_migrate:
@@ -106,14 +117,26 @@ async def build(settings: Settings, adapters: dict[str, Adapter]) -> Meldbot:
                               "run `meldbot db upgrade`")
     sessions = storage.create_sessionmaker(db)
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
-                          timezone=context.timezone)
+                          timezone=context.timezone, clock=clock)
 
     def coordinator_targets() -> list[tuple[str, str | None]]:
         # Every platform gets the notification; one whose room/channel is not known yet (a Teams
         # channel set later by a message) keeps it in the outbox until it is.
         return [(name, adapter.coordinator_destination()) for name, adapter in adapters.items()]
 
+    async def is_coordinator(platform: str, user: str) -> bool:
+        check = getattr(adapters.get(platform), "is_coordinator", None)
+        return bool(check and await check(user))
+
     engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
                     coordinator_targets=coordinator_targets, on_outbox=worker.wake,
-                    delivery_healthy=lambda: worker.healthy)
-    return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, adapters=adapters)
+                    delivery_healthy=lambda: worker.healthy, followup=settings.followup,
+                    is_coordinator=is_coordinator, login_link_minutes=settings.web.login_link_minutes,
+                    clock=clock)
+    timers = TimerWorker(sessions=sessions, casework=engine.casework, language=settings.organisation.language,
+                         on_outbox=worker.wake, clock=clock)
+    pages = CasePages(sessions=sessions, casework=engine.casework, web_settings=settings.web,
+                      organisation=settings.organisation.name, language=settings.organisation.language,
+                      timezone=context.timezone, on_outbox=worker.wake, clock=clock)
+    return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
+                   pages=pages, adapters=adapters)

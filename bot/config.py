@@ -79,6 +79,11 @@ class WebSettings(_Section):
 
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"
+    #: Coordinator sessions on the case pages end after this much inactivity, and in any case after
+    #: `session_hours`; a login link from the chat is valid for `login_link_minutes` and works once.
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    session_hours: int = Field(12, ge=1, le=72)
+    login_link_minutes: int = Field(10, ge=1, le=60)
 
     @field_validator("listen")
     @classmethod
@@ -97,6 +102,61 @@ class WebSettings(_Section):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class FollowupSettings(_Section):
+    """`[followup]`: who coordinates, and the deadlines that keep a case from falling through the cracks."""
+
+    #: Extra coordinators (`platform:user id`, e.g. `matrix:@anna:gemeente.nl`) besides the members of
+    #: the coordinator room (Matrix) or of the coordinator channel's team (Teams).
+    coordinators: list[str] = Field(default_factory=list)
+    #: Who hears when nobody takes a case in time: a room/channel (`matrix:!room:server`, `teams:19:...`)
+    #: or a person who has talked to the bot before (`matrix:@user:server`, `teams:<user id>`).
+    backup: str | None = None
+    #: An urgent case (physical violence, threats) untaken this long gets a reminder, then escalation.
+    urgent_claim_minutes: int = Field(30, ge=1, le=24 * 60)
+    #: Any other case: working hours until the reminder (and again until escalation).
+    claim_working_hours: float = Field(4, gt=0, le=80)
+    working_hours: str = Field("09:00-17:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    #: ISO weekdays that are working days (1 = Monday).
+    working_days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    #: Aftercare check-in after this many hours (guidance: within 72 hours) ...
+    aftercare_checkin_hours: int = Field(72, ge=1)
+    #: ... and, when aftercare was declined, offered again after this many days.
+    aftercare_reoffer_days: int = Field(14, ge=1)
+    #: An unfinished report: one reminder after this many minutes; the draft is discarded after `draft_days`.
+    draft_reminder_minutes: int = Field(60, ge=1)
+    draft_days: int = Field(7, ge=1)
+
+    @field_validator("working_days")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= day <= 7 for day in value):
+            raise ValueError("list ISO weekdays 1 (Monday) to 7 (Sunday), at least one")
+        return sorted(set(value))
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        start, end = value.split("-")
+        if not ("00:00" <= start < end <= "24:00") or int(start[3:]) > 59 or int(end[3:]) > 59:
+            raise ValueError("must be HH:MM-HH:MM with the start before the end, e.g. 09:00-17:00")
+        return value
+
+    @field_validator("coordinators")
+    @classmethod
+    def _identities(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if ":" not in item:
+                raise ValueError(f"{item!r}: write platform:user id, e.g. matrix:@anna:gemeente.nl")
+        return value
+
+    @field_validator("backup")
+    @classmethod
+    def _backup(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            raise ValueError("write platform:room or platform:user, e.g. matrix:!abc:gemeente.nl")
+        return value
 
 
 class MatrixSettings(_Section):
@@ -173,6 +233,7 @@ class Settings(BaseSettings):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
+    followup: FollowupSettings = FollowupSettings()
     console: ConsoleSettings = ConsoleSettings()
     matrix: MatrixSettings | None = None
     teams: TeamsSettings | None = None

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import secrets
 import weakref
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,9 +32,11 @@ from dialogs import (
     UserInput,
 )
 from dialogs.categories import is_urgent
-from dialogs.coordinator import claimed_for_reporter, message_for_reporter, parse_coordinator_command, thread_reply
+from dialogs.coordinator import is_login_command, parse_coordinator_command, thread_reply
 from storage import repo, transaction
 
+from .casework import CaseError, CaseWork, Coordinator, payload_of
+from .config import FollowupSettings
 from .notifications import case_flags, case_notification_payload
 from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
 
@@ -64,14 +66,21 @@ class Engine:
         clock: Callable[[], dt.datetime] = utc_now,
         on_outbox: Callable[[], None] | None = None,
         delivery_healthy: Callable[[], bool] = lambda: True,
+        followup: FollowupSettings | None = None,
+        is_coordinator: Callable[[str, str], Awaitable[bool]] | None = None,
+        login_link_minutes: int = 10,
     ):
         self.sessions = sessions
         self.context = context
-        self.public_url = public_url.rstrip("/")
         self.coordinator_targets = coordinator_targets
         self.clock = clock
         self.on_outbox = on_outbox
         self.delivery_healthy = delivery_healthy
+        self.followup = followup or FollowupSettings()
+        self.casework = CaseWork(public_url=public_url, coordinator_targets=coordinator_targets,
+                                 timezone=context.timezone, followup=self.followup)
+        self._is_coordinator = is_coordinator
+        self.login_link_minutes = login_link_minutes
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     def _lock(self, message: InboundMessage) -> asyncio.Lock:
@@ -85,6 +94,8 @@ class Engine:
         """Run one turn and return the replies for the sender (empty for a duplicate event)."""
         language = self.context.default_language
         error_reference = secrets.token_hex(3).upper()
+        if message.form is None and not message.attachments and is_login_command(message.text):
+            return await self._login(message)
         try:
             # Turns of one conversation run one after the other (a double click is two turns).
             async with asyncio.timeout(TURN_TIMEOUT_S), self._lock(message):
@@ -170,6 +181,7 @@ class Engine:
                 await repo.save_conversation_state(
                     session=session, conversation=conversation, state=new_state.to_dict(),
                     language=new_state.language, now=now, address=message.address or None,
+                    draft_timers=self._draft_timers(new_state, now),
                 )
                 log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
                          state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
@@ -178,6 +190,13 @@ class Engine:
             raise
         except DATABASE_ERRORS as error:
             raise _TurnFailed(language) from error
+
+    def _draft_timers(self, state: State, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """An unfinished report gets one reminder after a quiet while, and expires after some days."""
+        if state.draft is None or state.step == "idle":
+            return None, None
+        reminder = None if state.draft.reminded else now + dt.timedelta(minutes=self.followup.draft_reminder_minutes)
+        return reminder, now + dt.timedelta(days=self.followup.draft_days)
 
     async def _submit(self, session: AsyncSession, message: InboundMessage, conversation_id: int,
                       effect: SubmitReport, language: str, now: dt.datetime) -> tuple[str, bool]:
@@ -194,9 +213,11 @@ class Engine:
             story=draft.story, kinds=kinds, occurred_at=occurred_at, place=draft.place, urgent=is_urgent(kinds),
             contact_wanted=draft.contact, aftercare=draft.aftercare, police_came=draft.police_came,
             police_report_wanted=draft.police_report, language=language, answers=answers,
+            anonymous=draft.anonymous,
         )
         case = await repo.create_case(session=session, new=new, reporter=reporter,
                                       conversation_id=conversation_id, now=now)
+        await self.casework.schedule_new_case(session, case, now)
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
                                                    draft_id=draft.draft_id, case_id=case.id) \
             if draft.attachments else 0
@@ -221,7 +242,7 @@ class Engine:
                                       content=f.content, now=now, case_id=case.id)
         await repo.add_case_event(session=session, case=case, kind="evidence_added", actor="reporter",
                                   data={"count": len(files)}, now=now)
-        await self.post_to_thread(session, case.id, {"event": "evidence_added", "reference": case.reference,
+        await self.casework.post_to_thread(session, case.id, {"event": "evidence_added", "reference": case.reference,
                                                      "count": len(files)}, now)
         return True
 
@@ -235,56 +256,29 @@ class Engine:
             return False
         await repo.add_case_event(session=session, case=case, kind="reporter_message", actor="reporter",
                                   data={"text": effect.text}, now=now)
-        await self.post_to_thread(session, case.id, {"event": "reporter_message", "reference": case.reference,
+        await self.casework.post_to_thread(session, case.id, {"event": "reporter_message", "reference": case.reference,
                                                      "text": effect.text}, now)
         return True
 
     async def handle_coordinator(self, message: CoordinatorMessage) -> list[Reply]:
-        """A message in a case thread: `claim` or `reply <text>`; returns the answers for the thread."""
-        command = parse_coordinator_command(message.text)
-        if command is None:
+        """A message in the coordinator room/channel: `login` anywhere, and `claim` or `reply <text>`
+        in a case thread; returns the answers for the room or thread."""
+        login = is_login_command(message.text)
+        command = None if login else parse_coordinator_command(message.text)
+        if not login and (command is None or not message.thread_root):
             return []  # coordinators talking among themselves
         language = self.context.default_language
         now = self.clock()
-        name = message.sender_name or message.sender
-        queued = False
+        who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
                 async with transaction(self.sessions) as session:
                     await repo.mark_event_handled(session=session, platform=message.platform,
                                                   event_id=message.event_id, now=now)
-                    case = await repo.get_case_by_thread(session=session, platform=message.platform,
-                                                         destination=message.destination,
-                                                         root_id=message.thread_root)
-                    if case is None:
-                        return []
-                    if not message.is_coordinator:
-                        log.warning("coordinator command refused: not a member platform=%s event=%s",
-                                    message.platform, message.event_id)
-                        return [thread_reply(language, "not_allowed")]
-                    if command.name == "help":
-                        return [thread_reply(language, "help")]
-                    if command.name == "claim":
-                        if not await repo.claim_case(session=session, case=case, name=name, now=now):
-                            return [thread_reply(language, "already_claimed", reference=case.reference,
-                                                 name=case.assigned_to)]
-                        await repo.add_case_event(session=session, case=case, kind="claimed",
-                                                  actor=f"coordinator:{message.sender}", data={"name": name},
-                                                  now=now)
-                        await self._to_reporter(session, case, claimed_for_reporter(case.language, case.reference,
-                                                                                    name), now)
-                        queued = True
-                        answer = thread_reply(language, "claimed", reference=case.reference, name=name)
+                    if login:
+                        answer = await self._login_from_room(session, message, who, now)
                     else:
-                        if not command.text:
-                            return [thread_reply(language, "reply_empty")]
-                        await repo.add_case_event(session=session, case=case, kind="coordinator_message",
-                                                  actor=f"coordinator:{message.sender}",
-                                                  data={"name": name, "text": command.text}, now=now)
-                        await self._to_reporter(session, case, message_for_reporter(
-                            case.language, case.reference, name, command.text), now, relay=True)
-                        queued = True
-                        answer = thread_reply(language, "relayed", reference=case.reference)
+                        answer = await self._thread_command(session, message, command, who, now)
         except IntegrityError as error:
             if _is_duplicate_event(error):
                 return []
@@ -297,51 +291,116 @@ class Engine:
             log.error("coordinator command not saved error=%s event=%s cause=%s", reference, message.event_id,
                       type(error).__name__)
             return list(dialogs.not_saved(language, reference))
-        log.info("coordinator command=%s platform=%s event=%s", command.name, message.platform, message.event_id)
-        if queued and self.on_outbox:
+        log.info("coordinator command=%s platform=%s event=%s", "login" if login else command.name,
+                 message.platform, message.event_id)
+        if answer is not None and self.on_outbox:
             self.on_outbox()
-        return [answer]
+        return [answer] if answer is not None else []
 
-    async def _to_reporter(self, session: AsyncSession, case, reply: Reply, now: dt.datetime,
-                           relay: bool = False) -> None:
-        """Queue a message to the reporter in their own chat; with `relay`, their answer comes back."""
-        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id,
-                                                   for_update=relay) if case.conversation_id else None
+    async def _thread_command(self, session: AsyncSession, message: CoordinatorMessage, command,
+                              who: Coordinator, now: dt.datetime) -> Reply | None:
+        language = self.context.default_language
+        case = await repo.get_case_by_thread(session=session, platform=message.platform,
+                                             destination=message.destination, root_id=message.thread_root)
+        if case is None:
+            return None
+        if not message.is_coordinator:
+            log.warning("coordinator command refused: not a member platform=%s event=%s", message.platform,
+                        message.event_id)
+            return thread_reply(language, "not_allowed")
+        if command.name == "help":
+            return thread_reply(language, "help")
+        try:
+            if command.name == "claim":
+                await self.casework.take(session, case, who, now)
+                await repo.add_audit(session=session, actor=who.identity, action="take", now=now,
+                                     case_reference=case.reference, detail={"via": message.platform})
+                return thread_reply(language, "claimed", reference=case.reference, name=who.name)
+            if not command.text:
+                return thread_reply(language, "reply_empty")
+            await self.casework.message_reporter(session, case, who, command.text, now)
+            await repo.add_audit(session=session, actor=who.identity, action="message_reporter", now=now,
+                                 case_reference=case.reference, detail={"via": message.platform})
+            return thread_reply(language, "relayed", reference=case.reference)
+        except CaseError as error:
+            if error.code in ("already_taken", "already_yours"):
+                return thread_reply(language, "already_claimed", reference=case.reference,
+                                    name=case.assigned_to or who.name)
+            return Reply(dialogs.translator(language)(f"case.error_{error.code}", **error.values))
+
+    async def coordinator_allowed(self, platform: str, user: str) -> bool:
+        """True for the configured extra coordinators and for whom the platform says is one."""
+        if f"{platform}:{user}" in self.followup.coordinators:
+            return True
+        if self._is_coordinator is None:
+            return False
+        try:
+            return await self._is_coordinator(platform, user)
+        except Exception:  # a platform that cannot tell right now: no link rather than a crash
+            log.warning("coordinator check failed on %s", platform, exc_info=True)
+            return False
+
+    async def _login(self, message: InboundMessage) -> list[Reply]:
+        """`login` in a direct chat: a single-use link to the case pages, for coordinators only."""
+        t = dialogs.translator(self.context.default_language)
+        if not await self.coordinator_allowed(message.platform, message.sender):
+            log.info("login refused: not a coordinator platform=%s", message.platform)
+            return [Reply(t("login.not_coordinator"))]
+        now = self.clock()
+        who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                async with transaction(self.sessions) as session:
+                    await repo.mark_event_handled(session=session, platform=message.platform,
+                                                  event_id=message.event_id, now=now)
+                    link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)
+                    await repo.add_audit(session=session, actor=who.identity, action="login_link", now=now,
+                                         detail={"via": message.platform})
+        except IntegrityError as error:
+            if _is_duplicate_event(error):
+                return []
+            raise
+        except DATABASE_ERRORS as error:
+            reference = secrets.token_hex(3).upper()
+            log.error("login link not saved error=%s cause=%s", reference, type(error).__name__)
+            return list(dialogs.not_saved(self.context.default_language, reference))
+        log.info("login link issued platform=%s", message.platform)
+        return [login_reply(self.context.default_language, link, self.login_link_minutes)]
+
+    async def _login_from_room(self, session: AsyncSession, message: CoordinatorMessage, who: Coordinator,
+                               now: dt.datetime) -> Reply:
+        """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room."""
+        t = dialogs.translator(self.context.default_language)
+        if not (message.is_coordinator or await self.coordinator_allowed(message.platform, message.sender)):
+            return Reply(t("login.not_coordinator"))
+        conversation = await repo.find_conversation(session=session, platform=message.platform,
+                                                    sender=message.sender)
         if conversation is None:
-            log.warning("reporter of %s cannot be reached: no conversation", case.reference)
-            return
+            return Reply(t("login.need_direct_chat"))
+        link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)
         await repo.enqueue_message(
-            session=session, kind="reporter_message", platform=conversation.platform, destination=None,
-            payload={"address": conversation.address or {}, "replies": [reply_payload(reply)]}, now=now,
-            case_id=case.id,
+            session=session, kind="reporter_message", platform=message.platform, destination=None, now=now,
+            payload={"address": conversation.address or {}, "secret": True,
+                     "replies": [payload_of(login_reply(self.context.default_language, link,
+                                                         self.login_link_minutes))]},
         )
-        if relay:
-            state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference,
-                                       now)
-            await repo.save_conversation_state(session=session, conversation=conversation, state=state.to_dict(),
-                                               language=state.language, now=now)
+        await repo.add_audit(session=session, actor=who.identity, action="login_link", now=now,
+                             detail={"via": message.platform})
+        return Reply(t("login.sent_to_direct_chat"))
 
     async def defer_replies(self, platform: str, address: dict, replies: Sequence[Reply]) -> None:
         """Replies an adapter could not send right now: the outbox delivers them when it can."""
         now = self.clock()
         async with transaction(self.sessions) as session:
             await repo.enqueue_message(session=session, kind="reporter_message", platform=platform, destination=None,
-                                       payload={"address": address, "replies": [reply_payload(r) for r in replies]},
+                                       payload={"address": address, "replies": [payload_of(r) for r in replies]},
                                        now=now)
         if self.on_outbox:
             self.on_outbox()
 
-    async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime) -> None:
-        """Queue a line in the case's own thread(s); before the first post exists, where it will be."""
-        threads = [(t.platform, t.destination) for t in await repo.list_case_threads(session=session,
-                                                                                       case_id=case_id)]
-        for platform, destination in threads or list(self.coordinator_targets()):
-            await repo.enqueue_message(session=session, kind="case_thread", platform=platform,
-                                       destination=destination, payload=payload, now=now, case_id=case_id)
-
     def case_link(self, reference: str) -> str:
         """The protected case page of a case."""
-        return f"{self.public_url}/cases/{reference}"
+        return self.casework.case_link(reference)
 
 
 class _TurnFailed(Exception):
@@ -357,16 +416,10 @@ def _is_duplicate_event(error: IntegrityError) -> bool:
     return "handled_events" in str(error.orig)
 
 
-def reply_payload(reply: Reply) -> dict:
-    """A reply in the form the outbox stores (plain values)."""
-    return {"text": reply.text, "title": reply.title, "hint": reply.hint,
-            "options": [[o.number, o.label, o.selected] for o in reply.options]}
-
-
-def payload_reply(data: dict) -> Reply:
-    """The reply an outbox payload holds."""
-    return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
-                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
+def login_reply(language: str, link: str, minutes: int) -> Reply:
+    """The message holding a single-use login link."""
+    t = dialogs.translator(language)
+    return Reply(t("login.link", link=link, minutes=minutes), title=t("login.title"))
 
 
 def _accepted_files(files: Sequence[InboundAttachment]) -> tuple[list[InboundAttachment], str]:

@@ -57,12 +57,14 @@ def render_case_notification(payload: dict[str, Any], language: str, tz: dt.tzin
     title = t("notify.new_case", reference=payload["reference"])
     if "urgent" in flags:
         title = f"{t('flag.urgent')}: {title}"
+    if "escalation" in flags:
+        title = f"{t('flag.escalation')}: {title}"
     lines = [
         (t("notify.kinds"), ", ".join(t(f"kind.{k}") for k in payload.get("kinds") or []) or "—"),
         (t("notify.when"), format_datetime(occurred, "d MMM y HH:mm", locale=t.language)),
         (t("notify.where"), t(f"place.{payload['place']}") if payload.get("place") else "—"),
     ]
-    other_flags = [t(f"flag.{f}") for f in flags if f != "urgent"]
+    other_flags = [t(f"flag.{f}") for f in flags if f not in ("urgent", "escalation")]
     if other_flags:
         lines.append((t("notify.flags"), ", ".join(other_flags)))
     return Notification(

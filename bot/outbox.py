@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage import repo, transaction
 from storage.models import OutboxMessage
 
-from .engine import DATABASE_ERRORS, payload_reply, utc_now
+from .casework import reply_of
+from .engine import DATABASE_ERRORS, utc_now
 from .notifications import render_case_notification, render_thread_event
 from .platform import Adapter, DeliveryError
 
@@ -101,7 +102,9 @@ class OutboxWorker:
             return 0
         now = self.clock()
         async with transaction(self.sessions) as session:
-            await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result)
+            # A login link is a secret: once delivered, the database keeps no copy of it.
+            await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result,
+                                              scrub=bool(message.payload.get("secret")))
             if message.kind == "case_notification" and message.case_id is not None and destination:
                 await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
                                            destination=destination, root_id=result, now=now)
@@ -128,7 +131,7 @@ class OutboxWorker:
                                                      render_thread_event(payload, self.language),
                                                      message.idempotency_key)
         if message.kind == "reporter_message":
-            replies = [payload_reply(r) for r in payload.get("replies", [])]
+            replies = [reply_of(r) for r in payload.get("replies", [])]
             return await adapter.send_replies(payload.get("address") or {}, replies, message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
 

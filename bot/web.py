@@ -1,4 +1,4 @@
-"""The HTTP server: health check now; the Teams endpoint and case pages mount here too."""
+"""The HTTP server: health check, and the routes of the Teams endpoint and the case pages."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @web.middleware
 async def security_headers(request: web.Request, handler):
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except DATABASE_ERRORS as error:
+        # Never a stack trace: the page says to try again; the log says why (without content).
+        log.error("web: database unavailable path=%s cause=%s", request.path, type(error).__name__)
+        response = web.Response(status=503, content_type="text/plain", headers={"Retry-After": "30"},
+                                text="Meldbot: de database is even niet bereikbaar. Probeer het zo opnieuw.\n"
+                                     "Meldbot: the database is unavailable right now. Please try again shortly.\n")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response

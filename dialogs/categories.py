@@ -38,7 +38,7 @@ PERPETRATORS: tuple[str, ...] = ("unknown", "citizen", "other")
 CONSEQUENCES: tuple[str, ...] = ("injury", "damage", "absence")
 
 #: What a reporter can ask for (multi-select).
-WISHES: tuple[str, ...] = ("contact", "aftercare_yes", "aftercare_later", "police_report", "police_came")
+WISHES: tuple[str, ...] = ("contact", "aftercare_yes", "aftercare_later", "police_report", "police_came", "anonymous")
 
 #: Kinds that make a case urgent for the coordinator.
 URGENT_KINDS = frozenset({"physical", "threat"})

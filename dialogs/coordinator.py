@@ -12,6 +12,8 @@ from .text import clean, fold
 _CLAIM = ("oppakken", "ik pak hem op", "ik pak het op", "pak op", "claim", "take", "mine", "toewijzen aan mij")
 _REPLY_RE = re.compile(r"^[!/]?\s*(antwoord|antwoorden|reply|answer|bericht|message)\b[:\s]*(.*)$", re.I | re.S)
 _HELP = ("help", "hulp", "?", "commands")
+#: What a coordinator writes to get a login link for the case pages.
+_LOGIN = ("login", "log in", "inloggen", "log me in")
 #: Longest coordinator message relayed to a reporter.
 MAX_RELAY_CHARS = 2000
 
@@ -35,6 +37,11 @@ def parse_coordinator_command(text: str) -> CoordinatorCommand | None:
     if folded in _HELP:
         return CoordinatorCommand("help")
     return None
+
+
+def is_login_command(text: str) -> bool:
+    """`login` (with or without ! or /), in Dutch or English."""
+    return fold(text or "") in _LOGIN
 
 
 def claimed_for_reporter(language: str, reference: str, coordinator: str) -> Reply:

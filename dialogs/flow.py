@@ -45,6 +45,7 @@ _WISH_WORDS = {
     "aftercare_yes": ("nazorg", "aftercare", "opvang", "support"),
     "police_report": ("aangifte", "police report", "report to the police"),
     "police_came": ("politie kwam", "police came", "politie was er", "police were there"),
+    "anonymous": ("anoniem", "anonymous", "anonymously"),
 }
 #: Commands that work at any moment, even while a cancel waits for confirmation.
 _ANYTIME = ("language", "help", "house_rules", "norm", "my_reports")
@@ -249,6 +250,7 @@ class _Dialogue:
         draft.aftercare = "yes" if "aftercare_yes" in wishes else "later" if "aftercare_later" in wishes else None
         draft.police_report = "police_report" in wishes
         draft.police_came = "police_came" in wishes or cat.suggest_police_came(story)
+        draft.anonymous = "anonymous" in wishes
         if cat.suggest_injury(story):
             draft.consequences = ["injury"]
         self.effects.append(SubmitReport(draft, form_id or None))
@@ -387,6 +389,8 @@ class _Dialogue:
             selected.add("police_report")
         if draft.police_came:
             selected.add("police_came")
+        if draft.anonymous:
+            selected.add("anonymous")
         return selected
 
     def question_wishes(self) -> Reply:
@@ -468,6 +472,8 @@ class _Dialogue:
             parts.append(t("wish.police_report_wanted"))
         elif draft.police_report is False and not draft.police_came:
             parts.append(t("wish.police_no"))
+        if draft.anonymous:
+            parts.append(t("wish.anonymous_chosen"))
         return "; ".join(parts)
 
     # -- answers ------------------------------------------------------------------------------------
@@ -757,6 +763,7 @@ class _Dialogue:
                                else "no" if explicit_none else None)
             draft.police_report = "police_report" in selected
             draft.police_came = "police_came" in selected
+            draft.anonymous = "anonymous" in selected
 
         self.handle(text, parse)
 
@@ -862,6 +869,11 @@ def record_submission(state: State, reference: str, now: dt.datetime, form_id: s
 
 #: How long after a coordinator's message the reporter's free text still goes to them.
 RELAY_WINDOW = dt.timedelta(days=3)
+
+
+def discard_draft(state: State) -> State:
+    """The state once an unfinished report was discarded (e.g. expired): idle, nothing pending."""
+    return replace(state, draft=None, step="idle", history=[], editing=False, before_cancel=None)
 
 
 def open_relay(state: State, reference: str, now: dt.datetime) -> State:

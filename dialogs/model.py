@@ -101,7 +101,11 @@ class Draft:
     aftercare: str | None = None  # yes / later / no
     police_came: bool | None = None
     police_report: bool | None = None
+    #: The reporter's identity is not shown to the coordinator (messages still reach them).
+    anonymous: bool = False
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    #: The reporter was reminded once of this unfinished report.
+    reminded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -72,6 +72,9 @@ class Conversation(Base):
     address: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    #: Durable timers of an unfinished report: one reminder, then expiry (NULL: nothing pending).
+    draft_reminder_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    draft_expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
 
 
 class Reporter(Base):
@@ -110,6 +113,12 @@ class Case(Base):
     reporter_id: Mapped[int] = mapped_column(ForeignKey("reporters.id", ondelete="RESTRICT"), index=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     assigned_to: Mapped[str | None] = mapped_column(String(255))
+    #: Who has the case, as `platform:user id` (the name above is for display).
+    assigned_to_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: Follow-up steps recorded so far: step code -> {"at", "date", "by", "value"}.
+    followup: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: When the case counts as overdue if nobody has taken it.
+    claim_due_at: Mapped[dt.datetime | None]
     closing_summary: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
     updated_at: Mapped[dt.datetime]
@@ -215,3 +224,65 @@ class CaseThread(Base):
     destination: Mapped[str] = mapped_column(String(255), primary_key=True)
     root_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime]
+
+
+class Timer(Base):
+    """A durable follow-up timer of a case: fires once at `due_at`, survives restarts.
+
+    `key` makes scheduling idempotent (one reminder per case and kind)."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "done_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    due_at: Mapped[dt.datetime]
+    locked_until: Mapped[dt.datetime | None]
+    done_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime]
+
+
+class LoginLink(Base):
+    """A single-use login link sent to a coordinator in a direct chat. Only a digest is stored."""
+
+    __tablename__ = "login_links"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    coordinator: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class WebSession(Base):
+    """A coordinator's browser session. Only a digest of the cookie value is stored."""
+
+    __tablename__ = "web_sessions"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    coordinator: Mapped[str] = mapped_column(String(300), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+
+
+class AuditEntry(Base):
+    """Who looked at or changed what, when. Never the case's content."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_case_time", "case_reference", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(40))
+    case_reference: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -20,14 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import (
     Attachment,
+    AuditEntry,
     Case,
     CaseEvent,
     CaseKind,
     CaseThread,
     Conversation,
     HandledEvent,
+    LoginLink,
     OutboxMessage,
     Reporter,
+    Timer,
+    WebSession,
 )
 
 # No 0/O, 1/I/L or U: a reference must survive being read out over the phone.
@@ -107,9 +111,13 @@ async def get_or_create_conversation(
 async def save_conversation_state(
     *, session: AsyncSession, conversation: Conversation, state: dict[str, Any], language: str,
     now: dt.datetime, address: dict[str, Any] | None = None,
+    draft_timers: tuple[dt.datetime | None, dt.datetime | None] | None = None,
 ) -> None:
-    """Store the dialogue state (and the latest reply address) of a conversation."""
+    """Store the dialogue state (and the latest reply address) of a conversation; `draft_timers` sets
+    the reminder and expiry of its unfinished report in the same statement."""
     values: dict[str, Any] = {"state": state, "language": language, "updated_at": now}
+    if draft_timers is not None:
+        values["draft_reminder_at"], values["draft_expires_at"] = draft_timers
     if address is not None and address != conversation.address:
         values["address"] = address
     # A plain UPDATE (every turn does this); the loaded object is brought up to date without a flush.
@@ -125,11 +133,14 @@ async def get_conversation(*, session: AsyncSession, conversation_id: int, for_u
     return await session.get(Conversation, conversation_id, with_for_update=for_update or None)
 
 
-async def claim_case(*, session: AsyncSession, case: Case, name: str, now: dt.datetime) -> bool:
-    """Assign a case to `name` unless someone else has it (one conditional UPDATE: no race)."""
+async def assign_case(*, session: AsyncSession, case: Case, identity: str, name: str, now: dt.datetime,
+                      expected: str | None = None) -> bool:
+    """Assign a case to `identity` if it is still assigned to `expected` (None: untaken).
+
+    One conditional UPDATE, so of two coordinators taking the same case at once only one wins."""
     result = await session.execute(
-        update(Case).where(Case.id == case.id, Case.assigned_to.is_(None))
-        .values(assigned_to=name, updated_at=now,
+        update(Case).where(Case.id == case.id, Case.assigned_to_id.is_not_distinct_from(expected))
+        .values(assigned_to_id=identity, assigned_to=name, updated_at=now,
                 status=case_status_after_claim(case.status))
         .execution_options(synchronize_session=False)
     )
@@ -232,9 +243,15 @@ async def get_case(*, session: AsyncSession, reference: str) -> Case | None:
 async def list_cases(
     *, session: AsyncSession, status: str | None = None, kind: str | None = None,
     since: dt.datetime | None = None, until: dt.datetime | None = None, limit: int = 500,
+    assigned_to_id: str | None = None, reference: str | None = None,
 ) -> list[Case]:
-    """Cases, newest first, optionally filtered by status, kind and creation period."""
+    """Cases, newest first, optionally filtered by status, kind, creation period, assignee and
+    (part of) the reference."""
     query = select(Case).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)
+    if assigned_to_id:
+        query = query.where(Case.assigned_to_id == assigned_to_id)
+    if reference:
+        query = query.where(Case.reference.contains(normalise_reference(reference), autoescape=True))
     if status:
         query = query.where(Case.status == status)
     if kind:
@@ -373,12 +390,15 @@ async def claim_due_messages(
 
 
 async def mark_message_delivered(
-    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None
+    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None, scrub: bool = False
 ) -> None:
-    """Record a delivery; the message is never sent again."""
+    """Record a delivery; the message is never sent again. `scrub` empties its payload."""
+    values: dict[str, Any] = {"delivered_at": now, "locked_until": None, "result": (result or "")[:255],
+                              "last_error": None}
+    if scrub:
+        values["payload"] = {}
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id)
-        .values(delivered_at=now, locked_until=None, result=(result or "")[:255], last_error=None)
+        update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values)
         .execution_options(synchronize_session=False)
     )
 
@@ -447,3 +467,157 @@ async def get_reporter(*, session: AsyncSession, reporter_id: int) -> Reporter |
 async def list_case_threads(*, session: AsyncSession, case_id: int) -> list[CaseThread]:
     """Where a case's notifications were posted (one thread per platform and room/channel)."""
     return list(await session.scalars(select(CaseThread).where(CaseThread.case_id == case_id)))
+
+
+async def find_conversation(*, session: AsyncSession, platform: str, sender: str) -> Conversation | None:
+    """The most recent direct conversation of a person with the bot on a platform."""
+    query = (select(Conversation).where(Conversation.platform == platform, Conversation.sender == sender)
+             .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(1))
+    return await session.scalar(query)
+
+
+# -- timers ---------------------------------------------------------------------------------------
+
+
+async def schedule_timer(*, session: AsyncSession, key: str, kind: str, case_id: int | None, due_at: dt.datetime,
+                         now: dt.datetime) -> bool:
+    """Schedule a timer once per key (a second call with the same key changes nothing)."""
+    if await session.scalar(select(Timer.id).where(Timer.key == key)) is not None:
+        return False
+    session.add(Timer(key=key, kind=kind, case_id=case_id, due_at=due_at, created_at=now))
+    await session.flush()
+    return True
+
+
+async def claim_due_timer(*, session: AsyncSession, now: dt.datetime, lease: dt.timedelta) -> Timer | None:
+    """Lease the earliest due timer (conditional UPDATE: two workers never fire the same one)."""
+    candidates = await session.scalars(
+        select(Timer).where(Timer.done_at.is_(None), Timer.due_at <= now,
+                            or_(Timer.locked_until.is_(None), Timer.locked_until <= now))
+        .order_by(Timer.due_at, Timer.id).limit(5)
+    )
+    for timer in list(candidates):
+        result = await session.execute(
+            update(Timer).where(Timer.id == timer.id, Timer.done_at.is_(None),
+                                or_(Timer.locked_until.is_(None), Timer.locked_until <= now))
+            .values(locked_until=now + lease).execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            await session.refresh(timer)
+            return timer
+    return None
+
+
+async def finish_timer(*, session: AsyncSession, timer_id: int, now: dt.datetime, outcome: str) -> bool:
+    """Mark a leased timer done; False when it was already done (then nothing else may happen)."""
+    result = await session.execute(
+        update(Timer).where(Timer.id == timer_id, Timer.done_at.is_(None))
+        .values(done_at=now, locked_until=None, outcome=outcome[:40]).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def next_timer_due(*, session: AsyncSession) -> dt.datetime | None:
+    """When the earliest pending timer (case or draft) is due."""
+    times = [
+        await session.scalar(select(func.min(Timer.due_at)).where(Timer.done_at.is_(None))),
+        await session.scalar(select(func.min(Conversation.draft_reminder_at))),
+        await session.scalar(select(func.min(Conversation.draft_expires_at))),
+    ]
+    return min((t for t in times if t is not None), default=None)
+
+
+async def list_timers(*, session: AsyncSession, case_id: int) -> list[Timer]:
+    """A case's timers, in due order."""
+    return list(await session.scalars(select(Timer).where(Timer.case_id == case_id).order_by(Timer.due_at)))
+
+
+async def due_draft_conversation(*, session: AsyncSession, now: dt.datetime) -> Conversation | None:
+    """A conversation whose unfinished report is due for its reminder or its expiry (row locked)."""
+    query = (select(Conversation)
+             .where(or_(Conversation.draft_reminder_at <= now, Conversation.draft_expires_at <= now))
+             .order_by(Conversation.id).limit(1).with_for_update(skip_locked=True))
+    return await session.scalar(query)
+
+
+async def set_draft_timers(*, session: AsyncSession, conversation: Conversation, reminder_at: dt.datetime | None,
+                           expires_at: dt.datetime | None) -> None:
+    """Set (or clear) the reminder and expiry of a conversation's unfinished report."""
+    await session.execute(update(Conversation).where(Conversation.id == conversation.id)
+                          .values(draft_reminder_at=reminder_at, draft_expires_at=expires_at)
+                          .execution_options(synchronize_session=False))
+    set_committed_value(conversation, "draft_reminder_at", reminder_at)
+    set_committed_value(conversation, "draft_expires_at", expires_at)
+
+
+# -- coordinator login, sessions and audit ---------------------------------------------------------
+
+
+async def add_login_link(*, session: AsyncSession, digest: str, coordinator: str, name: str, now: dt.datetime,
+                         expires_at: dt.datetime) -> None:
+    """Store a login link (its digest only)."""
+    session.add(LoginLink(token_digest=digest, coordinator=coordinator, name=name, created_at=now,
+                          expires_at=expires_at))
+    await session.flush()
+
+
+async def get_login_link(*, session: AsyncSession, digest: str) -> LoginLink | None:
+    """A login link by the digest of its token."""
+    return await session.get(LoginLink, digest)
+
+
+async def use_login_link(*, session: AsyncSession, digest: str, now: dt.datetime) -> bool:
+    """Spend a login link: True once, for an unused and unexpired link (conditional UPDATE)."""
+    result = await session.execute(
+        update(LoginLink).where(LoginLink.token_digest == digest, LoginLink.used_at.is_(None),
+                                LoginLink.expires_at > now)
+        .values(used_at=now).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def create_web_session(*, session: AsyncSession, digest: str, coordinator: str, name: str, csrf_token: str,
+                             language: str, now: dt.datetime, expires_at: dt.datetime) -> WebSession:
+    """Start a coordinator's browser session."""
+    web_session = WebSession(token_digest=digest, coordinator=coordinator, name=name, csrf_token=csrf_token,
+                             language=language, created_at=now, last_seen_at=now, expires_at=expires_at)
+    session.add(web_session)
+    await session.flush()
+    return web_session
+
+
+async def get_web_session(*, session: AsyncSession, digest: str) -> WebSession | None:
+    """A browser session by the digest of its cookie."""
+    return await session.get(WebSession, digest)
+
+
+async def touch_web_session(*, session: AsyncSession, digest: str, now: dt.datetime,
+                            language: str | None = None) -> None:
+    """Record activity on a session (it stays alive while used)."""
+    values: dict[str, Any] = {"last_seen_at": now}
+    if language:
+        values["language"] = language
+    await session.execute(update(WebSession).where(WebSession.token_digest == digest).values(**values)
+                          .execution_options(synchronize_session=False))
+
+
+async def end_web_session(*, session: AsyncSession, digest: str, now: dt.datetime) -> None:
+    """Log out: the session cannot be used again, whatever the browser still holds."""
+    await session.execute(update(WebSession).where(WebSession.token_digest == digest, WebSession.ended_at.is_(None))
+                          .values(ended_at=now).execution_options(synchronize_session=False))
+
+
+async def add_audit(*, session: AsyncSession, actor: str, action: str, now: dt.datetime,
+                    case_reference: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    """Write an audit entry: who did what to which case, when (never the case's content)."""
+    session.add(AuditEntry(at=now, actor=actor, action=action, case_reference=case_reference, detail=detail or {}))
+    await session.flush()
+
+
+async def list_audit(*, session: AsyncSession, case_reference: str | None = None, limit: int = 200
+                     ) -> list[AuditEntry]:
+    """The newest audit entries, optionally of one case."""
+    query = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if case_reference:
+        query = query.where(AuditEntry.case_reference == case_reference)
+    return list(await session.scalars(query))

@@ -106,6 +106,8 @@ class FakeConnector:
         self.failures: list[tuple[int, dict]] = []
         self.unauthorised = 0
         self.files: dict[str, bytes] = {}
+        #: team ID -> user IDs (Teams and AAD object IDs) that GET .../members/{id} finds.
+        self.team_members: dict[str, set[str]] = {}
         self._ids = itertools.count(1)
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -131,9 +133,16 @@ class FakeConnector:
             status, headers = self.failures.pop(0)
             return web.json_response({"error": {"code": "Throttled" if status == 429 else "ServiceError",
                                                 "message": "try later"}}, status=status, headers=headers)
+        parts = request.path.strip("/").split("/")
+        if request.method == "GET" and len(parts) == 5 and parts[:2] == ["v3", "conversations"] \
+                and parts[3] == "members":
+            self.requests.append({"method": "GET", "path": request.path, "kind": "member", "body": {},
+                                  "activity": {}, "conversation": parts[2]})
+            if parts[4] in self.team_members.get(parts[2], set()):
+                return web.json_response({"id": parts[4], "name": "Member", "aadObjectId": parts[4]})
+            return web.json_response({"error": {"code": "NotFound", "message": "member not found"}}, status=404)
         body = await request.json() if request.can_read_body else {}
         number = next(self._ids)
-        parts = request.path.strip("/").split("/")
         record = {"method": request.method, "path": request.path, "body": body}
         if parts == ["v3", "conversations"]:
             channel = ((body.get("channelData") or {}).get("channel") or {}).get("id", "unknown")

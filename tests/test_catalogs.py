@@ -10,11 +10,19 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po
 
+from bot.casework import STATUSES, STEPS
 from dialogs import categories
 from dialogs.i18n import LANGUAGES, catalog_path
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = re.compile(r"^[a-z_]+\.[a-z_]+$")
+KEY = re.compile(r"^[a-z_]+\.(?!html$)[a-z_]*[a-z]$")  # not a prefix ("case.error_"), not a template
+#: Literal keys in templates: t("web.cases") or t('web.cases', ...).
+TEMPLATE_KEY = re.compile(r"""\bt\(\s*["']([a-z_]+\.[a-z_]*[a-z])["']""")
+ACTIONS = ("take", "status", "step", "note", "message")
+TIMELINE_KINDS = ("submitted", "claimed", "evidence_added", "reporter_message", "coordinator_message", "note",
+                  "claim_reminder", "escalated", "aftercare_checkin", "aftercare_reoffer", "step", "status")
+CASE_ERRORS = ("already_yours", "already_taken", "unknown_status", "same_status", "summary_required", "unknown_step",
+               "future_date", "empty_note", "empty_message", "unreachable", "unknown_action")
 
 
 def _catalog(language):
@@ -45,7 +53,19 @@ def _used_keys() -> set[str]:
     keys |= {f"kind.{c}" for c in categories.KINDS} | {f"place.{c}" for c in categories.PLACES}
     keys |= {f"perpetrator.{c}" for c in categories.PERPETRATORS}
     keys |= {f"consequence.{c}" for c in categories.CONSEQUENCES} | {f"wish.{c}" for c in categories.WISHES}
-    keys |= {f"status.{s}" for s in ("new", "in_progress", "closed")}
+    for path in (ROOT / "bot" / "templates").glob("*.html"):
+        keys |= set(TEMPLATE_KEY.findall(path.read_text("utf-8")))
+    keys |= {f"status.{s}" for s in STATUSES} | {f"event.status_{s}" for s in STATUSES}
+    keys |= {f"case.status_reporter_{s}" for s in STATUSES if s != "closed"}
+    keys |= {f"{prefix}{s}" for s in STEPS for prefix in ("step.", "event.step_", "case.step_reporter_")}
+    keys |= {f"web.done_{a}" for a in ACTIONS} | {f"audit.{a}" for a in ACTIONS}
+    keys |= {f"audit.{a}" for a in ("login", "logout", "login_link", "view_list", "view_case", "view_attachment",
+                                    "message_reporter")}
+    keys |= {f"web.overdue_{x}{late}" for late in ("claim", "police_report", "aftercare") for x in ("", "long_")}
+    keys |= {f"timeline.{kind}" for kind in TIMELINE_KINDS} | {f"web.language_{code}" for code in LANGUAGES}
+    keys |= {f"web.aftercare_{a}" for a in ("yes", "later", "no", "unknown")}
+    keys |= {f"web.actor_{a}" for a in ("reporter", "meldbot", "other")}
+    keys |= {f"case.error_{code}" for code in CASE_ERRORS} | {"flag.escalation"}
     keys |= {f"flag.{f}" for f in ("urgent", "contact", "aftercare", "aftercare_later", "police_came",
                                    "police_report", "injury", "evidence")}
     return keys

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import storage
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,7 +74,7 @@ def test_database_upgrade_command(tmp_path):
     config = write_config(tmp_path, f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "x.db"}"\n')
     result = meldbot("db", "upgrade", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0001" in result.stdout
+    assert f"revision {storage.head_revision()}" in result.stdout
 
 
 @pytest.mark.parametrize(("body", "expected"), [

@@ -36,6 +36,7 @@ from nio import (
 from nio.crypto.attachments import decrypt_attachment
 
 from dialogs import Reply, Translator
+from dialogs.coordinator import is_login_command
 
 from ..config import MatrixSettings
 from ..platform import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
@@ -164,6 +165,12 @@ class MatrixAdapter:
 
     def coordinator_destination(self) -> str | None:
         return self.coordinator_room_id
+
+    async def is_coordinator(self, user_id: str) -> bool:
+        """Coordinators are the joined members of the coordinator room (invited is not enough)."""
+        room = self.client.rooms.get(self.coordinator_room_id) if self.client and self.coordinator_room_id else None
+        return bool(room and user_id in room.users and user_id not in room.invited_users
+                    and user_id != self.settings.user_id)
 
     # -- sync -------------------------------------------------------------------------------------
 
@@ -388,9 +395,10 @@ class MatrixAdapter:
         if not isinstance(event, RoomMessageText):
             return
         relates = (event.source.get("content") or {}).get("m.relates_to") or {}
-        if relates.get("rel_type") != "m.thread" or not relates.get("event_id"):
-            return  # talk in the room itself; commands live in a case's thread
-        root = relates["event_id"]
+        in_thread = relates.get("rel_type") == "m.thread" and bool(relates.get("event_id"))
+        if not in_thread and not is_login_command(event.body or ""):
+            return  # talk in the room itself; case commands live in a case's thread
+        root = relates["event_id"] if in_thread else ""
         message = CoordinatorMessage(platform=self.platform, destination=room.room_id, thread_root=root,
                                      sender=event.sender, text=event.body, event_id=event.event_id,
                                      is_coordinator=event.sender in room.users
@@ -398,7 +406,8 @@ class MatrixAdapter:
                                      sender_name=room.user_name(event.sender))
         for answer in await self.bot.handle_coordinator(message):
             try:
-                await self._send(room.room_id, thread_content(root, answer.plain()))
+                await self._send(room.room_id, thread_content(root, answer.plain()) if root
+                                 else {"msgtype": "m.notice", "body": answer.plain()})
             except DeliveryError as error:
                 log.warning("matrix: thread answer not sent (%s)", error)
 

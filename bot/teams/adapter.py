@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import aiohttp
 from aiohttp import web
 from botbuilder.core import ActivityHandler, MessageFactory, TurnContext
-from botbuilder.core.teams import teams_get_channel_id, teams_get_team_info
+from botbuilder.core.teams import TeamsInfo, teams_get_channel_id, teams_get_team_info
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import (
     Activity,
@@ -144,6 +144,25 @@ class TeamsAdapter:
 
     def coordinator_destination(self) -> str | None:
         return self.state.get("channel_id")
+
+    async def is_coordinator(self, user_id: str) -> bool:
+        """Coordinators are the members of the coordinator channel's team (asked of Teams each time,
+        so someone who left the team gets no login link)."""
+        team_id, channel_id = self.state.get("team_id"), self.state.get("channel_id")
+        if not team_id or not channel_id:
+            return False
+        found: list[bool] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            try:
+                found.append(await TeamsInfo.get_team_member(turn_context, team_id, user_id) is not None)
+            except Exception as error:
+                if _status(error) != 404:
+                    raise
+                found.append(False)
+
+        await self.cloud.continue_conversation(self._channel_reference(channel_id), logic, self.settings.app_id)
+        return bool(found and found[0])
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/messages", self.handle_request)]

@@ -1,0 +1,281 @@
+"""Case follow-up: every coordinator action, whether taken in a case thread or on the case page.
+
+Each action is one function that changes the case, appends ONE timeline event, posts a line in
+the case thread and (where it concerns them) tells the reporter in their own chat, all in the
+caller's transaction: the chat command and the web form are the same operation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from babel.dates import format_date
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import dialogs
+from dialogs import Option, Reply, State, Translator
+from dialogs.coordinator import MAX_RELAY_CHARS
+from dialogs.text import clean
+from storage import repo
+from storage.models import Case
+
+from .config import FollowupSettings
+from .worktime import WorkingTime
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("new", "in_progress", "closed")
+#: Follow-up steps a coordinator records, in the order they usually happen.
+STEPS = ("contact_made", "aftercare_offered", "aftercare_accepted", "aftercare_declined", "police_report_filed",
+         "police_notified", "damage_recovery", "aggressor_response")
+#: Steps that carry the date they happened on (a police report's date matters).
+DATED_STEPS = frozenset({"police_report_filed", "police_notified", "contact_made", "aggressor_response"})
+MAX_NOTE_CHARS = 4000
+#: A police report should be filed within this many working days.
+POLICE_REPORT_WORKING_DAYS = 2
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """Someone who follows cases up: `identity` is `platform:user id`, `name` is for display."""
+
+    identity: str
+    name: str
+
+    @property
+    def actor(self) -> str:
+        return f"coordinator:{self.identity}"
+
+
+class CaseError(Exception):
+    """An action that cannot be done; `code` names the message (`case.error_<code>`)."""
+
+    def __init__(self, code: str, **values: Any):
+        super().__init__(code)
+        self.code = code
+        self.values = values
+
+
+def login_digest(token: str) -> str:
+    """What the database keeps of a login link or session cookie: never the secret itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def payload_of(reply: Reply) -> dict:
+    """A reply in the form the outbox stores (plain values)."""
+    return {"text": reply.text, "title": reply.title, "hint": reply.hint,
+            "options": [[o.number, o.label, o.selected] for o in reply.options]}
+
+
+def reply_of(data: dict) -> Reply:
+    """The reply an outbox payload holds."""
+    return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
+                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
+
+
+class CaseWork:
+    """The follow-up operations; stateless apart from its settings."""
+
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        coordinator_targets: Callable[[], Sequence[tuple[str, str | None]]],
+        timezone: dt.tzinfo,
+        followup: FollowupSettings | None = None,
+    ):
+        self.public_url = public_url.rstrip("/")
+        self.coordinator_targets = coordinator_targets
+        self.timezone = timezone
+        self.settings = followup or FollowupSettings()
+        self.working_time = WorkingTime.parse(timezone, self.settings.working_hours, self.settings.working_days)
+
+    def case_link(self, reference: str) -> str:
+        """The protected case page of a case."""
+        return f"{self.public_url}/cases/{reference}"
+
+    # -- deadlines --------------------------------------------------------------------------------
+
+    def claim_interval_end(self, start: dt.datetime, urgent: bool) -> dt.datetime:
+        """When a case untaken since `start` is due for a reminder (or, after one, for escalation)."""
+        if urgent:
+            return start + dt.timedelta(minutes=self.settings.urgent_claim_minutes)
+        return self.working_time.add_hours(start, self.settings.claim_working_hours)
+
+    def police_report_due(self, case: Case) -> dt.datetime:
+        """By when the police report should be filed (2 working days after the report)."""
+        return self.working_time.add_days(case.created_at, POLICE_REPORT_WORKING_DAYS)
+
+    def overdue(self, case: Case, now: dt.datetime) -> list[str]:
+        """What is late on a case: `claim`, `police_report`, `aftercare` (empty when nothing is)."""
+        if case.status == "closed":
+            return []
+        late = []
+        if case.assigned_to_id is None and case.claim_due_at is not None and now > case.claim_due_at:
+            late.append("claim")
+        steps = case.followup or {}
+        if case.police_report_wanted and not ({"police_report_filed", "police_notified"} & set(steps)) \
+                and now > self.police_report_due(case):
+            late.append("police_report")
+        if case.aftercare in ("yes", "later") and not ({"aftercare_offered", "aftercare_accepted",
+                                                         "aftercare_declined"} & set(steps)) \
+                and now > case.created_at + dt.timedelta(hours=self.settings.aftercare_checkin_hours):
+            late.append("aftercare")
+        return late
+
+    async def schedule_new_case(self, session: AsyncSession, case: Case, now: dt.datetime) -> None:
+        """The timers of a new case: the claim reminder and the aftercare check-in or re-offer."""
+        case.claim_due_at = self.claim_interval_end(now, case.urgent)
+        await repo.schedule_timer(session=session, key=f"claim_reminder:{case.id}", kind="claim_reminder",
+                                  case_id=case.id, due_at=case.claim_due_at, now=now)
+        if case.aftercare == "no":
+            await repo.schedule_timer(session=session, key=f"aftercare_reoffer:{case.id}", kind="aftercare_reoffer",
+                                      case_id=case.id, now=now,
+                                      due_at=now + dt.timedelta(days=self.settings.aftercare_reoffer_days))
+        else:
+            await repo.schedule_timer(session=session, key=f"aftercare_checkin:{case.id}", kind="aftercare_checkin",
+                                      case_id=case.id, now=now,
+                                      due_at=now + dt.timedelta(hours=self.settings.aftercare_checkin_hours))
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def take(self, session: AsyncSession, case: Case, who: Coordinator, now: dt.datetime,
+                   expected: str | None = None, take_over: bool = False) -> None:
+        """Assign the case to `who`. Without `take_over` only an untaken case; with it, only when the
+        case is still assigned to `expected` (what the coordinator saw), so two people never both win."""
+        if case.assigned_to_id == who.identity:
+            raise CaseError("already_yours", reference=case.reference)
+        if not await repo.assign_case(session=session, case=case, identity=who.identity, name=who.name, now=now,
+                                      expected=expected if take_over else None):
+            raise CaseError("already_taken", reference=case.reference, name=case.assigned_to or "?")
+        await repo.add_case_event(session=session, case=case, kind="claimed", actor=who.actor,
+                                  data={"name": who.name}, now=now)
+        await self.post_to_thread(session, case.id, {"event": "claimed", "reference": case.reference,
+                                                     "name": who.name}, now)
+        t = Translator(case.language)
+        await self.to_reporter(session, case, Reply(t("coord.claimed_reporter", reference=case.reference,
+                                                      name=who.name)), now)
+
+    async def set_status(self, session: AsyncSession, case: Case, who: Coordinator, status: str,
+                         summary: str, now: dt.datetime) -> None:
+        """Move the case to `status`; closing needs a summary, which the reporter receives."""
+        if status not in STATUSES:
+            raise CaseError("unknown_status")
+        if status == case.status:
+            raise CaseError("same_status")
+        summary = clean(summary, MAX_NOTE_CHARS).text
+        if status == "closed" and not summary:
+            raise CaseError("summary_required")
+        previous = case.status
+        case.status = status
+        case.closed_at = now if status == "closed" else None
+        case.closing_summary = summary if status == "closed" else case.closing_summary
+        await repo.add_case_event(session=session, case=case, kind="status", actor=who.actor,
+                                  data={"name": who.name, "from": previous, "to": status}, now=now)
+        await self.post_to_thread(session, case.id, {"event": f"status_{status}", "reference": case.reference,
+                                                     "name": who.name}, now)
+        t = Translator(case.language)
+        if status == "closed":
+            reply = Reply(summary, title=t("case.closed_reporter_title", reference=case.reference),
+                          hint=t("case.closed_reporter_hint"))
+            await self.to_reporter(session, case, reply, now, relay=True)
+        else:
+            await self.to_reporter(session, case, Reply(t(f"case.status_reporter_{status}",
+                                                          reference=case.reference)), now)
+
+    async def record_step(self, session: AsyncSession, case: Case, who: Coordinator, step: str,
+                          on: dt.date | None, now: dt.datetime) -> None:
+        """Record a follow-up step (contact, aftercare, police report, damage, response to the aggressor)."""
+        if step not in STEPS:
+            raise CaseError("unknown_step")
+        today = now.astimezone(self.timezone).date()
+        on = on or today
+        if on > today:
+            raise CaseError("future_date")
+        followup = dict(case.followup or {})
+        followup[step] = {"at": now.isoformat(), "date": on.isoformat(), "by": who.name}
+        case.followup = followup
+        await repo.add_case_event(session=session, case=case, kind="step", actor=who.actor,
+                                  data={"name": who.name, "step": step, "date": on.isoformat()}, now=now)
+        await self.post_to_thread(session, case.id, {"event": f"step_{step}", "reference": case.reference,
+                                                     "name": who.name, "date": on.isoformat()}, now)
+        t = Translator(case.language)
+        await self.to_reporter(session, case, Reply(t(f"case.step_reporter_{step}", reference=case.reference,
+                                                      date=_day(on, case.language))), now)
+        if step == "aftercare_declined":
+            await repo.schedule_timer(session=session, key=f"aftercare_reoffer:{case.id}", kind="aftercare_reoffer",
+                                      case_id=case.id, now=now,
+                                      due_at=now + dt.timedelta(days=self.settings.aftercare_reoffer_days))
+
+    async def add_note(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
+                       now: dt.datetime) -> None:
+        """An internal note: in the timeline only, never shown to the reporter nor posted in the chat."""
+        text = clean(text, MAX_NOTE_CHARS).text
+        if not text:
+            raise CaseError("empty_note")
+        await repo.add_case_event(session=session, case=case, kind="note", actor=who.actor,
+                                  data={"name": who.name, "text": text}, now=now)
+
+    async def message_reporter(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
+                               now: dt.datetime) -> None:
+        """A message to the reporter, in their chat; their answer comes back to the case."""
+        text = clean(text, MAX_RELAY_CHARS).text
+        if not text:
+            raise CaseError("empty_message")
+        if case.conversation_id is None:
+            raise CaseError("unreachable")
+        await repo.add_case_event(session=session, case=case, kind="coordinator_message", actor=who.actor,
+                                  data={"name": who.name, "text": text}, now=now)
+        t = Translator(case.language)
+        reply = Reply(text, title=t("coord.message_title", reference=case.reference, name=who.name),
+                      hint=t("coord.message_hint"))
+        await self.to_reporter(session, case, reply, now, relay=True)
+        await self.post_to_thread(session, case.id, {"event": "coordinator_message", "reference": case.reference,
+                                                     "name": who.name}, now)
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def to_reporter(self, session: AsyncSession, case: Case, reply: Reply, now: dt.datetime,
+                          relay: bool = False) -> bool:
+        """Queue a message to the reporter in their own chat; with `relay`, their answer comes back."""
+        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id,
+                                                   for_update=relay) if case.conversation_id else None
+        if conversation is None:
+            log.warning("reporter of %s cannot be reached: no conversation", case.reference)
+            return False
+        await repo.enqueue_message(
+            session=session, kind="reporter_message", platform=conversation.platform, destination=None,
+            payload={"address": conversation.address or {}, "replies": [payload_of(reply)]}, now=now,
+            case_id=case.id,
+        )
+        if relay:
+            state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference,
+                                       now)
+            await repo.save_conversation_state(session=session, conversation=conversation, state=state.to_dict(),
+                                               language=state.language, now=now)
+        return True
+
+    async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime) -> None:
+        """Queue a line in the case's own thread(s); before the first post exists, where it will be."""
+        threads = [(t.platform, t.destination) for t in await repo.list_case_threads(session=session,
+                                                                                       case_id=case_id)]
+        for platform, destination in threads or list(self.coordinator_targets()):
+            await repo.enqueue_message(session=session, kind="case_thread", platform=platform,
+                                       destination=destination, payload=payload, now=now, case_id=case_id)
+
+    async def issue_login_link(self, session: AsyncSession, who: Coordinator, minutes: int,
+                               now: dt.datetime) -> str:
+        """A single-use login link for the case pages; only its digest is stored."""
+        token = secrets.token_urlsafe(32)
+        await repo.add_login_link(session=session, digest=login_digest(token), coordinator=who.identity,
+                                  name=who.name, now=now, expires_at=now + dt.timedelta(minutes=minutes))
+        return f"{self.public_url}/login/{token}"
+
+
+def _day(day: dt.date, language: str) -> str:
+    return format_date(day, "d MMMM y", locale=language)

@@ -1,0 +1,470 @@
+"""Case follow-up end to end: login through the chat, the case pages, every action and permission,
+the reporter seeing each step in their own chat, and the durable timers with a hand-moved clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.casework import STEPS
+from stack import CASE_LINK_RE, LINK_RE, Stack
+from storage import repo
+from storage.models import AuditEntry, CaseEvent, LoginLink, OutboxMessage, WebSession
+
+STORY = "Een man schold me net uit aan de balie en dreigde me te slaan"
+
+
+@pytest.fixture
+async def stack(database_url):
+    stack = await Stack.start(database_url, followup={"backup": "chat:bert"})
+    yield stack
+    await stack.close()
+
+
+async def events(stack: Stack, reference: str) -> list[CaseEvent]:
+    async with stack.meldbot.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        return await repo.list_case_events(session=session, case=case)
+
+
+async def case_of(stack: Stack, reference: str):
+    async with stack.meldbot.sessions() as session:
+        return await repo.get_case(session=session, reference=reference)
+
+
+# -- login through the chat -----------------------------------------------------------------------------
+
+
+@pytest.mark.both_databases
+async def test_a_coordinator_logs_in_through_a_single_use_link_from_the_chat(stack):
+    reference = await stack.report()
+    link = await stack.login_link("coco")
+    assert link.startswith("http://meldbot.test/login/")
+    token = link.rsplit("/", 1)[1]
+    # Opening the link (or a chat app's link preview fetching it) does not spend it.
+    for _ in range(2):
+        page = await stack.client.get(f"/login/{token}")
+        assert page.status == 200 and "Coco" in await page.text()
+    response = await stack.client.post("/login", data={"token": token}, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/cases"
+    cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith("meldbot_session="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie  # http public_url
+    listing = await stack.client.get("/cases")
+    assert listing.status == 200 and reference in await listing.text()
+    # The link works once; a second use gets a clear page, not a stack trace.
+    again = await stack.client.post("/login", data={"token": token}, allow_redirects=False)
+    assert again.status == 410 and "login" in (await again.text())
+    page = await stack.client.get(f"/login/{token}")
+    assert page.status == 410
+    async with stack.meldbot.sessions() as session:
+        stored = [row.token_digest for row in await session.scalars(select(LoginLink))]
+        assert stored and token not in stored[0]  # only a digest is kept
+        actions = [a.action for a in await repo.list_audit(session=session)]
+    assert {"login_link", "login", "view_list"} <= set(actions)
+
+
+async def test_a_login_link_expires_after_ten_minutes(stack):
+    link = await stack.login_link()
+    stack.clock.advance(minutes=10, seconds=1)
+    token = link.rsplit("/", 1)[1]
+    assert (await stack.client.get(f"/login/{token}")).status == 410
+    response = await stack.client.post("/login", data={"token": token}, allow_redirects=False)
+    assert response.status == 410 and "meldbot_session" not in response.headers.get("Set-Cookie", "")
+
+
+async def test_only_coordinators_get_a_login_link_and_a_reporter_loses_nothing(stack):
+    await stack.say("anna", "Een man schold me net uit aan de balie")
+    answer = await stack.say("anna", "login")
+    assert not LINK_RE.search(answer) and "coördinator" in answer
+    # The report being written is still there: the dialogue goes on where it was.
+    assert "Kijk even of dit klopt" in await stack.say("anna", "1 2")
+    async with stack.meldbot.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LoginLink)) == 0
+    # Extra coordinators come from the config list.
+    other = await Stack.start(stack.meldbot.settings.database.url, coordinators=(),
+                              followup={"coordinators": ["chat:dora"]})
+    try:
+        assert LINK_RE.search(await other.say("dora", "login"))
+        assert not LINK_RE.search(await other.say("coco", "login"))
+    finally:
+        await other.close()
+
+
+async def test_forged_or_malformed_login_tokens_get_a_clear_page(stack):
+    for token in ("x", "a" * 43, "%00", "a" * 300):
+        page = await stack.client.get(f"/login/{token}")
+        assert page.status in (404, 410), token
+    for data in ({}, {"token": ""}, {"token": "nope"}, {"token": "a" * 5000}):
+        response = await stack.client.post("/login", data=data, allow_redirects=False)
+        assert response.status == 410
+        assert "meldbot_session" not in response.headers.get("Set-Cookie", "")
+
+
+async def test_a_case_link_without_a_session_explains_login_and_returns_to_the_case(stack):
+    reference = await stack.report()
+    page = await stack.client.get(f"/cases/{reference}", allow_redirects=False)
+    body = await page.text()
+    assert page.status == 401 and "login" in body and STORY not in body and reference not in body
+    # After logging in, the browser lands on the case it came for.
+    link = await stack.login_link()
+    response = await stack.client.post("/login", data={"token": link.rsplit("/", 1)[1]}, allow_redirects=False)
+    assert response.headers["Location"] == f"/cases/{reference}"
+
+
+async def test_sessions_end_when_idle_when_too_old_and_at_logout(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    assert (await stack.client.get("/cases")).status == 200
+    stack.clock.advance(minutes=29)
+    assert (await stack.client.get("/cases")).status == 200  # activity keeps it alive
+    stack.clock.advance(minutes=30, seconds=1)
+    assert (await stack.client.get("/cases")).status == 401  # idle too long
+    await stack.log_in()
+    for _ in range(25):  # active all day, but 12 hours is the limit
+        stack.clock.advance(minutes=29)
+        await stack.client.get("/cases")
+    assert (await stack.client.get("/cases")).status == 401
+    await stack.log_in()
+    token = await stack.csrf("/cases")
+    cookie = stack.client.session.cookie_jar.filter_cookies(stack.client.make_url("/"))["meldbot_session"].value
+    response = await stack.client.post("/logout", data={"csrf": token})
+    assert response.status == 200
+    # The old cookie is useless even if the browser kept it.
+    stack.client.session.cookie_jar.update_cookies({"meldbot_session": cookie})
+    assert (await stack.client.get(f"/cases/{reference}")).status == 401
+
+
+# -- the pages ------------------------------------------------------------------------------------------
+
+
+async def test_case_page_shows_the_report_escaped_with_strict_headers(stack):
+    story = 'Hij riep <script>alert("x")</script> en sloeg op de balie'
+    reference = await stack.report("anna", story, "1 2", "verzenden")
+    await stack.log_in()
+    page = await stack.client.get(f"/cases/{reference}")
+    body = await page.text()
+    assert page.status == 200
+    assert "<script>" not in body and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in body
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src" not in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "Anna" in body  # not anonymous: the coordinator sees who reported
+    assert "aangifte" in body.lower() or "Aangifte" in body
+
+
+async def test_unknown_and_malformed_references_get_the_same_404(stack):
+    await stack.report()
+    await stack.log_in()
+    bodies = set()
+    for reference in ("MB-ZZZ-ZZZ", "nope", "MB-" + "X" * 40, "%3Cscript%3E"):
+        page = await stack.client.get(f"/cases/{reference}")
+        assert page.status == 404, reference
+        bodies.add((await page.text()).replace(reference, ""))
+    assert len(bodies) == 1
+
+
+async def test_the_list_filters_by_status_kind_period_mine_overdue_and_reference(stack):
+    first = await stack.report()
+    second = await stack.report("bob", "Iemand bedreigde me telefonisch", "2", "verzenden")
+    await stack.log_in()
+    await stack.act(first, "take")
+
+    async def listed(query: str) -> set[str]:
+        page = await stack.client.get(f"/cases?{query}")
+        assert page.status == 200
+        return set(re.findall(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}", await page.text()))
+
+    assert await listed("") == {first, second}
+    assert await listed("status=in_progress") == {first}
+    assert await listed("status=new") == {second}
+    assert await listed("mine=1") == {first}
+    assert await listed(f"reference={second[-3:].lower()}") == {second}
+    assert await listed("since=2026-11-24") == set()
+    assert await listed("since=2026-11-23&until=2026-11-23") == {first, second}
+    assert await listed("kind=threat") == {first, second}
+    assert await listed("kind=discrimination") == set()
+    assert await listed("overdue=1") == set()
+    stack.clock.advance(minutes=29)
+    assert await listed("overdue=1") == set()
+    stack.clock.advance(minutes=2)  # the untaken threat (urgent) is past its 30 minutes
+    assert await listed("overdue=1") == {second}
+    assert await listed("status=bogus&kind=bogus&since=never") == {first, second}
+
+
+async def test_an_anonymous_reporter_is_never_shown_but_still_reachable(stack):
+    reference = await stack.report("anna", STORY, "1 2 6", "verzenden")
+    await stack.log_in()
+    body = await (await stack.client.get(f"/cases/{reference}")).text()
+    assert "Anoniem" in body and "Anna" not in body and "anna" not in body
+    assert (await stack.act(reference, "message", text="Gaat het een beetje?")).status == 303
+    await stack.deliver()
+    assert any("Gaat het een beetje?" in text for text in stack.chat.texts_to("anna"))
+
+
+# -- actions ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.both_databases
+async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_the_reporter(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    told = len(stack.chat.texts_to("anna"))
+
+    assert (await stack.act(reference, "take")).status == 303
+    await stack.deliver()
+    assert "Coco" in stack.chat.texts_to("anna")[told] and reference in stack.chat.texts_to("anna")[told]
+    assert any("opgepakt door Coco" in line for line in stack.thread_of(reference))
+
+    assert (await stack.act(reference, "message", text="Ik bel je om drie uur.")).status == 303
+    await stack.deliver()
+    assert "Ik bel je om drie uur." in stack.chat.texts_to("anna")[-1]
+    # The reporter's answer comes back into the timeline and the thread.
+    await stack.say("anna", "Prima, dank je wel")
+    await stack.deliver()
+    assert any("Prima, dank je wel" in line for line in stack.thread_of(reference))
+
+    for step in STEPS:
+        fields = {"step": step, "date": "2026-11-23"}
+        assert (await stack.act(reference, "step", **fields)).status == 303, step
+    await stack.deliver()
+    texts = stack.chat.texts_to("anna")
+    assert any("aangifte gedaan" in text and "23 november 2026" in text for text in texts)
+    assert any("twee weken" in text for text in texts)  # aftercare declined: offered again later
+
+    assert (await stack.act(reference, "note", text="Beveiliging gevraagd om camerabeelden")).status == 303
+    await stack.deliver()
+    assert not any("camerabeelden" in text for text in stack.chat.texts_to("anna"))
+    assert not any("camerabeelden" in line for line in stack.thread_of(reference))
+
+    refused = await stack.act(reference, "status", status="closed", summary="  ")
+    assert refused.status == 409 and "samenvatting" in await refused.text()
+    assert (await case_of(stack, reference)).status == "in_progress"
+    closed = await stack.act(reference, "status", status="closed",
+                             summary="Aangifte gedaan, de man heeft een brief gekregen.")
+    assert closed.status == 303
+    await stack.deliver()
+    assert "de man heeft een brief gekregen" in stack.chat.texts_to("anna")[-1]
+
+    kinds = [e.kind for e in await events(stack, reference)]
+    assert kinds.count("claimed") == 1 and kinds.count("coordinator_message") == 1
+    assert kinds.count("step") == len(STEPS) and kinds.count("note") == 1 and kinds.count("status") == 1
+    assert kinds.count("reporter_message") == 1
+    case = await case_of(stack, reference)
+    assert case.status == "closed" and case.closed_at is not None and set(case.followup) == set(STEPS)
+    page = await (await stack.client.get(f"/cases/{reference}")).text()
+    assert "Beveiliging gevraagd om camerabeelden" in page and "Prima, dank je wel" in page
+    # The audit log names who did what, never the content.
+    async with stack.meldbot.sessions() as session:
+        audit = list(await session.scalars(select(AuditEntry)))
+    assert {"take", "message", "step", "note", "status", "view_case"} <= {a.action for a in audit}
+    assert all("camerabeelden" not in str(a.detail) and "drie uur" not in str(a.detail) for a in audit)
+
+
+async def test_claim_in_the_thread_and_take_on_the_page_are_the_same_operation(stack):
+    from bot.platform import CoordinatorMessage
+
+    reference = await stack.report()
+    root = next(iter(stack.chat.threads))
+    answers = await stack.meldbot.engine.handle_coordinator(CoordinatorMessage(
+        platform="chat", destination="coordinators", thread_root=root, sender="bert", text="oppakken",
+        event_id="thread-1", is_coordinator=True, sender_name="Bert"))
+    assert "Bert" in answers[0].plain()
+    await stack.log_in()
+    page = await (await stack.client.get(f"/cases/{reference}")).text()
+    assert "opgepakt door Bert" in page and "Overnemen van Bert" in page
+    # Someone else changed the case between loading and submitting: no silent overwrite.
+    token = await stack.csrf(f"/cases/{reference}")
+    stale = await stack.client.post(f"/cases/{reference}", data={"csrf": token, "action": "take", "expected": ""},
+                                    allow_redirects=False)
+    assert stale.status == 409 and "Bert" in await stale.text()
+    taken = await stack.act(reference, "take", expected="chat:bert")
+    assert taken.status == 303
+    kinds = [e.kind for e in await events(stack, reference)]
+    assert kinds.count("claimed") == 2
+    assert (await case_of(stack, reference)).assigned_to_id == "chat:coco"
+
+
+async def test_forms_without_the_csrf_token_change_nothing(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    for data in ({"action": "take"}, {"action": "take", "csrf": "wrong"}):
+        response = await stack.client.post(f"/cases/{reference}", data=data, allow_redirects=False)
+        assert response.status == 403
+    assert (await case_of(stack, reference)).assigned_to_id is None
+    response = await stack.client.post("/logout", data={})
+    assert response.status == 403
+    assert (await stack.client.get("/cases")).status == 200
+
+
+async def test_actions_without_a_session_change_nothing(stack):
+    reference = await stack.report()
+    response = await stack.client.post(f"/cases/{reference}", data={"action": "take", "csrf": "x"},
+                                       allow_redirects=False)
+    assert response.status == 401
+    assert (await case_of(stack, reference)).assigned_to_id is None
+    assert (await stack.client.get(f"/cases/{reference}/attachments/1")).status == 401
+
+
+async def test_bad_form_input_gets_a_clear_answer(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    for fields, phrase in (
+        ({"action": "step", "step": "teleport"}, "stap uit de lijst"),
+        ({"action": "step", "step": "contact_made", "date": "2026-12-01"}, "toekomst"),
+        ({"action": "status", "status": "archived"}, "geldige status"),
+        ({"action": "note", "text": " \u200b "}, "leeg"),
+        ({"action": "message", "text": ""}, "leeg"),
+        ({"action": "explode"}, "Onbekende actie"),
+    ):
+        action = fields.pop("action")
+        response = await stack.act(reference, action, **fields)
+        assert response.status == 409, fields
+        assert phrase in await response.text(), fields
+    assert [e.kind for e in await events(stack, reference)] == ["submitted"]
+
+
+async def test_evidence_is_served_safely(stack):
+    from bot.platform import InboundAttachment
+
+    await stack.say("anna", STORY)
+    await stack.say("anna", "1 2")
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 100
+    html = b"<html><script>alert(1)</script></html>"
+    await stack.say("anna", "", attachments=(InboundAttachment("foto.png", "image/png", png),
+                                             InboundAttachment("page.html", "text/html", html)))
+    said = await stack.say("anna", "verzenden")
+    reference = re.search(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}", said).group(0)
+    await stack.log_in()
+    body = await (await stack.client.get(f"/cases/{reference}")).text()
+    ids = re.findall(rf"/cases/{reference}/attachments/(\d+)", body)
+    assert len(set(ids)) == 2
+    image = await stack.client.get(f"/cases/{reference}/attachments/{ids[0]}")
+    assert image.status == 200 and await image.read() == png and image.content_type == "image/png"
+    other = await stack.client.get(f"/cases/{reference}/attachments/{sorted(set(ids))[-1]}")
+    assert other.headers["Content-Disposition"].startswith("attachment")
+    assert other.content_type == "application/octet-stream"
+    assert "sandbox" in other.headers["Content-Security-Policy"]
+    assert (await stack.client.get(f"/cases/{reference}/attachments/999")).status == 404
+
+
+# -- timers -----------------------------------------------------------------------------------------------
+
+
+async def test_an_untaken_urgent_case_is_reminded_then_escalated_to_the_backup(stack):
+    await stack.say("bert", "hallo")  # the backup person has talked to the bot before
+    reference = await stack.report()  # a threat: urgent
+    assert await stack.tick(minutes=29) == 0
+    await stack.tick(minutes=2)
+    assert any("nog door niemand opgepakt" in line for line in stack.thread_of(reference))
+    assert not any(reference in text for text in stack.chat.texts_to("bert"))
+    await stack.tick(minutes=31)
+    assert any(reference in text and "http://meldbot.test/cases/" in text for text in stack.chat.texts_to("bert"))
+    assert any("achtervang" in line for line in stack.thread_of(reference))
+    # Nothing fires twice.
+    assert await stack.tick(days=1) == 0
+    kinds = [e.kind for e in await events(stack, reference)]
+    assert kinds.count("claim_reminder") == 1 and kinds.count("escalated") == 1
+
+
+async def test_a_taken_case_gets_no_reminder(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    await stack.act(reference, "take")
+    await stack.deliver()
+    before = list(stack.thread_of(reference))
+    await stack.tick(hours=2)
+    assert stack.thread_of(reference) == before
+
+
+async def test_a_non_urgent_case_waits_four_working_hours(database_url):
+    stack = await Stack.start(database_url)
+    try:
+        stack.clock.now = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)  # Friday 16:00 in NL
+        reference = await stack.report("anna", "Een klant schold me uit aan de balie", "1 2", "verzenden")
+        await stack.tick(hours=20)  # Saturday noon: not yet
+        assert not any("niemand" in line for line in stack.thread_of(reference))
+        stack.clock.now = dt.datetime(2026, 11, 30, 10, 59, tzinfo=dt.timezone.utc)  # Monday 11:59
+        await stack.tick()
+        assert not any("niemand" in line for line in stack.thread_of(reference))
+        await stack.tick(minutes=1, seconds=1)  # Monday 12:00: 1 hour on Friday + 3 on Monday
+        assert any("niemand" in line for line in stack.thread_of(reference))
+    finally:
+        await stack.close()
+
+
+async def test_timers_survive_a_restart(database_url):
+    first = await Stack.start(database_url)
+    reference = await first.report()
+    await first.close()
+    second = await Stack.start(database_url)
+    try:
+        second.clock.now = first.clock.now
+        await second.say("x", "hallo")
+        await second.tick(minutes=31)
+        # The new process has its own (recording) platform: the thread post is queued for it.
+        async with second.meldbot.sessions() as session:
+            kinds = [e.kind for e in await repo.list_case_events(
+                session=session, case=await repo.get_case(session=session, reference=reference))]
+        assert "claim_reminder" in kinds
+    finally:
+        await second.close()
+
+
+async def test_aftercare_check_in_after_72_hours_and_again_after_14_days_when_declined(stack):
+    wanted = await stack.report()  # aftercare ticked by default
+    declined = await stack.report("bob", "Iemand bedreigde me telefonisch", "0", "verzenden")
+    await stack.tick(hours=71)
+    assert not any("Hoe gaat het" in t for t in stack.chat.texts_to("anna"))
+    await stack.tick(hours=1, minutes=1)
+    assert any("Hoe gaat het" in t and wanted in t for t in stack.chat.texts_to("anna"))
+    assert not any("Hoe gaat het" in t for t in stack.chat.texts_to("bob"))
+    # The reporter's answer lands in the case.
+    await stack.say("anna", "Het gaat wel, maar ik slaap slecht")
+    await stack.deliver()
+    assert any("slaap slecht" in line for line in stack.thread_of(wanted))
+    await stack.tick(days=11)
+    assert any("Twee weken geleden" in t and declined in t for t in stack.chat.texts_to("bob"))
+    assert [e.kind for e in await events(stack, declined)].count("aftercare_reoffer") == 1
+
+
+async def test_an_unfinished_report_is_reminded_once_then_expires(stack):
+    await stack.say("anna", "Een man schold me uit")
+    await stack.tick(minutes=59)
+    assert stack.chat.texts_to("anna") == []
+    await stack.tick(minutes=2)
+    (reminder,) = stack.chat.texts_to("anna")
+    assert "nog niet verstuurd" in reminder and "annuleer" in reminder
+    await stack.tick(hours=5)
+    assert len(stack.chat.texts_to("anna")) == 1  # one reminder only
+    await stack.tick(days=7)
+    assert "verwijderd" in stack.chat.texts_to("anna")[-1]
+    answer = await stack.say("anna", "verzenden")
+    assert "MB-" not in answer  # nothing left to send
+    async with stack.meldbot.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                    .where(OutboxMessage.delivered_at.is_(None))) == 0
+
+
+async def test_login_from_the_coordinator_room_goes_to_the_direct_chat(stack):
+    from bot.platform import CoordinatorMessage
+
+    def in_room(sender: str, event: str) -> CoordinatorMessage:
+        return CoordinatorMessage(platform="chat", destination="coordinators", thread_root="", sender=sender,
+                                  text="login", event_id=event, is_coordinator=True, sender_name="Coco")
+
+    answers = await stack.meldbot.engine.handle_coordinator(in_room("coco", "room-1"))
+    assert "privé" in answers[0].plain() and not LINK_RE.search(answers[0].plain())  # no direct chat yet
+    await stack.say("coco", "hallo")
+    answers = await stack.meldbot.engine.handle_coordinator(in_room("coco", "room-2"))
+    assert not LINK_RE.search(answers[0].plain())
+    await stack.deliver()
+    assert LINK_RE.search(stack.chat.texts_to("coco")[-1])
+    async with stack.meldbot.sessions() as session:
+        delivered = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None))))
+    assert all("login/" not in str(m.payload) for m in delivered)  # the secret is not kept
