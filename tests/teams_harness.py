@@ -137,7 +137,8 @@ class FakeConnector:
         if request.method == "GET" and len(parts) == 5 and parts[:2] == ["v3", "conversations"] \
                 and parts[3] == "members":
             self.requests.append({"method": "GET", "path": request.path, "kind": "member", "body": {},
-                                  "activity": {}, "conversation": parts[2]})
+                                  "activity": {}, "conversation": parts[2], "member": parts[4],
+                                  "authorization": request.headers.get("Authorization")})
             if parts[4] in self.team_members.get(parts[2], set()):
                 return web.json_response({"id": parts[4], "name": "Member", "aadObjectId": parts[4]})
             return web.json_response({"error": {"code": "NotFound", "message": "member not found"}}, status=404)

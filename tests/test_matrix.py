@@ -22,6 +22,9 @@ STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
 class World:
     """Fresh users, a coordinator room and a Meldbot connected to the shared Synapse."""
 
+    #: Whether Meldbot also serves its web pages (the browser tests need them).
+    web_server = False
+
     def __init__(self, synapse: LocalSynapse, tmp_path):
         self.synapse = synapse
         self.tmp = tmp_path
@@ -59,7 +62,7 @@ class World:
         settings = self.settings(allowed_servers)
         adapter = MatrixAdapter(settings=settings.matrix, store_dir=settings.matrix.store_dir, language="nl")
         self.app = await build(settings, {"matrix": adapter})
-        await self.app.start(web_server=False)
+        await self.app.start(web_server=self.web_server)
 
     @property
     def adapter(self) -> MatrixAdapter:
@@ -328,7 +331,8 @@ def test_demo_runs_the_whole_chain_and_leaves_no_process(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MELDBOT_")}
     result = subprocess.run(
         [sys.executable, "-m", "bot.cli", "demo", "--data", str(tmp_path / "demo")], cwd=tmp_path,
-        input="ik werd net uitgescholden aan de balie\nok\nverzenden\n", capture_output=True, text=True,
+        input="ik werd net uitgescholden aan de balie\nok\nverzenden\n/coordinator login\n", capture_output=True,
+        text=True,
         timeout=180, env={**environment, "PYTHONPATH": str(root)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -336,6 +340,8 @@ def test_demo_runs_the_whole_chain_and_leaves_no_process(tmp_path):
     assert "Homeserver:  http://127.0.0.1:" in out and "@melder:meldbot.demo" in out and "melder-demo" in out
     reference = out.split("opgeslagen onder nummer ")[1].split(".")[0]
     assert f"[coördinatorkanaal] Nieuwe melding {reference}" in out
+    assert "[coördinator, privé] " in out and "http://127.0.0.1:" in out.split("[coördinator, privé] ")[1]
+    assert "/login/" in out.split("[coördinator, privé] ")[1]
     pid_file = tmp_path / "demo" / "synapse" / "homeserver.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text().strip())
@@ -455,3 +461,26 @@ async def test_rate_limited_bot_delivers_everything_once_later(tmp_path):
             assert retried >= 1, "the server's 429 was met with a later retry"
         finally:
             await world.close()
+
+
+async def test_login_in_the_coordinator_room_sends_the_link_only_to_a_direct_chat(world):
+    await world.setup()
+    start = len(world.coordinator.received)
+    await world.coordinator.send(world.coordinator_room, "login")
+    answer = await world.coordinator.wait_for_text(world.coordinator_room, "privébericht", start=start)
+    assert "/login/" not in answer.body  # no direct chat yet: never a link in the shared room
+    dm = await world.coordinator.open_dm(world.bot_account.user_id, encrypted=False)
+    start = len(world.coordinator.received)
+    await world.coordinator.send(dm, "hallo")
+    await world.coordinator.wait_for_text(dm, "", start=start)
+    start = len(world.coordinator.received)
+    await world.coordinator.send(world.coordinator_room, "login")
+    await world.coordinator.wait_for_text(world.coordinator_room, "privégesprek", start=start)
+    link = await world.coordinator.wait_for_text(dm, "https://meldbot.example.nl/login/", start=start)
+    assert "10 minuten" in link.body
+    room_texts = [m["body"] for m in await world.bot_messages(world.coordinator, world.coordinator_room)]
+    assert not any("/login/" in text for text in room_texts)
+    # A reporter (not in the coordinator room) gets no link.
+    reporter_dm = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
+    refused = await world.say(reporter_dm, "login", "alleen voor coördinatoren")
+    assert "/login/" not in refused.body

@@ -12,12 +12,14 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.app import build
+from bot.casework import login_digest
+from bot.caseweb import SESSION_COOKIE
 from bot.config import ConfigError, DatabaseSettings, OrganisationSettings, Settings, TeamsSettings, WebSettings
 from bot.matrix.localserver import free_port
 from bot.teams.adapter import TeamsAdapter
 from storage import repo
-from storage.models import Case, HandledEvent
-from teams_harness import APP_ID, TENANT, FakeConnector, LocalCredentialsFactory, activity
+from storage.models import Case, HandledEvent, LoginLink
+from teams_harness import APP_ID, CONNECTOR_TOKEN, TENANT, FakeConnector, LocalCredentialsFactory, activity
 
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
 CHANNEL = "19:coordinatie@thread.tacv2"
@@ -436,3 +438,104 @@ async def test_a_report_before_the_channel_is_set_is_posted_once_it_is(world):
     assert await world.app.worker.drain(timeout=30)
     posts = [r for r in world.connector.requests if r["kind"] == "create"]
     assert len(posts) == 1 and reference in posts[0]["activity"]["text"]
+
+
+# -- login through the personal chat: only members of the coordinator channel's team get a link -----------
+
+LINK_RE = re.compile(r"https://meldbot\.example\.nl/login/([A-Za-z0-9_-]+)")
+
+
+async def login_links(world) -> list:
+    async with world.app.sessions() as session:
+        return list((await session.scalars(select(LoginLink))).all())
+
+
+def member_lookups(world) -> list[dict]:
+    return [r for r in world.connector.requests if r["kind"] == "member"]
+
+
+async def test_a_member_of_the_coordinator_team_gets_a_working_login_link(world):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    said = await world.say("login", user="bob")
+    assert len(said) == 1, said
+    (token,) = LINK_RE.findall(said[0])
+    # Teams was asked about this user in the coordinator channel's team, with the connector's token.
+    (lookup,) = member_lookups(world)
+    assert lookup["conversation"] == TEAM and lookup["member"] == "aad-bob"
+    assert lookup["authorization"] == f"Bearer {CONNECTOR_TOKEN}" and world.connector.unauthorised == 0
+    (link,) = await login_links(world)
+    assert link.token_digest == login_digest(token) and link.coordinator == "teams:aad-bob" and link.used_at is None
+    assert token not in link.token_digest  # only the digest is stored
+    # The link works once on the case pages.
+    login = f"http://127.0.0.1:{world.port}/login"
+    async with world.http.post(login, data={"token": token}, allow_redirects=False) as response:
+        assert response.status == 303 and response.headers["Location"] == "/cases"
+        assert response.cookies.get(SESSION_COOKIE) and response.cookies[SESSION_COOKIE].value
+    async with world.http.post(login, data={"token": token}, allow_redirects=False) as response:
+        assert response.status == 410
+    assert (await login_links(world))[0].used_at is not None
+
+
+async def test_login_in_english_and_dutch_words_both_work_for_a_member(world):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    said = await world.say("inloggen", user="bob")
+    assert len(said) == 1 and len(LINK_RE.findall(said[0])) == 1
+    assert len(await login_links(world)) == 1
+
+
+async def test_someone_outside_the_coordinator_team_gets_no_login_link(world):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    world.connector.team_members["19:other-team@thread.tacv2"] = {"aad-mallory"}  # a member elsewhere
+    said = await world.say("login", user="mallory")
+    assert len(said) == 1 and "/login/" not in said[0]
+    assert "alleen voor coördinatoren" in said[0]
+    (lookup,) = member_lookups(world)  # Teams was asked (and said 404)
+    assert lookup["conversation"] == TEAM and lookup["member"] == "aad-mallory"
+    assert lookup["authorization"] == f"Bearer {CONNECTOR_TOKEN}"
+    assert await login_links(world) == []
+
+
+async def test_no_login_link_before_a_coordinator_channel_is_known(world):
+    await world.start()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    said = await world.say("login", user="bob")
+    assert len(said) == 1 and "/login/" not in said[0]
+    assert "alleen voor coördinatoren" in said[0]
+    assert member_lookups(world) == []  # nothing to ask about: no team known
+    assert await login_links(world) == []
+
+
+async def test_a_failing_member_lookup_gives_no_link_and_an_answer(world, caplog):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    # The connector answers 500 for the lookup (once: the answer itself then goes through).
+    world.connector.fail_next(1, status=500, retry_after=None)
+    said = await world.say("login", user="bob")
+    assert len(said) == 1 and "/login/" not in said[0] and said[0].strip()
+    assert not world.connector.failures  # the 500 was spent on the lookup, not retried into a link
+    assert await login_links(world) == []
+    assert "coordinator check failed on teams" in caplog.text
+    # Later, with Teams answering again, the same person does get a link.
+    said = await world.say("login", user="bob")
+    assert len(said) == 1 and len(LINK_RE.findall(said[0])) == 1
+
+
+async def test_an_unreachable_connector_during_the_member_lookup_gives_no_link(world):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    await world.connector.stop()
+    response = await world.post(activity(world.connector.url, "login", user="bob"))
+    assert response.status in (200, 201)  # no crash: the turn is answered
+    assert await login_links(world) == []
+    await world.connector.start()
+    assert await world.app.worker.drain(timeout=30)  # the answer was queued while Teams was down
+    texts = world.connector.texts("a:personal-bob")
+    assert len(texts) == 1 and "/login/" not in texts[0] and texts[0].strip()

@@ -38,6 +38,10 @@ def _port(preferred: int) -> int:
             return free_port()
 
 
+#: A demo line starting with one of these is written by the coordinator, in their direct chat.
+COORDINATOR_COMMANDS = ("/coordinator", "/coördinator")
+
+
 class Demo:
     """The demo's processes and clients; `run` drives it, `close` leaves nothing behind."""
 
@@ -100,6 +104,8 @@ class Demo:
         await self.app.start(web_server=True)
         if "dm" not in state:
             state["dm"] = await reporter.open_dm(accounts["bot"].user_id, encrypted=True)
+        if "coordinator_dm" not in state:
+            state["coordinator_dm"] = await coordinator.open_dm(accounts["bot"].user_id, encrypted=True)
         self._save(state)
         self.reporter, self.coordinator = reporter, coordinator
         self.state = state
@@ -118,6 +124,8 @@ class Demo:
         self.print()
         self.print("You are the reporter, in an encrypted direct chat with the bot. Tell it what happened,")
         self.print("for example: ik werd net uitgescholden aan de balie. 'help' lists the commands, Ctrl-C stops.")
+        self.print("'/coordinator login' writes 'login' as the coordinator, in the coordinator's own direct chat")
+        self.print("with the bot: open the link it answers with in a browser to follow the case up.")
         self.print()
 
     def show(self, item: Received) -> None:
@@ -125,6 +133,9 @@ class Demo:
             thread = (item.content.get("m.relates_to") or {}).get("rel_type") == "m.thread"
             prefix = "  [coördinatorkanaal, draad] " if thread else "  [coördinatorkanaal] "
             self.print("\n".join(prefix + line if i == 0 else " " * len(prefix) + line
+                                 for i, line in enumerate(item.body.splitlines())))
+        elif item.room_id == self.state.get("coordinator_dm"):
+            self.print("\n".join(("  [coördinator, privé] " if i == 0 else "                       ") + line
                                  for i, line in enumerate(item.body.splitlines())))
         elif item.room_id == self.state["dm"]:
             self.print("\n".join(("meldbot> " if i == 0 else "         ") + line if line else ""
@@ -147,12 +158,21 @@ class Demo:
         await self.setup()
         self.banner()
         dm = self.state["dm"]
+        coordinator_dm = self.state["coordinator_dm"]
         echoes = [asyncio.create_task(self._echo(self.reporter, {dm})),
-                  asyncio.create_task(self._echo(self.coordinator, {self.state["coordinator_room"]}))]
+                  asyncio.create_task(self._echo(self.coordinator, {self.state["coordinator_room"], coordinator_dm}))]
         try:
             async for line in read_lines(self.stdin):
                 text = line.strip()
                 if not text:
+                    continue
+                head, _, rest = text.partition(" ")
+                if head.lower() in COORDINATOR_COMMANDS and rest.strip():
+                    start = len(self.coordinator.received)
+                    await self.coordinator.send(coordinator_dm, rest.strip())
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await self.coordinator.wait_for(lambda r: r.room_id == coordinator_dm, timeout=30,
+                                                        start=start)
                     continue
                 start = len(self.reporter.received)
                 await self.reporter.send(dm, text)

@@ -161,7 +161,11 @@ class TeamsAdapter:
                     raise
                 found.append(False)
 
-        await self.cloud.continue_conversation(self._channel_reference(channel_id), logic, self.settings.app_id)
+        # botbuilder 4.17.1's `get_team_member` checks `team_id` but asks about the turn's conversation
+        # (`GET /v3/conversations/{activity.conversation.id}/members/{id}`), unlike the other SDKs: the
+        # turn is therefore continued in the team's own conversation (its General channel) so that the
+        # lookup is `GET /v3/conversations/{teamId}/members/{userId}`.
+        await self.cloud.continue_conversation(self._channel_reference(team_id), logic, self.settings.app_id)
         return bool(found and found[0])
 
     def routes(self) -> list[web.RouteDef]:
