@@ -511,15 +511,28 @@ async def test_no_login_link_before_a_coordinator_channel_is_known(world):
     assert await login_links(world) == []
 
 
+async def test_a_single_500_on_the_member_lookup_is_retried_by_the_sdk(world):
+    await world.start()
+    await world.set_channel()
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    world.connector.fail_next(1, status=500, retry_after=None)
+    said = await world.say("login", user="bob")
+    # msrest retries a 5xx GET itself (up to 3 times): the second attempt finds the member.
+    assert not world.connector.failures
+    assert len(said) == 1 and len(LINK_RE.findall(said[0])) == 1
+    assert len(await login_links(world)) == 1
+
+
 async def test_a_failing_member_lookup_gives_no_link_and_an_answer(world, caplog):
     await world.start()
     await world.set_channel()
     world.connector.team_members[TEAM] = {"aad-bob"}
-    # The connector answers 500 for the lookup (once: the answer itself then goes through).
-    world.connector.fail_next(1, status=500, retry_after=None)
+    # 500 on the first try and on all 3 retries of the lookup; the answer itself then goes through.
+    world.connector.fail_next(4, status=500, retry_after=None)
     said = await world.say("login", user="bob")
+    assert not world.connector.failures  # all four were spent on the lookup
     assert len(said) == 1 and "/login/" not in said[0] and said[0].strip()
-    assert not world.connector.failures  # the 500 was spent on the lookup, not retried into a link
+    assert member_lookups(world) == []  # no lookup was answered (failed ones are not recorded)
     assert await login_links(world) == []
     assert "coordinator check failed on teams" in caplog.text
     # Later, with Teams answering again, the same person does get a link.

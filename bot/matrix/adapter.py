@@ -407,7 +407,7 @@ class MatrixAdapter:
         for answer in await self.bot.handle_coordinator(message):
             try:
                 await self._send(room.room_id, thread_content(root, answer.plain()) if root
-                                 else {"msgtype": "m.notice", "body": answer.plain()})
+                                 else reply_content(answer))
             except DeliveryError as error:
                 log.warning("matrix: thread answer not sent (%s)", error)
 
