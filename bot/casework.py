@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import dialogs
 from dialogs import Option, Reply, State, Translator
-from dialogs.coordinator import MAX_RELAY_CHARS
+from dialogs.coordinator import MAX_RELAY_CHARS, claimed_for_reporter, message_for_reporter
 from dialogs.text import clean
 from storage import repo
 from storage.models import Case
@@ -157,9 +157,7 @@ class CaseWork:
                                   data={"name": who.name}, now=now)
         await self.post_to_thread(session, case.id, {"event": "claimed", "reference": case.reference,
                                                      "name": who.name}, now)
-        t = Translator(case.language)
-        await self.to_reporter(session, case, Reply(t("coord.claimed_reporter", reference=case.reference,
-                                                      name=who.name)), now)
+        await self.to_reporter(session, case, claimed_for_reporter(case.language, case.reference, who.name), now)
 
     async def set_status(self, session: AsyncSession, case: Case, who: Coordinator, status: str,
                          summary: str, now: dt.datetime) -> None:
@@ -231,10 +229,8 @@ class CaseWork:
             raise CaseError("unreachable")
         await repo.add_case_event(session=session, case=case, kind="coordinator_message", actor=who.actor,
                                   data={"name": who.name, "text": text}, now=now)
-        t = Translator(case.language)
-        reply = Reply(text, title=t("coord.message_title", reference=case.reference, name=who.name),
-                      hint=t("coord.message_hint"))
-        await self.to_reporter(session, case, reply, now, relay=True)
+        await self.to_reporter(session, case, message_for_reporter(case.language, case.reference, who.name, text),
+                               now, relay=True)
         await self.post_to_thread(session, case.id, {"event": "coordinator_message", "reference": case.reference,
                                                      "name": who.name}, now)
 

@@ -25,6 +25,9 @@ from .notifications import case_flags, case_notification_payload
 
 log = logging.getLogger(__name__)
 
+#: How long a handled event ID is remembered (platforms redeliver within minutes, Teams after 15 s).
+HANDLED_EVENTS_KEPT = dt.timedelta(days=30)
+
 
 class TimerWorker:
     """Fires due timers; `run_due()` is what tests call with a controlled clock."""
@@ -47,6 +50,7 @@ class TimerWorker:
         self.on_outbox = on_outbox
         self.poll = poll
         self.lease = lease
+        self._housekept: dt.datetime | None = None
 
     async def run_due(self, limit: int = 100) -> int:
         """Fire everything due now; returns how many timers fired (including ones with nothing to do)."""
@@ -76,11 +80,25 @@ class TimerWorker:
             self.on_outbox()
         return fired
 
+    async def housekeeping(self) -> int:
+        """Forget what is no longer needed: handled event IDs after 30 days (platforms redeliver
+        within minutes), login links and sessions a day after they expired. Returns rows removed."""
+        now = self.clock()
+        async with transaction(self.sessions) as session:
+            removed = await repo.prune_handled_events(session=session, before=now - HANDLED_EVENTS_KEPT)
+            removed += await repo.prune_logins(session=session, before=now - dt.timedelta(days=1))
+        self._housekept = now
+        if removed:
+            log.info("housekeeping removed %s rows", removed)
+        return removed
+
     async def run(self, stop: asyncio.Event) -> None:
         """Fire timers until `stop` is set, sleeping until the next one is due (at most `poll` s)."""
         while not stop.is_set():
             timeout = self.poll
             try:
+                if self._housekept is None or self.clock() - self._housekept > dt.timedelta(hours=1):
+                    await self.housekeeping()
                 await self.run_due()
                 async with self.sessions() as session:
                     due = await repo.next_timer_due(session=session)

@@ -607,6 +607,13 @@ async def end_web_session(*, session: AsyncSession, digest: str, now: dt.datetim
                           .values(ended_at=now).execution_options(synchronize_session=False))
 
 
+async def prune_logins(*, session: AsyncSession, before: dt.datetime) -> int:
+    """Forget login links and browser sessions that ended (or expired) before `before`."""
+    links = await session.execute(delete(LoginLink).where(LoginLink.expires_at < before))
+    sessions = await session.execute(delete(WebSession).where(WebSession.expires_at < before))
+    return (links.rowcount or 0) + (sessions.rowcount or 0)
+
+
 async def add_audit(*, session: AsyncSession, actor: str, action: str, now: dt.datetime,
                     case_reference: str | None = None, detail: dict[str, Any] | None = None) -> None:
     """Write an audit entry: who did what to which case, when (never the case's content)."""

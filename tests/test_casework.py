@@ -468,3 +468,23 @@ async def test_login_from_the_coordinator_room_goes_to_the_direct_chat(stack):
     async with stack.meldbot.sessions() as session:
         delivered = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None))))
     assert all("login/" not in str(m.payload) for m in delivered)  # the secret is not kept
+
+
+async def test_housekeeping_forgets_old_event_ids_and_expired_logins_only(stack):
+    from storage.models import HandledEvent
+
+    await stack.report()
+    await stack.log_in()
+    await stack.login_link()  # an unused link
+    stack.clock.advance(hours=20)  # the session (12 h) and the links (10 min) expired less than a day ago
+    assert await stack.meldbot.timers.housekeeping() == 0
+    stack.clock.advance(hours=20)
+    assert await stack.meldbot.timers.housekeeping() == 3  # the spent link, the unused one, the session
+    async with stack.meldbot.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(WebSession)) == 0
+        assert await session.scalar(select(func.count()).select_from(HandledEvent)) > 0
+    stack.clock.advance(days=29)
+    assert await stack.meldbot.timers.housekeeping() > 1
+    async with stack.meldbot.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(HandledEvent)) == 0
+        assert await session.scalar(select(func.count()).select_from(AuditEntry)) > 0  # the audit log stays
