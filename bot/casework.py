@@ -145,7 +145,7 @@ class CaseWork:
     # -- actions ----------------------------------------------------------------------------------
 
     async def take(self, session: AsyncSession, case: Case, who: Coordinator, now: dt.datetime,
-                   expected: str | None = None, take_over: bool = False) -> None:
+                   expected: str | None = None, take_over: bool = False, via: tuple[str, str] | None = None) -> None:
         """Assign the case to `who`. Without `take_over` only an untaken case; with it, only when the
         case is still assigned to `expected` (what the coordinator saw), so two people never both win."""
         if case.assigned_to_id == who.identity:
@@ -156,7 +156,7 @@ class CaseWork:
         await repo.add_case_event(session=session, case=case, kind="claimed", actor=who.actor,
                                   data={"name": who.name}, now=now)
         await self.post_to_thread(session, case.id, {"event": "claimed", "reference": case.reference,
-                                                     "name": who.name}, now)
+                                                     "name": who.name}, now, skip=via)
         await self.to_reporter(session, case, claimed_for_reporter(case.language, case.reference, who.name), now)
 
     async def set_status(self, session: AsyncSession, case: Case, who: Coordinator, status: str,
@@ -220,8 +220,10 @@ class CaseWork:
                                   data={"name": who.name, "text": text}, now=now)
 
     async def message_reporter(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
-                               now: dt.datetime) -> None:
-        """A message to the reporter, in their chat; their answer comes back to the case."""
+                               now: dt.datetime, via: tuple[str, str] | None = None) -> None:
+        """A message to the reporter, in their chat; their answer comes back to the case.
+
+        `via`: the thread (platform, room/channel) the command came from, which already has the answer."""
         text = clean(text, MAX_RELAY_CHARS).text
         if not text:
             raise CaseError("empty_message")
@@ -232,7 +234,7 @@ class CaseWork:
         await self.to_reporter(session, case, message_for_reporter(case.language, case.reference, who.name, text),
                                now, relay=True)
         await self.post_to_thread(session, case.id, {"event": "coordinator_message", "reference": case.reference,
-                                                     "name": who.name}, now)
+                                                     "name": who.name}, now, skip=via)
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -256,11 +258,14 @@ class CaseWork:
                                                language=state.language, now=now)
         return True
 
-    async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime) -> None:
-        """Queue a line in the case's own thread(s); before the first post exists, where it will be."""
+    async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime,
+                             skip: tuple[str, str] | None = None) -> None:
+        """Queue a line in the case's own thread(s) (but `skip`); before the first post exists, where it will be."""
         threads = [(t.platform, t.destination) for t in await repo.list_case_threads(session=session,
                                                                                        case_id=case_id)]
         for platform, destination in threads or list(self.coordinator_targets()):
+            if (platform, destination) == skip:
+                continue
             await repo.enqueue_message(session=session, kind="case_thread", platform=platform,
                                        destination=destination, payload=payload, now=now, case_id=case_id)
 

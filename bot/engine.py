@@ -243,7 +243,7 @@ class Engine:
         await repo.add_case_event(session=session, case=case, kind="evidence_added", actor="reporter",
                                   data={"count": len(files)}, now=now)
         await self.casework.post_to_thread(session, case.id, {"event": "evidence_added", "reference": case.reference,
-                                                     "count": len(files)}, now)
+                                                              "count": len(files)}, now)
         return True
 
     async def _relay_to_coordinator(self, session: AsyncSession, message: InboundMessage,
@@ -256,8 +256,8 @@ class Engine:
             return False
         await repo.add_case_event(session=session, case=case, kind="reporter_message", actor="reporter",
                                   data={"text": effect.text}, now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": "reporter_message", "reference": case.reference,
-                                                     "text": effect.text}, now)
+        await self.casework.post_to_thread(session, case.id, {"event": "reporter_message",
+                                                              "reference": case.reference, "text": effect.text}, now)
         return True
 
     async def handle_coordinator(self, message: CoordinatorMessage) -> list[Reply]:
@@ -312,13 +312,14 @@ class Engine:
             return thread_reply(language, "help")
         try:
             if command.name == "claim":
-                await self.casework.take(session, case, who, now)
+                await self.casework.take(session, case, who, now, via=(message.platform, message.destination))
                 await repo.add_audit(session=session, actor=who.identity, action="take", now=now,
                                      case_reference=case.reference, detail={"via": message.platform})
                 return thread_reply(language, "claimed", reference=case.reference, name=who.name)
             if not command.text:
                 return thread_reply(language, "reply_empty")
-            await self.casework.message_reporter(session, case, who, command.text, now)
+            await self.casework.message_reporter(session, case, who, command.text, now,
+                                                 via=(message.platform, message.destination))
             await repo.add_audit(session=session, actor=who.identity, action="message_reporter", now=now,
                                  case_reference=case.reference, detail={"via": message.platform})
             return thread_reply(language, "relayed", reference=case.reference)

@@ -275,6 +275,10 @@ async def test_claim_in_the_thread_and_take_on_the_page_are_the_same_operation(s
         platform="chat", destination="coordinators", thread_root=root, sender="bert", text="oppakken",
         event_id="thread-1", is_coordinator=True, sender_name="Bert"))
     assert "Bert" in answers[0].plain()
+    await stack.deliver()
+    assert any("Bert" in text for text in stack.chat.texts_to("anna"))
+    # The thread already has the answer to the command: no second line about it.
+    assert not any("Bert" in line for line in stack.thread_of(reference))
     await stack.log_in()
     page = await (await stack.client.get(f"/cases/{reference}")).text()
     assert "opgepakt door Bert" in page and "Overnemen van Bert" in page
@@ -285,6 +289,8 @@ async def test_claim_in_the_thread_and_take_on_the_page_are_the_same_operation(s
     assert stale.status == 409 and "Bert" in await stale.text()
     taken = await stack.act(reference, "take", expected="chat:bert")
     assert taken.status == 303
+    await stack.deliver()
+    assert any("opgepakt door Coco" in line for line in stack.thread_of(reference))
     kinds = [e.kind for e in await events(stack, reference)]
     assert kinds.count("claimed") == 2
     assert (await case_of(stack, reference)).assigned_to_id == "chat:coco"
