@@ -154,8 +154,12 @@ class FollowupSettings(_Section):
     @field_validator("backup")
     @classmethod
     def _backup(cls, value: str | None) -> str | None:
-        if value is not None and ":" not in value:
-            raise ValueError("write platform:room or platform:user, e.g. matrix:!abc:gemeente.nl")
+        if value is None:
+            return None
+        platform, _, target = value.partition(":")
+        if not target or (platform == "matrix" and not target.startswith(("!", "@"))):
+            raise ValueError("write platform:room or platform:user, e.g. matrix:!abc:gemeente.nl (a room ID, "
+                             "not an alias) or matrix:@piet:gemeente.nl")
         return value
 
 

@@ -147,7 +147,7 @@ class TimerWorker:
                                                                   "reference": case.reference}, now)
             return "no_backup"
         platform, _, target = backup.partition(":")
-        if target.startswith("@") or (platform != "matrix" and not target.startswith("19:")):
+        if not is_room(platform, target):
             # A person: their direct chat with the bot.
             conversation = await repo.find_conversation(session=session, platform=platform, sender=target)
             if conversation is None:
@@ -229,6 +229,16 @@ class TimerWorker:
         await repo.enqueue_message(session=session, kind="reporter_message", platform=conversation.platform,
                                    destination=None, now=now,
                                    payload={"address": conversation.address or {}, "replies": [payload_of(reply)]})
+
+
+def is_room(platform: str, target: str) -> bool:
+    """Whether a backup target is a room/channel (else a person): Matrix room IDs start with `!`,
+    Teams channel IDs with `19:`; on other platforms a leading `#` marks a room."""
+    if platform == "matrix":
+        return target.startswith("!")
+    if platform == "teams":
+        return target.startswith("19:")
+    return target.startswith("#")
 
 
 class _AlreadyDone(Exception):

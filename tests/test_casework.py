@@ -494,3 +494,30 @@ async def test_housekeeping_forgets_old_event_ids_and_expired_logins_only(stack)
     async with stack.meldbot.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(HandledEvent)) == 0
         assert await session.scalar(select(func.count()).select_from(AuditEntry)) > 0  # the audit log stays
+
+
+async def test_escalation_to_a_backup_room_posts_the_case_there_with_its_own_thread(database_url):
+    stack = await Stack.start(database_url, followup={"backup": "chat:#achtervang"})
+    try:
+        reference = await stack.report()
+        await stack.tick(minutes=31)
+        await stack.tick(minutes=31)
+        rooms = [(destination, n) for destination, n in stack.chat.room if n.reference == reference]
+        assert [d for d, _ in rooms] == ["coordinators", "#achtervang"]
+        escalation = rooms[1][1]
+        assert escalation.title.startswith("ESCALATIE") and escalation.link.endswith(f"/cases/{reference}")
+        assert STORY not in escalation.plain() and "Anna" not in escalation.plain()
+    finally:
+        await stack.close()
+
+
+def test_a_matrix_backup_must_be_a_room_id_or_a_person():
+    from pydantic import ValidationError
+
+    from bot.config import FollowupSettings
+
+    assert FollowupSettings(backup="matrix:!abc:gemeente.nl").backup == "matrix:!abc:gemeente.nl"
+    assert FollowupSettings(backup="matrix:@piet:gemeente.nl").backup
+    for wrong in ("matrix:#alias:gemeente.nl", "piet", "matrix:"):
+        with pytest.raises(ValidationError):
+            FollowupSettings(backup=wrong)
