@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Errors that mean "the database could not do it now": the user is told to try again.
 DATABASE_ERRORS = (SQLAlchemyError, OSError, ConnectionError, asyncio.TimeoutError)
+#: Longest wait for a platform to say whether someone is a coordinator (Teams asks its service).
+COORDINATOR_CHECK_TIMEOUT_S = 5.0
 #: Longest time one turn may wait for the database before the user hears "not saved".
 TURN_TIMEOUT_S = 10.0
 
@@ -329,22 +331,28 @@ class Engine:
                                     name=case.assigned_to or who.name)
             return Reply(dialogs.translator(language)(f"case.error_{error.code}", **error.values))
 
-    async def coordinator_allowed(self, platform: str, user: str) -> bool:
-        """True for the configured extra coordinators and for whom the platform says is one."""
+    async def coordinator_allowed(self, platform: str, user: str) -> bool | None:
+        """True for the configured extra coordinators and for whom the platform says is one;
+        None when the platform cannot tell right now."""
         if f"{platform}:{user}" in self.followup.coordinators:
             return True
         if self._is_coordinator is None:
             return False
         try:
-            return await self._is_coordinator(platform, user)
-        except Exception:  # a platform that cannot tell right now: no link rather than a crash
-            log.warning("coordinator check failed on %s", platform, exc_info=True)
-            return False
+            async with asyncio.timeout(COORDINATOR_CHECK_TIMEOUT_S):
+                return await self._is_coordinator(platform, user)
+        except Exception as error:  # a platform that cannot tell right now: no link rather than a crash
+            # The error's text may hold the user's ID (a URL): its type only.
+            log.warning("coordinator check failed on %s: %s", platform, type(error).__name__)
+            return None
 
     async def _login(self, message: InboundMessage) -> list[Reply]:
         """`login` in a direct chat: a single-use link to the case pages, for coordinators only."""
         t = dialogs.translator(self.context.default_language)
-        if not await self.coordinator_allowed(message.platform, message.sender):
+        allowed = await self.coordinator_allowed(message.platform, message.sender)
+        if allowed is None:
+            return [Reply(t("login.check_failed"))]
+        if not allowed:
             log.info("login refused: not a coordinator platform=%s", message.platform)
             return [Reply(t("login.not_coordinator"))]
         now = self.clock()
@@ -372,8 +380,10 @@ class Engine:
                                now: dt.datetime) -> Reply:
         """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room."""
         t = dialogs.translator(self.context.default_language)
-        if not (message.is_coordinator or await self.coordinator_allowed(message.platform, message.sender)):
-            return Reply(t("login.not_coordinator"))
+        if not message.is_coordinator:
+            allowed = await self.coordinator_allowed(message.platform, message.sender)
+            if not allowed:
+                return Reply(t("login.check_failed" if allowed is None else "login.not_coordinator"))
         conversation = await repo.find_conversation(session=session, platform=message.platform,
                                                     sender=message.sender)
         if conversation is None:

@@ -12,11 +12,14 @@ from zoneinfo import ZoneInfo
 
 @dataclass(frozen=True)
 class WorkingTime:
-    """Working days (ISO weekdays) and daily hours, in a time zone."""
+    """Working days (ISO weekdays) and daily hours, in a time zone.
+
+    Hours are counted as elapsed time inside the windows (so a window holding a DST change counts
+    its real length), and every computation is done on UTC instants."""
 
     timezone: dt.tzinfo
-    start: dt.time
-    end: dt.time
+    start: dt.timedelta  # from local midnight
+    end: dt.timedelta  # from local midnight; 24:00 is the next midnight
     days: frozenset[int]
 
     @classmethod
@@ -25,33 +28,37 @@ class WorkingTime:
         start_text, end_text = hours.split("-")
         tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
 
-        def clock(text: str) -> dt.time:
+        def offset(text: str) -> dt.timedelta:
             h, m = (int(part) for part in text.split(":"))
-            return dt.time.max if (h, m) == (24, 0) else dt.time(h, m)
+            return dt.timedelta(hours=h, minutes=m)
 
-        return cls(tz, clock(start_text), clock(end_text), frozenset(days))
+        return cls(tz, offset(start_text), offset(end_text), frozenset(days))
+
+    def _local(self, day: dt.date, offset: dt.timedelta) -> dt.datetime:
+        """The UTC instant of a local wall-clock time on `day` (24:00 is the next day's midnight)."""
+        extra_days, rest = divmod(offset, dt.timedelta(days=1))
+        wall = dt.datetime.combine(day + dt.timedelta(days=extra_days), dt.time.min) + rest
+        return wall.replace(tzinfo=self.timezone).astimezone(dt.timezone.utc)
 
     def _window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
         if day.isoweekday() not in self.days:
             return None
-        return (dt.datetime.combine(day, self.start, self.timezone), dt.datetime.combine(day, self.end, self.timezone))
+        return self._local(day, self.start), self._local(day, self.end)
 
     def add_hours(self, moment: dt.datetime, hours: float) -> dt.datetime:
         """The moment `hours` working hours after `moment` (aware, UTC)."""
         remaining = dt.timedelta(hours=hours)
-        local = moment.astimezone(self.timezone)
-        day = local.date()
+        instant = moment.astimezone(dt.timezone.utc)
+        day = instant.astimezone(self.timezone).date() - dt.timedelta(days=1)  # a window may span midnight
         for _ in range(3660):  # ten years of days: a safety net, never reached with sane settings
             window = self._window(day)
-            if window is not None:
-                begin = max(window[0], local)
-                if begin < window[1]:
-                    available = window[1] - begin
-                    if remaining <= available:
-                        return (begin + remaining).astimezone(dt.timezone.utc)
-                    remaining -= available
+            if window is not None and window[1] > instant:
+                begin = max(window[0], instant)
+                available = window[1] - begin
+                if remaining <= available:
+                    return begin + remaining
+                remaining -= available
             day += dt.timedelta(days=1)
-            local = dt.datetime.combine(day, dt.time.min, self.timezone)
         raise ValueError("no working time configured")
 
     def add_days(self, moment: dt.datetime, days: int) -> dt.datetime:
@@ -63,5 +70,5 @@ class WorkingTime:
             if day.isoweekday() in self.days:
                 counted += 1
                 if counted == days:
-                    return dt.datetime.combine(day, self.end, self.timezone).astimezone(dt.timezone.utc)
+                    return self._local(day, self.end)
         raise ValueError("no working days configured")

@@ -531,7 +531,7 @@ async def test_a_failing_member_lookup_gives_no_link_and_an_answer(world, caplog
     world.connector.fail_next(4, status=500, retry_after=None)
     said = await world.say("login", user="bob")
     assert not world.connector.failures  # all four were spent on the lookup
-    assert len(said) == 1 and "/login/" not in said[0] and said[0].strip()
+    assert len(said) == 1 and "/login/" not in said[0] and "niet nagaan" in said[0]
     assert member_lookups(world) == []  # no lookup was answered (failed ones are not recorded)
     assert await login_links(world) == []
     assert "coordinator check failed on teams" in caplog.text
@@ -552,3 +552,15 @@ async def test_an_unreachable_connector_during_the_member_lookup_gives_no_link(w
     assert await world.app.worker.drain(timeout=30)  # the answer was queued while Teams was down
     texts = world.connector.texts("a:personal-bob")
     assert len(texts) == 1 and "/login/" not in texts[0] and texts[0].strip()
+
+
+async def test_with_a_configured_channel_the_team_is_learnt_from_a_message_there(world):
+    await world.start(coordinator_channel=CHANNEL)
+    world.connector.team_members[TEAM] = {"aad-bob"}
+    said = await world.say("login", user="bob")
+    assert "/login/" not in said[0]  # the team is not known yet
+    # Any message in the configured channel tells its team.
+    await world.say("<at>Meldbot</at> help", conversation=f"{CHANNEL};messageid=77", conversation_type="channel",
+                    channel=CHANNEL, team=TEAM, user="bob")
+    said = await world.say("login", user="bob")
+    assert len(LINK_RE.findall(said[0])) == 1

@@ -328,6 +328,12 @@ class TeamsAdapter:
         channel_id = teams_get_channel_id(activity)
         team = teams_get_team_info(activity)
         t = Translator(self.language)
+        if channel_id and channel_id == self.state.get("channel_id") and team and team.id \
+                and not self.state.get("team_id"):
+            # A configured channel: its team (whose members are the coordinators) is learnt here.
+            self.state.update(team_id=team.id)
+            self._save()
+            log.info("teams: coordinator team learnt from the configured channel")
         if fold(text) in SET_CHANNEL_WORDS and channel_id:
             team_id = team.id if team else None
             # Configured by the administrator, or already claimed by another team: not to be moved
