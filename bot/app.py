@@ -137,6 +137,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                          on_outbox=worker.wake, clock=clock)
     pages = CasePages(sessions=sessions, casework=engine.casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
-                      timezone=context.timezone, on_outbox=worker.wake, clock=clock)
+                      timezone=context.timezone, on_outbox=worker.wake, clock=clock,
+                      is_coordinator=engine.coordinator_allowed)
     return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
                    pages=pages, adapters=adapters)

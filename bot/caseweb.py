@@ -13,7 +13,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -42,6 +42,12 @@ INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
 MAX_FORM_BYTES = 64 * 1024
+#: How often a session's owner is checked again with the platform.
+RECHECK_EVERY = dt.timedelta(minutes=5)
+#: Rows on one list page; a longer result says so and asks for a narrower filter.
+LIST_LIMIT = 500
+#: Dates outside these are ignored in filters and forms.
+EARLIEST, LATEST = dt.date(2000, 1, 1), dt.date(2100, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class CasePages:
         timezone: dt.tzinfo,
         clock: Callable[[], dt.datetime] = utc_now,
         on_outbox: Callable[[], None] | None = None,
+        is_coordinator: Callable[[str, str], Awaitable[bool | None]] | None = None,
     ):
         self.sessions = sessions
         self.casework = casework
@@ -77,6 +84,7 @@ class CasePages:
         self.timezone = timezone
         self.clock = clock
         self.on_outbox = on_outbox
+        self.is_coordinator = is_coordinator
         self.secure = web_settings.public_url.startswith("https://")
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("bot", "templates"),
@@ -146,6 +154,32 @@ class CasePages:
         await repo.touch_web_session(session=session, digest=digest, now=now, language=language)
         return Viewer(Coordinator(row.coordinator, row.name), row.csrf_token, language or row.language, digest)
 
+    async def _recheck(self, request: web.Request) -> None:
+        """Every few minutes, ask the platform again whether the session's owner is still a
+        coordinator (someone who left the room or team loses access within minutes, not hours).
+        Outside the page's transaction: the platform may take seconds to answer."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if self.is_coordinator is None or not token or len(token) > 200:
+            return
+        digest = login_digest(token)
+        now = self.clock()
+        async with self.sessions() as session:
+            row = await repo.get_web_session(session=session, digest=digest)
+        if row is None or row.ended_at is not None or now - row.checked_at < RECHECK_EVERY:
+            return
+        platform, _, user = row.coordinator.partition(":")
+        allowed = await self.is_coordinator(platform, user)
+        if allowed is None:
+            return  # the platform cannot tell now: ask again at the next request
+        async with transaction(self.sessions) as session:
+            if allowed:
+                await repo.mark_web_session_checked(session=session, digest=digest, now=now)
+            else:
+                await repo.end_web_session(session=session, digest=digest, now=now)
+                await repo.add_audit(session=session, actor=row.coordinator, action="no_longer_coordinator",
+                                     now=now)
+                log.info("case pages: session ended, no longer a coordinator")
+
     def _login_needed(self, request: web.Request) -> web.Response:
         language = self._page_language(request)
         retry = None
@@ -159,14 +193,17 @@ class CasePages:
                                 secure=self.secure, path="/")
         return response
 
-    async def _form(self, request: web.Request, viewer: Viewer) -> dict[str, str] | web.Response:
-        """The posted form, or the answer to a missing/wrong CSRF token."""
+    async def _form(self, request: web.Request, viewer: Viewer, session: AsyncSession
+                    ) -> dict[str, str] | web.Response:
+        """The posted form, or the answer to a missing/wrong CSRF token (audited in `session`)."""
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             return self.render("error.html", viewer.language, status=413, viewer=viewer, message_key="web.too_large")
         data = await request.post()
         form = {k: v for k, v in data.items() if isinstance(v, str)}
-        if not hmac.compare_digest(form.get("csrf", ""), viewer.csrf):
-            log.warning("case pages: CSRF token missing or wrong path=%s", request.path)
+        if not hmac.compare_digest(form.get("csrf", "").encode(), viewer.csrf.encode()):
+            log.warning("case pages: CSRF token missing or wrong")
+            await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="csrf_refused",
+                                 now=self.clock(), case_reference=request.match_info.get("reference", "")[:16] or None)
             return self.render("error.html", viewer.language, status=403, viewer=viewer, message_key="web.csrf")
         return form
 
@@ -189,6 +226,11 @@ class CasePages:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
+        # Only the login page itself may post here: another site cannot log this browser in to
+        # someone else's session (login CSRF). Browsers that do not send the header are let through.
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            log.warning("login refused: cross-site post")
+            return self.render("login_invalid.html", self._page_language(request), status=403)
         data = await request.post()
         token = str(data.get("token", ""))
         language = self._page_language(request)
@@ -223,7 +265,7 @@ class CasePages:
             viewer = await self._viewer(request, session)
             if viewer is None:
                 return self._logged_out(request)
-            form = await self._form(request, viewer)
+            form = await self._form(request, viewer, session)
             if isinstance(form, web.Response):
                 return form
             await repo.end_web_session(session=session, digest=viewer.digest, now=self.clock())
@@ -240,6 +282,7 @@ class CasePages:
     # -- pages ----------------------------------------------------------------------------------------
 
     async def list_page(self, request: web.Request) -> web.Response:
+        await self._recheck(request)
         now = self.clock()
         async with transaction(self.sessions) as session:
             viewer = await self._viewer(request, session)
@@ -258,15 +301,17 @@ class CasePages:
             cases = await repo.list_cases(
                 session=session, status=filters["status"] or None, kind=filters["kind"] or None, since=since,
                 until=until, assigned_to_id=viewer.coordinator.identity if filters["mine"] else None,
-                reference=filters["reference"] or None,
+                reference=filters["reference"] or None, limit=LIST_LIMIT + 1,
             )
+            truncated = len(cases) > LIST_LIMIT
+            cases = cases[:LIST_LIMIT]
             rows = [(case, self.casework.overdue(case, now)) for case in cases]
             if filters["overdue"]:
                 rows = [(case, late) for case, late in rows if late]
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_list", now=now,
                                  detail={"results": len(rows)})
         return self.render("cases.html", viewer.language, viewer=viewer, rows=rows, filters=filters,
-                           statuses=STATUSES, kinds=categories.KINDS)
+                           statuses=STATUSES, kinds=categories.KINDS, truncated=truncated, limit=LIST_LIMIT)
 
     async def _case(self, request: web.Request, session: AsyncSession) -> Case | None:
         reference = request.match_info["reference"]
@@ -275,12 +320,15 @@ class CasePages:
         return await repo.get_case(session=session, reference=reference)
 
     async def case_page(self, request: web.Request) -> web.Response:
+        await self._recheck(request)
         async with transaction(self.sessions) as session:
             viewer = await self._viewer(request, session)
             if viewer is None:
                 return self._login_needed(request)
             case = await self._case(request, session)
             if case is None:
+                await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_missing",
+                                     now=self.clock())
                 return self.render("not_found.html", viewer.language, status=404, viewer=viewer)
             if case.reference != request.match_info["reference"]:
                 raise web.HTTPSeeOther(f"/cases/{case.reference}")
@@ -306,17 +354,19 @@ class CasePages:
 
     async def case_action(self, request: web.Request) -> web.Response:
         """Every change on the case page: one form field `action` names it."""
+        await self._recheck(request)
         now = self.clock()
         async with transaction(self.sessions) as session:
             viewer = await self._viewer(request, session)
             if viewer is None:
                 return self._login_needed(request)
-            form = await self._form(request, viewer)
+            form = await self._form(request, viewer, session)
             if isinstance(form, web.Response):
                 return form
             case = await self._case(request, session)
             if case is None:
                 return self.render("not_found.html", viewer.language, status=404, viewer=viewer)
+            case = await repo.lock_case(session=session, case=case)
             action = form.get("action", "")
             who = viewer.coordinator
             try:
@@ -350,6 +400,7 @@ class CasePages:
         raise web.HTTPSeeOther(f"/cases/{case.reference}?done={action}#timeline")
 
     async def attachment(self, request: web.Request) -> web.StreamResponse:
+        await self._recheck(request)
         async with transaction(self.sessions) as session:
             viewer = await self._viewer(request, session)
             if viewer is None:
@@ -384,10 +435,12 @@ _NOTICES = frozenset({"take", "status", "step", "note", "message"})
 
 
 def _date(value: str | None) -> dt.date | None:
+    """A date from a form, or None for anything else (including dates no case can have)."""
     try:
-        return dt.date.fromisoformat(value) if value else None
+        day = dt.date.fromisoformat(value) if value else None
     except ValueError:
         return None
+    return day if day is not None and EARLIEST <= day <= LATEST else None
 
 
 def _start_of(day: dt.date | None, tz: dt.tzinfo) -> dt.datetime | None:

@@ -148,6 +148,8 @@ class CaseWork:
                    expected: str | None = None, take_over: bool = False, via: tuple[str, str] | None = None) -> None:
         """Assign the case to `who`. Without `take_over` only an untaken case; with it, only when the
         case is still assigned to `expected` (what the coordinator saw), so two people never both win."""
+        if case.status == "closed":
+            raise CaseError("closed", reference=case.reference)
         if case.assigned_to_id == who.identity:
             raise CaseError("already_yours", reference=case.reference)
         if not await repo.assign_case(session=session, case=case, identity=who.identity, name=who.name, now=now,
@@ -206,18 +208,24 @@ class CaseWork:
         await self.to_reporter(session, case, Reply(t(f"case.step_reporter_{step}", reference=case.reference,
                                                       date=_day(on, case.language))), now)
         if step == "aftercare_declined":
-            await repo.schedule_timer(session=session, key=f"aftercare_reoffer:{case.id}", kind="aftercare_reoffer",
-                                      case_id=case.id, now=now,
+            # Offered again two weeks after THIS decline (an earlier pending offer is replaced).
+            await repo.cancel_timers(session=session, case_id=case.id, kind="aftercare_reoffer", now=now)
+            await repo.schedule_timer(session=session, key=f"aftercare_reoffer:{case.id}:{now.isoformat()}",
+                                      kind="aftercare_reoffer", case_id=case.id, now=now,
                                       due_at=now + dt.timedelta(days=self.settings.aftercare_reoffer_days))
 
     async def add_note(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
                        now: dt.datetime) -> None:
-        """An internal note: in the timeline only, never shown to the reporter nor posted in the chat."""
+        """An internal note: its text is in the timeline only, never shown to the reporter nor posted
+        in the chat (the thread is told a note was added)."""
         text = clean(text, MAX_NOTE_CHARS).text
         if not text:
             raise CaseError("empty_note")
         await repo.add_case_event(session=session, case=case, kind="note", actor=who.actor,
                                   data={"name": who.name, "text": text}, now=now)
+        # The thread hears that there is a note, never what it says.
+        await self.post_to_thread(session, case.id, {"event": "note_added", "reference": case.reference,
+                                                     "name": who.name}, now)
 
     async def message_reporter(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
                                now: dt.datetime, via: tuple[str, str] | None = None) -> None:

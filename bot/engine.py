@@ -306,6 +306,7 @@ class Engine:
                                              destination=message.destination, root_id=message.thread_root)
         if case is None:
             return None
+        case = await repo.lock_case(session=session, case=case)
         if not message.is_coordinator:
             log.warning("coordinator command refused: not a member platform=%s event=%s", message.platform,
                         message.event_id)
@@ -322,7 +323,7 @@ class Engine:
                 return thread_reply(language, "reply_empty")
             await self.casework.message_reporter(session, case, who, command.text, now,
                                                  via=(message.platform, message.destination))
-            await repo.add_audit(session=session, actor=who.identity, action="message_reporter", now=now,
+            await repo.add_audit(session=session, actor=who.identity, action="message", now=now,
                                  case_reference=case.reference, detail={"via": message.platform})
             return thread_reply(language, "relayed", reference=case.reference)
         except CaseError as error:
@@ -403,9 +404,11 @@ class Engine:
         """Replies an adapter could not send right now: the outbox delivers them when it can."""
         now = self.clock()
         async with transaction(self.sessions) as session:
+            payload = {"address": address, "replies": [payload_of(r) for r in replies]}
+            if any(r.secret for r in replies):
+                payload["secret"] = True
             await repo.enqueue_message(session=session, kind="reporter_message", platform=platform, destination=None,
-                                       payload={"address": address, "replies": [payload_of(r) for r in replies]},
-                                       now=now)
+                                       payload=payload, now=now)
         if self.on_outbox:
             self.on_outbox()
 
@@ -430,7 +433,7 @@ def _is_duplicate_event(error: IntegrityError) -> bool:
 def login_reply(language: str, link: str, minutes: int) -> Reply:
     """The message holding a single-use login link."""
     t = dialogs.translator(language)
-    return Reply(t("login.link", link=link, minutes=minutes), title=t("login.title"))
+    return Reply(t("login.link", link=link, minutes=minutes), title=t("login.title"), secret=True)
 
 
 def _accepted_files(files: Sequence[InboundAttachment]) -> tuple[list[InboundAttachment], str]:

@@ -105,7 +105,9 @@ class OutboxWorker:
             # A login link is a secret: once delivered, the database keeps no copy of it.
             await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result,
                                               scrub=bool(message.payload.get("secret")))
-            if message.kind == "case_notification" and message.case_id is not None and destination:
+            # An escalation copy in a backup room is a pointer to the case, not a second thread.
+            if message.kind == "case_notification" and message.case_id is not None and destination \
+                    and "escalation" not in (message.payload.get("flags") or []):
                 await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
                                            destination=destination, root_id=result, now=now)
         self.healthy = True

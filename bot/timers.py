@@ -108,6 +108,8 @@ class TimerWorker:
                 timeout = 0.5
             except DATABASE_ERRORS as error:
                 log.warning("timers: database unavailable (%s); retrying", type(error).__name__)
+            except Exception as error:  # a bug in one timer must not stop all others: its lease runs out, retried
+                log.error("timers: a timer failed (%s); retrying after its lease", type(error).__name__)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=timeout)
             except asyncio.TimeoutError:
@@ -119,6 +121,7 @@ class TimerWorker:
         case = await session.get(Case, timer.case_id) if timer.case_id else None
         if case is None:
             return "no_case"
+        case = await repo.lock_case(session=session, case=case)
         handler = getattr(self, f"_{timer.kind}", None)
         if handler is None:
             log.error("unknown timer kind %s", timer.kind)

@@ -32,7 +32,9 @@ async def security_headers(request: web.Request, handler):
         response = await handler(request)
     except DATABASE_ERRORS as error:
         # Never a stack trace: the page says to try again; the log says why (without content).
-        log.error("web: database unavailable path=%s cause=%s", request.path, type(error).__name__)
+        # The route's pattern, not the path: a path may hold a login token.
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+        log.error("web: database unavailable route=%s cause=%s", route, type(error).__name__)
         response = web.Response(status=503, content_type="text/plain", headers={"Retry-After": "30"},
                                 text="Meldbot: de database is even niet bereikbaar. Probeer het zo opnieuw.\n"
                                      "Meldbot: the database is unavailable right now. Please try again shortly.\n")

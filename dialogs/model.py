@@ -28,6 +28,8 @@ class Reply:
     options: tuple[Option, ...] = ()
     hint: str = ""
     title: str = ""
+    #: Holds a secret (a login link): whatever stores it for later delivery forgets it once sent.
+    secret: bool = False
 
     def plain(self) -> str:
         """The reply as plain text, as a console or a `body` fallback shows it."""

@@ -270,6 +270,8 @@ class WebSession(Base):
     language: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[dt.datetime]
     last_seen_at: Mapped[dt.datetime]
+    #: When the platform last confirmed this person is (still) a coordinator.
+    checked_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime | None]
 

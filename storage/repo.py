@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import case as case_when, delete, func, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -139,18 +139,15 @@ async def assign_case(*, session: AsyncSession, case: Case, identity: str, name:
 
     One conditional UPDATE, so of two coordinators taking the same case at once only one wins."""
     result = await session.execute(
-        update(Case).where(Case.id == case.id, Case.assigned_to_id.is_not_distinct_from(expected))
+        update(Case).where(Case.id == case.id, Case.assigned_to_id.is_not_distinct_from(expected),
+                           Case.status != "closed")
         .values(assigned_to_id=identity, assigned_to=name, updated_at=now,
-                status=case_status_after_claim(case.status))
+                # Decided by the database, not from a status read earlier (it may have changed since).
+                status=case_when((Case.status == "new", "in_progress"), else_=Case.status))
         .execution_options(synchronize_session=False)
     )
     await session.refresh(case)
     return result.rowcount == 1
-
-
-def case_status_after_claim(status: str) -> str:
-    """A new case is in progress once someone has it."""
-    return "in_progress" if status == "new" else status
 
 
 # -- reporters and cases --------------------------------------------------------------------------
@@ -238,6 +235,17 @@ async def add_case_event(
 async def get_case(*, session: AsyncSession, reference: str) -> Case | None:
     """A case by its reference (any spelling `normalise_reference` accepts)."""
     return await session.scalar(select(Case).where(Case.reference == normalise_reference(reference)))
+
+
+async def lock_case(*, session: AsyncSession, case: Case) -> Case:
+    """Lock a case for a change (PostgreSQL; SQLite's write transaction already excludes others) and
+    reload it. The reporter's conversation is locked first: a reporter's turn takes the same two
+    locks in that order, so the two never deadlock."""
+    if case.conversation_id is not None:
+        await session.get(Conversation, case.conversation_id, with_for_update=True)
+    locked = await session.get(Case, case.id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    return locked
 
 
 async def list_cases(
@@ -489,6 +497,15 @@ async def schedule_timer(*, session: AsyncSession, key: str, kind: str, case_id:
     return True
 
 
+async def cancel_timers(*, session: AsyncSession, case_id: int, kind: str, now: dt.datetime) -> int:
+    """Mark a case's pending timers of one kind done without firing them (superseded)."""
+    result = await session.execute(
+        update(Timer).where(Timer.case_id == case_id, Timer.kind == kind, Timer.done_at.is_(None))
+        .values(done_at=now, outcome="superseded").execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 async def claim_due_timer(*, session: AsyncSession, now: dt.datetime, lease: dt.timedelta) -> Timer | None:
     """Lease the earliest due timer (conditional UPDATE: two workers never fire the same one)."""
     candidates = await session.scalars(
@@ -580,7 +597,8 @@ async def create_web_session(*, session: AsyncSession, digest: str, coordinator:
                              language: str, now: dt.datetime, expires_at: dt.datetime) -> WebSession:
     """Start a coordinator's browser session."""
     web_session = WebSession(token_digest=digest, coordinator=coordinator, name=name, csrf_token=csrf_token,
-                             language=language, created_at=now, last_seen_at=now, expires_at=expires_at)
+                             language=language, created_at=now, last_seen_at=now, checked_at=now,
+                             expires_at=expires_at)
     session.add(web_session)
     await session.flush()
     return web_session
@@ -598,6 +616,12 @@ async def touch_web_session(*, session: AsyncSession, digest: str, now: dt.datet
     if language:
         values["language"] = language
     await session.execute(update(WebSession).where(WebSession.token_digest == digest).values(**values)
+                          .execution_options(synchronize_session=False))
+
+
+async def mark_web_session_checked(*, session: AsyncSession, digest: str, now: dt.datetime) -> None:
+    """The platform confirmed again that the session's owner is a coordinator."""
+    await session.execute(update(WebSession).where(WebSession.token_digest == digest).values(checked_at=now)
                           .execution_options(synchronize_session=False))
 
 

@@ -94,6 +94,7 @@ class Stack:
         self.chat = chat
         self.clock = clock
         self.client = client
+        self._clients: list[TestClient] = []
 
     @classmethod
     async def start(cls, database_url: str, *, followup: dict | None = None, web: dict | None = None,
@@ -111,6 +112,8 @@ class Stack:
         return cls(meldbot, chat, clock, client)
 
     async def close(self) -> None:
+        for extra in self._clients:
+            await extra.session.close()
         await self.client.close()
         await self.meldbot.db.dispose()
 
@@ -160,24 +163,33 @@ class Stack:
         assert found, answer
         return found.group(0)
 
-    async def log_in(self, user: str = "coco") -> None:
-        """Log the test client in through a link from the chat, as a coordinator does."""
+    async def log_in(self, user: str = "coco", client=None) -> None:
+        """Log a browser (the test client by default) in through a link from the chat."""
+        client = client or self.client
         link = await self.login_link(user)
         path = "/login/" + link.rsplit("/login/", 1)[1]
-        page = await self.client.get(path)
+        page = await client.get(path)
         assert page.status == 200, await page.text()
         token = path.rsplit("/", 1)[1]
-        response = await self.client.post("/login", data={"token": token}, allow_redirects=False)
+        response = await client.post("/login", data={"token": token}, allow_redirects=False)
         assert response.status == 303, await response.text()
 
-    async def csrf(self, path: str) -> str:
-        page = await self.client.get(path)
+    async def another_browser(self) -> TestClient:
+        """A second browser (its own cookies) on the same server."""
+        client = TestClient(self.client.server)
+        await client.start_server()  # already running: only opens the client session
+        self._clients.append(client)
+        return client
+
+    async def csrf(self, path: str, client=None) -> str:
+        page = await (client or self.client).get(path)
         found = re.search(r'name="csrf" value="([^"]+)"', await page.text())
         assert found, await page.text()
         return found.group(1)
 
-    async def act(self, reference: str, action: str, **fields: str):
+    async def act(self, reference: str, action: str, client=None, **fields: str):
         """Post one action form of the case page, with its CSRF token."""
-        token = await self.csrf(f"/cases/{reference}")
-        return await self.client.post(f"/cases/{reference}", data={"csrf": token, "action": action, **fields},
-                                      allow_redirects=False)
+        client = client or self.client
+        token = await self.csrf(f"/cases/{reference}", client)
+        return await client.post(f"/cases/{reference}", data={"csrf": token, "action": action, **fields},
+                                 allow_redirects=False)

@@ -496,7 +496,7 @@ async def test_housekeeping_forgets_old_event_ids_and_expired_logins_only(stack)
         assert await session.scalar(select(func.count()).select_from(AuditEntry)) > 0  # the audit log stays
 
 
-async def test_escalation_to_a_backup_room_posts_the_case_there_with_its_own_thread(database_url):
+async def test_escalation_to_a_backup_room_posts_a_pointer_to_the_case_there(database_url):
     stack = await Stack.start(database_url, followup={"backup": "chat:#achtervang"})
     try:
         reference = await stack.report()
@@ -521,3 +521,127 @@ def test_a_matrix_backup_must_be_a_room_id_or_a_person():
     for wrong in ("matrix:#alias:gemeente.nl", "piet", "matrix:"):
         with pytest.raises(ValidationError):
             FollowupSettings(backup=wrong)
+
+
+# -- found in review: concurrency, secrets, edge input ---------------------------------------------------
+
+
+@pytest.mark.both_databases
+async def test_two_coordinators_changing_a_case_at_once_lose_nothing(database_url):
+    import asyncio
+
+    stack = await Stack.start(database_url, coordinators=("coco", "dora"))
+    try:
+        reference = await stack.report()
+        other = await stack.another_browser()
+        await stack.log_in("coco")
+        await stack.log_in("dora", client=other)
+        for _ in range(3):
+            first, second = await asyncio.gather(
+                stack.act(reference, "step", step="contact_made"),
+                stack.act(reference, "step", client=other, step="police_report_filed"))
+            assert first.status == second.status == 303
+        assert set((await case_of(stack, reference)).followup) == {"contact_made", "police_report_filed"}
+        # Closing and taking at once: either order is fine, but a closed case is never reopened by a take.
+        closing, taking = await asyncio.gather(
+            stack.act(reference, "status", status="closed", summary="Afgehandeld."),
+            stack.act(reference, "take", client=other))
+        case = await case_of(stack, reference)
+        assert closing.status == 303 and case.status == "closed" and case.closed_at is not None
+        assert taking.status in (303, 409)
+        assert taking.status == 303 or "afgesloten" in await taking.text()
+    finally:
+        await stack.close()
+
+
+async def test_a_login_link_that_had_to_wait_in_the_outbox_is_not_kept(stack):
+    from bot.engine import login_reply
+
+    stack.chat.down = True
+    await stack.meldbot.engine.defer_replies("chat", {"user": "coco"}, [
+        login_reply("nl", "http://meldbot.test/login/secret-token-123", 10)])
+    await stack.deliver()
+    stack.chat.down = False
+    stack.clock.advance(minutes=5)
+    await stack.deliver()
+    assert "secret-token-123" in stack.chat.texts_to("coco")[0]
+    async with stack.meldbot.sessions() as session:
+        (message,) = list(await session.scalars(select(OutboxMessage)))
+    assert message.delivered_at is not None and "secret-token-123" not in str(message.payload)
+
+
+async def test_odd_form_values_get_an_answer_not_a_crash(stack):
+    first = await stack.report()
+    second = await stack.report("bob", "Iemand bedreigde me telefonisch", "0", "verzenden")
+    await stack.log_in()
+    response = await stack.client.post(f"/cases/{first}", data={"csrf": "é€", "action": "take"},
+                                       allow_redirects=False)
+    assert response.status == 403
+    for query in ("until=9999-12-31", "since=0001-01-01", "since=2026-02-30", "until=%00"):
+        assert (await stack.client.get(f"/cases?{query}")).status == 200, query
+    step = await stack.act(first, "step", step="contact_made", date="0001-01-01")
+    assert step.status == 303  # an impossible date falls back to today
+    # An attachment of one case cannot be fetched under another case's reference.
+    from bot.platform import InboundAttachment
+
+    await stack.say("anna", "", attachments=(InboundAttachment("foto.png", "image/png", b"\x89PNG-data"),))
+    await stack.deliver()
+    body = await (await stack.client.get(f"/cases/{first}")).text()
+    (attachment_id,) = set(re.findall(rf"/cases/{first}/attachments/(\d+)", body))
+    assert (await stack.client.get(f"/cases/{first}/attachments/{attachment_id}")).status == 200
+    assert (await stack.client.get(f"/cases/{second}/attachments/{attachment_id}")).status == 404
+
+
+async def test_a_second_decline_moves_the_aftercare_offer_two_weeks_after_it(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    await stack.act(reference, "step", step="aftercare_declined")
+    await stack.tick(days=10)
+    await stack.log_in()
+    await stack.act(reference, "step", step="aftercare_declined")
+    await stack.tick(days=5)  # 15 days after the first decline, 5 after the second: not yet
+    assert [e.kind for e in await events(stack, reference)].count("aftercare_reoffer") == 0
+    await stack.tick(days=10)
+    assert [e.kind for e in await events(stack, reference)].count("aftercare_reoffer") == 1
+
+
+async def test_the_session_ends_soon_after_someone_stops_being_a_coordinator(stack):
+    reference = await stack.report()
+    await stack.log_in()
+    stack.chat.coordinators.discard("coco")
+    assert (await stack.client.get(f"/cases/{reference}")).status == 200  # checked at login, minutes ago
+    stack.clock.advance(minutes=6)
+    assert (await stack.client.get(f"/cases/{reference}")).status == 401
+    async with stack.meldbot.sessions() as session:
+        assert "no_longer_coordinator" in [a.action for a in await repo.list_audit(session=session)]
+
+
+async def test_https_sessions_are_secure_and_other_sites_cannot_post_a_login(database_url):
+    stack = await Stack.start(database_url, web={"public_url": "https://meldbot.test"})
+    try:
+        link = await stack.login_link()
+        token = link.rsplit("/", 1)[1]
+        forged = await stack.client.post("/login", data={"token": token}, headers={"Sec-Fetch-Site": "cross-site"},
+                                         allow_redirects=False)
+        assert forged.status == 403 and "meldbot_session" not in forged.headers.get("Set-Cookie", "")
+        response = await stack.client.post("/login", data={"token": token}, allow_redirects=False,
+                                           headers={"Sec-Fetch-Site": "same-origin"})
+        cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith("meldbot_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        await stack.close()
+
+
+async def test_a_database_outage_on_the_login_page_logs_no_token(stack, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    link = await stack.login_link()
+    token = link.rsplit("/", 1)[1]
+
+    async def down(**kwargs):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(repo, "get_login_link", down)
+    page = await stack.client.get(f"/login/{token}")
+    assert page.status == 503 and "database" in await page.text()
+    assert "database unavailable" in caplog.text and token not in caplog.text

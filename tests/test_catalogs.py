@@ -21,7 +21,7 @@ TEMPLATE_KEY = re.compile(r"""\bt\(\s*["']([a-z_]+\.[a-z_]*[a-z])["']""")
 ACTIONS = ("take", "status", "step", "note", "message")
 TIMELINE_KINDS = ("submitted", "claimed", "evidence_added", "reporter_message", "coordinator_message", "note",
                   "claim_reminder", "escalated", "aftercare_checkin", "aftercare_reoffer", "step", "status")
-CASE_ERRORS = ("already_yours", "already_taken", "unknown_status", "same_status", "summary_required", "unknown_step",
+CASE_ERRORS = ("closed", "already_yours", "already_taken", "unknown_status", "same_status", "summary_required", "unknown_step",
                "future_date", "empty_note", "empty_message", "unreachable", "unknown_action")
 
 
@@ -60,9 +60,9 @@ def _used_keys() -> set[str]:
     keys |= {f"{prefix}{s}" for s in STEPS for prefix in ("step.", "event.step_", "case.step_reporter_")}
     keys |= {f"web.done_{a}" for a in ACTIONS} | {f"audit.{a}" for a in ACTIONS}
     keys |= {f"audit.{a}" for a in ("login", "logout", "login_link", "view_list", "view_case", "view_attachment",
-                                    "message_reporter")}
+                                    "view_missing", "csrf_refused", "no_longer_coordinator")}
     keys |= {f"web.overdue_{x}{late}" for late in ("claim", "police_report", "aftercare") for x in ("", "long_")}
-    keys |= {f"timeline.{kind}" for kind in TIMELINE_KINDS} | {f"web.language_{code}" for code in LANGUAGES}
+    keys |= {"event.note_added"} | {f"timeline.{kind}" for kind in TIMELINE_KINDS} | {f"web.language_{code}" for code in LANGUAGES}
     keys |= {f"web.aftercare_{a}" for a in ("yes", "later", "no", "unknown")}
     keys |= {f"web.actor_{a}" for a in ("reporter", "meldbot", "other")}
     keys |= {f"case.error_{code}" for code in CASE_ERRORS} | {"flag.escalation"}

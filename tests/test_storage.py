@@ -233,3 +233,35 @@ async def test_naive_datetimes_are_refused(sessions):
     async with sessions() as session:
         with pytest.raises(Exception):
             await repo.mark_event_handled(session=session, platform="x", event_id="y", now=T0.replace(tzinfo=None))
+
+
+@pytest.mark.both_databases
+async def test_follow_up_migration_keeps_old_claims_and_reminds_of_old_untaken_cases(database_url):
+    from sqlalchemy import text
+
+    db = storage.create_engine(database_url)
+    try:
+        await storage.upgrade(db, "0001")
+        async with db.begin() as connection:
+            for number, (assigned, status) in enumerate((("Piet", "in_progress"), (None, "new"), (None, "closed"))):
+                await connection.execute(text(
+                    "INSERT INTO reporters (id, platform, platform_user_id, created_at) "
+                    "VALUES (:n, 'matrix', :u, :t)"), {"n": number + 1, "u": f"@u{number}:x", "t": T0})
+                await connection.execute(text(
+                    "INSERT INTO cases (reference, status, story, answers, occurred_at, urgent, anonymous, language,"
+                    " reporter_id, assigned_to, created_at, updated_at) VALUES (:r, :s, 'x', '{}', :t, false, false,"
+                    " 'nl', :n, :a, :t, :t)"), {"r": f"MB-AAA-AA{number + 2}", "s": status, "t": T0,
+                                                "n": number + 1, "a": assigned})
+        await storage.upgrade(db)
+        sessions = storage.create_sessionmaker(db)
+        async with sessions() as session:
+            claimed = await repo.get_case(session=session, reference="MB-AAA-AA2")
+            untaken = await repo.get_case(session=session, reference="MB-AAA-AA3")
+            assert claimed.assigned_to_id == "legacy:Piet" and claimed.followup == {}
+            assert untaken.assigned_to_id is None and untaken.claim_due_at == T0
+            timers = await repo.list_timers(session=session, case_id=untaken.id)
+            assert [(t.kind, t.due_at) for t in timers] == [("claim_reminder", T0)]
+            closed = await repo.get_case(session=session, reference="MB-AAA-AA4")
+            assert await repo.list_timers(session=session, case_id=closed.id) == []
+    finally:
+        await db.dispose()

@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('checked_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('token_digest', name=op.f('pk_web_sessions'))
@@ -82,6 +83,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('draft_expires_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_conversations_draft_expires_at'), ['draft_expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_conversations_draft_reminder_at'), ['draft_reminder_at'], unique=False)
+
+    # Cases from before follow-up existed: a case claimed by name stays taken (by that name), and an
+    # open case nobody took is overdue now and gets its reminder at once.
+    op.execute("UPDATE cases SET assigned_to_id = 'legacy:' || assigned_to WHERE assigned_to IS NOT NULL")
+    op.execute("UPDATE cases SET claim_due_at = created_at")
+    op.execute(
+        "INSERT INTO timers (key, kind, case_id, due_at, created_at) "
+        "SELECT 'claim_reminder:' || id, 'claim_reminder', id, created_at, created_at FROM cases "
+        "WHERE assigned_to IS NULL AND status <> 'closed'"
+    )
 
 
 
