@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import secrets
 import weakref
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 DATABASE_ERRORS = (SQLAlchemyError, OSError, ConnectionError, asyncio.TimeoutError)
 #: Longest wait for a platform to say whether someone is a coordinator (Teams asks its service).
 COORDINATOR_CHECK_TIMEOUT_S = 5.0
+#: Most turns that share one transaction.
+MAX_BATCH = 32
 #: Longest time one turn may wait for the database before the user hears "not saved".
 TURN_TIMEOUT_S = 10.0
 
@@ -84,6 +87,8 @@ class Engine:
         self._is_coordinator = is_coordinator
         self.login_link_minutes = login_link_minutes
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._queue: list[_Pending] = []
+        self._drainer: asyncio.Task | None = None
 
     def _lock(self, message: InboundMessage) -> asyncio.Lock:
         key = (message.platform, message.conversation, message.sender)
@@ -99,14 +104,11 @@ class Engine:
         if message.form is None and not message.attachments and is_login_command(message.text):
             return await self._login(message)
         try:
-            # Turns of one conversation run one after the other (a double click is two turns).
-            async with asyncio.timeout(TURN_TIMEOUT_S), self._lock(message):
-                replies, queued = await self._turn(message)
-        except IntegrityError as error:
-            if _is_duplicate_event(error):
-                # The event ID was handled before (or is being handled right now): answered once only.
-                log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
-                return []
+            # Turns of one conversation run one after the other (a double click is two turns), so
+            # a batch never holds two turns of the same conversation.
+            async with self._lock(message):
+                result = await self._batched(message)
+        except IntegrityError:
             log.error("turn not saved error=%s platform=%s event=%s cause=IntegrityError", error_reference,
                       message.platform, message.event_id)
             return list(dialogs.not_saved(language, error_reference))
@@ -118,80 +120,149 @@ class Engine:
             log.error("turn not saved error=%s platform=%s event=%s cause=%s", error_reference, message.platform,
                       message.event_id, type(error).__name__)
             return list(dialogs.not_saved(language, error_reference))
+        if result is None:
+            # The event ID was handled before (or by a concurrent transaction): answered once only.
+            log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
+            return []
+        replies, queued = result
         if queued and self.on_outbox:
             self.on_outbox()
         return replies
 
-    async def _turn(self, message: InboundMessage) -> tuple[list[Reply], bool]:
+    # -- group commit -------------------------------------------------------------------------------
+    #
+    # Turns that arrive while a transaction is running wait for the next one and then share it:
+    # one BEGIN/COMMIT, one INSERT of their event IDs, one SELECT of their conversations and one
+    # executemany UPDATE of their states. Alone, a turn still runs at once in its own transaction.
+    # Nobody hears "saved" before the shared commit; if a batch fails, its turns are retried one by
+    # one, so a turn that breaks only fails itself.
+
+    async def _batched(self, message: InboundMessage) -> tuple[list[Reply], bool] | None:
+        entry = _Pending(message, asyncio.get_running_loop().create_future())
+        self._queue.append(entry)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="turns")
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                return await asyncio.shield(entry.future)
+        except TimeoutError:
+            if not entry.started:
+                self._queue.remove(entry)  # never ran: nothing of it is saved
+                raise _TurnFailed(self.context.default_language) from None
+            return await entry.future  # running: its transaction ends (bounded by the same timeout)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+            for entry in batch:
+                entry.started = True
+            try:
+                async with asyncio.timeout(TURN_TIMEOUT_S):
+                    results = await self._turns([entry.message for entry in batch])
+            except Exception as error:  # noqa: BLE001 - handed to the waiting turns
+                if len(batch) == 1 or isinstance(error, TimeoutError):
+                    for entry in batch:
+                        _settle(entry.future, error=error)
+                    continue
+                for entry in batch:  # find the turn that broke the batch: each on its own
+                    try:
+                        async with asyncio.timeout(TURN_TIMEOUT_S):
+                            (result,) = await self._turns([entry.message])
+                    except Exception as single:  # noqa: BLE001
+                        _settle(entry.future, error=single)
+                    else:
+                        _settle(entry.future, result=result)
+                continue
+            for entry, result in zip(batch, results):
+                _settle(entry.future, result=result)
+
+    async def _turns(self, messages: list[InboundMessage]) -> list[tuple[list[Reply], bool] | None]:
+        """Run turns of different conversations in ONE transaction; None for a duplicate event."""
         now = self.clock()
         language = self.context.default_language
         try:
             async with transaction(self.sessions) as session:
-                # The unique event ID fails this flush for a redelivered event, before any work.
-                await repo.mark_event_handled(session=session, platform=message.platform,
-                                              event_id=message.event_id, now=now)
-                conversation = await repo.get_or_create_conversation(
-                    session=session, platform=message.platform, conversation_key=message.conversation,
-                    sender=message.sender, language=language, now=now,
-                )
-                state = State.from_dict(conversation.state, language)
-                language = state.language
-                files, too_large = _accepted_files(message.attachments)
-                user_input = UserInput(
-                    text=message.text, now=now,
-                    attachments=tuple(AttachmentInfo(f.filename, f.media_type, len(f.content)) for f in files),
-                    form=message.form,
-                )
-                turn = dialogs.step(state, user_input, self.context)
-                replies = [Reply(dialogs.translator(turn.state.language)("evidence.too_large", files=too_large))] \
-                    if too_large else []
-                replies += list(turn.replies)
-                new_state = turn.state
-                queued = False
-                draft_id = _draft_for_files(state_after=new_state, effects=turn.effects)
-                evidence_case = next((e.reference for e in turn.effects if isinstance(e, AddEvidence)), None)
-                if files and not evidence_case and draft_id:
-                    for f in files:
-                        await repo.add_attachment(session=session, filename=f.filename, media_type=f.media_type,
-                                                  content=f.content, now=now, conversation_id=conversation.id,
-                                                  draft_id=draft_id)
-                for effect in turn.effects:
-                    if isinstance(effect, SubmitReport):
-                        reference, deferred = await self._submit(session, message, conversation.id, effect,
-                                                                 new_state.language, now)
-                        new_state = dialogs.record_submission(new_state, reference, now, effect.form_id)
-                        replies += dialogs.submitted(new_state.language, reference, effect.draft, self.context,
-                                                     deferred=deferred)
-                        queued = True
-                    elif isinstance(effect, ListMyReports):
-                        cases = await repo.list_cases_for_reporter(session=session, platform=message.platform,
-                                                                   platform_user_id=message.sender)
-                        listing = [{"reference": c.reference, "status": c.status, "created_at": c.created_at,
-                                    "kinds": c.kind_codes} for c in cases]
-                        shown = list(dialogs.my_reports(new_state.language, listing))
-                        if new_state.step != "idle" and replies:
-                            replies[-1:-1] = shown  # before the question that is asked again
-                        else:
-                            replies += shown
-                    elif isinstance(effect, AddEvidence):
-                        queued |= await self._add_evidence(session, effect.reference, files, now)
-                    elif isinstance(effect, RelayToCoordinator):
-                        queued |= await self._relay_to_coordinator(session, message, effect, now)
-                    elif isinstance(effect, DiscardDraft):
-                        await repo.delete_draft_attachments(session=session, conversation_id=conversation.id,
-                                                            draft_id=effect.draft_id)
-                await repo.save_conversation_state(
-                    session=session, conversation=conversation, state=new_state.to_dict(),
-                    language=new_state.language, now=now, address=message.address or None,
-                    draft_timers=self._draft_timers(new_state, now),
-                )
-                log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
-                         state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
-            return replies, queued
+                new = await repo.mark_events_handled(
+                    session=session, events=[(m.platform, m.event_id) for m in messages], now=now)
+                fresh: dict[tuple[str, str], InboundMessage] = {}
+                for m in messages:
+                    if (m.platform, m.event_id) in new:
+                        fresh.setdefault((m.platform, m.event_id), m)
+                conversations = await repo.get_or_create_conversations(
+                    session=session, keys=[(m.platform, m.conversation, m.sender) for m in fresh.values()],
+                    language=language, now=now)
+                results: dict[int, tuple[list[Reply], bool]] = {}
+                rows = []
+                for m in fresh.values():
+                    conversation = conversations[(m.platform, m.conversation, m.sender)]
+                    replies, queued, row = await self._apply(session, m, conversation, now)
+                    results[id(m)] = (replies, queued)
+                    rows.append(row)
+                await repo.save_conversation_states(session=session, rows=rows,
+                                                    conversations={c.id: c for c in conversations.values()})
+            return [results.get(id(m)) for m in messages]
         except IntegrityError:
             raise
         except DATABASE_ERRORS as error:
             raise _TurnFailed(language) from error
+
+    async def _apply(self, session: AsyncSession, message: InboundMessage, conversation,
+                     now: dt.datetime) -> tuple[list[Reply], bool, dict]:
+        """One turn inside a batch: the dialogue step and its effects; returns the replies, whether
+        the outbox got work, and the conversation's new column values."""
+        state = State.from_dict(conversation.state, self.context.default_language)
+        files, too_large = _accepted_files(message.attachments)
+        user_input = UserInput(
+            text=message.text, now=now,
+            attachments=tuple(AttachmentInfo(f.filename, f.media_type, len(f.content)) for f in files),
+            form=message.form,
+        )
+        turn = dialogs.step(state, user_input, self.context)
+        replies = [Reply(dialogs.translator(turn.state.language)("evidence.too_large", files=too_large))] \
+            if too_large else []
+        replies += list(turn.replies)
+        new_state = turn.state
+        queued = False
+        draft_id = _draft_for_files(state_after=new_state, effects=turn.effects)
+        evidence_case = next((e.reference for e in turn.effects if isinstance(e, AddEvidence)), None)
+        if files and not evidence_case and draft_id:
+            for f in files:
+                await repo.add_attachment(session=session, filename=f.filename, media_type=f.media_type,
+                                          content=f.content, now=now, conversation_id=conversation.id,
+                                          draft_id=draft_id)
+        for effect in turn.effects:
+            if isinstance(effect, SubmitReport):
+                reference, deferred = await self._submit(session, message, conversation.id, effect,
+                                                         new_state.language, now)
+                new_state = dialogs.record_submission(new_state, reference, now, effect.form_id)
+                replies += dialogs.submitted(new_state.language, reference, effect.draft, self.context,
+                                             deferred=deferred)
+                queued = True
+            elif isinstance(effect, ListMyReports):
+                cases = await repo.list_cases_for_reporter(session=session, platform=message.platform,
+                                                           platform_user_id=message.sender)
+                listing = [{"reference": c.reference, "status": c.status, "created_at": c.created_at,
+                            "kinds": c.kind_codes} for c in cases]
+                shown = list(dialogs.my_reports(new_state.language, listing))
+                if new_state.step != "idle" and replies:
+                    replies[-1:-1] = shown  # before the question that is asked again
+                else:
+                    replies += shown
+            elif isinstance(effect, AddEvidence):
+                queued |= await self._add_evidence(session, effect.reference, files, now)
+            elif isinstance(effect, RelayToCoordinator):
+                queued |= await self._relay_to_coordinator(session, message, effect, now)
+            elif isinstance(effect, DiscardDraft):
+                await repo.delete_draft_attachments(session=session, conversation_id=conversation.id,
+                                                    draft_id=effect.draft_id)
+        reminder_at, expires_at = self._draft_timers(new_state, now)
+        row = {"id": conversation.id, "state": new_state.to_dict(), "language": new_state.language,
+               "updated_at": now, "address": message.address or conversation.address,
+               "draft_reminder_at": reminder_at, "draft_expires_at": expires_at}
+        log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
+                 state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
+        return replies, queued, row
 
     def _draft_timers(self, state: State, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
         """An unfinished report gets one reminder after a quiet while, and expires after some days."""
@@ -415,6 +486,24 @@ class Engine:
     def case_link(self, reference: str) -> str:
         """The protected case page of a case."""
         return self.casework.case_link(reference)
+
+
+@dataclass
+class _Pending:
+    """A turn waiting for (or in) a shared transaction."""
+
+    message: InboundMessage
+    future: asyncio.Future
+    started: bool = False
+
+
+def _settle(future: asyncio.Future, *, result=None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class _TurnFailed(Exception):

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import case as case_when, delete, func, insert, or_, select, update
+from sqlalchemy import case as case_when, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,6 +72,69 @@ async def mark_event_handled(*, session: AsyncSession, platform: str, event_id: 
     A plain INSERT rather than the ORM unit of work: this runs on every inbound message.
     """
     await session.execute(insert(HandledEvent).values(platform=platform, event_id=event_id, handled_at=now))
+
+
+def _insert(session: AsyncSession, model):
+    """An INSERT that knows ON CONFLICT DO NOTHING on both engines."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(model)
+
+
+async def mark_events_handled(*, session: AsyncSession, events: Iterable[tuple[str, str]], now: dt.datetime
+                              ) -> set[tuple[str, str]]:
+    """Record many events as handled in one statement; returns those that were new (the others
+    were handled before, or are being handled by another transaction that then committed)."""
+    rows = [{"platform": platform, "event_id": event_id, "handled_at": now} for platform, event_id in events]
+    if not rows:
+        return set()
+    statement = (_insert(session, HandledEvent).values(rows)
+                 .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                 .returning(HandledEvent.platform, HandledEvent.event_id))
+    return {(platform, event_id) for platform, event_id in (await session.execute(statement)).all()}
+
+
+async def get_or_create_conversations(
+    *, session: AsyncSession, keys: Iterable[tuple[str, str, str]], language: str, now: dt.datetime
+) -> dict[tuple[str, str, str], Conversation]:
+    """The conversation rows of many (platform, conversation key, sender), created on first contact,
+    locked (PostgreSQL) against turns of the same conversations in other processes."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    identity = tuple_(Conversation.platform, Conversation.conversation_key, Conversation.sender)
+
+    async def load(subset):
+        query = select(Conversation).where(identity.in_(subset)).with_for_update()
+        return {(c.platform, c.conversation_key, c.sender): c for c in await session.scalars(query)}
+
+    found = await load(wanted)
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        await session.execute(
+            _insert(session, Conversation).values([
+                {"platform": p, "conversation_key": k, "sender": s, "language": language, "state": {},
+                 "address": {}, "created_at": now, "updated_at": now} for p, k, s in missing])
+            .on_conflict_do_nothing(index_elements=["platform", "conversation_key", "sender"])
+        )
+        found.update(await load(missing))
+    return found
+
+
+async def save_conversation_states(*, session: AsyncSession, rows: list[dict[str, Any]],
+                                   conversations: dict[int, Conversation]) -> None:
+    """Store the states of many conversations in one executemany UPDATE (rows hold `id` and the
+    columns to set, the same columns in every row)."""
+    if not rows:
+        return
+    await session.execute(update(Conversation), rows)
+    for row in rows:
+        conversation = conversations[row["id"]]
+        for name, value in row.items():
+            if name != "id":
+                set_committed_value(conversation, name, value)
 
 
 async def prune_handled_events(*, session: AsyncSession, before: dt.datetime) -> int:
