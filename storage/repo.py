@@ -553,11 +553,11 @@ async def find_conversation(*, session: AsyncSession, platform: str, sender: str
 async def schedule_timer(*, session: AsyncSession, key: str, kind: str, case_id: int | None, due_at: dt.datetime,
                          now: dt.datetime) -> bool:
     """Schedule a timer once per key (a second call with the same key changes nothing)."""
-    if await session.scalar(select(Timer.id).where(Timer.key == key)) is not None:
-        return False
-    session.add(Timer(key=key, kind=kind, case_id=case_id, due_at=due_at, created_at=now))
-    await session.flush()
-    return True
+    result = await session.execute(
+        _insert(session, Timer).values(key=key, kind=kind, case_id=case_id, due_at=due_at, created_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    return result.rowcount == 1
 
 
 async def cancel_timers(*, session: AsyncSession, case_id: int, kind: str, now: dt.datetime) -> int:

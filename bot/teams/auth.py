@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 
 from botbuilder.integration.aiohttp import (
@@ -21,6 +22,11 @@ from botframework.connector.auth import (
 from ..config import TeamsSettings
 
 log = logging.getLogger(__name__)
+
+#: How long a validated bearer token is remembered at most (and never past its own expiry).
+VALIDATED_TTL_S = 300.0
+#: Most remembered tokens (the Bot Connector uses one at a time; forged tokens are never remembered).
+VALIDATED_MAX = 1024
 
 
 def activity_tenant(activity: Activity) -> str | None:
@@ -42,20 +48,48 @@ class StrictAuthentication(BotFrameworkAuthentication):
         self._enforce_tenant = enforce_tenant
         self._connectors: dict[tuple, object] = {}
         self._token_clients: dict[str, object] = {}
+        self._validated: dict[tuple, tuple[float, AuthenticateRequestResult]] = {}
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
-        try:
-            result = await self._inner.authenticate_request(activity, auth_header)
-        except PermissionError:
-            log.warning("teams: request refused: authentication failed")
-            raise
-        except Exception as error:  # the SDK raises plain exceptions (signature, expiry, key): still 401
-            log.warning("teams: request refused: invalid token (%s)", type(error).__name__)
-            raise PermissionError("invalid token") from error
+        key = (auth_header, activity.service_url, activity.channel_id)
+        now = time.time()
+        cached = self._validated.get(key)
+        if cached is not None and cached[0] > now:
+            result = cached[1]
+        else:
+            try:
+                result = await self._inner.authenticate_request(activity, auth_header)
+            except PermissionError:
+                log.warning("teams: request refused: authentication failed")
+                raise
+            except Exception as error:  # the SDK raises plain exceptions (signature, expiry, key): still 401
+                log.warning("teams: request refused: invalid token (%s)", type(error).__name__)
+                raise PermissionError("invalid token") from error
+            result.connector_factory = _ReusingConnectorFactory(
+                result.connector_factory, self._connectors, _app_id(result.claims_identity)) \
+                if result.connector_factory else None
+            self._remember(key, result, now)
         if self._enforce_tenant and activity_tenant(activity) != self._tenant_id:
             log.warning("teams: activity from another tenant refused")
             raise PermissionError("tenant not allowed")
         return result
+
+    def _remember(self, key: tuple, result: AuthenticateRequestResult, now: float) -> None:
+        """Keep a validated token's result until it expires (at most VALIDATED_TTL_S). The Bot
+        Connector sends the same token with every activity for about an hour: validating its
+        signature and claims again for each one changes nothing but costs milliseconds. A token is
+        only ever remembered after it passed the SDK's full validation, for the same service URL and
+        channel; the tenant is still checked per activity."""
+        claims = getattr(result.claims_identity, "claims", None) or {}
+        try:
+            expires = float(claims.get("exp"))
+        except (TypeError, ValueError):
+            return  # no expiry: never remembered
+        if len(self._validated) >= VALIDATED_MAX:
+            for stale in [k for k, (until, _) in self._validated.items() if until <= now] or \
+                    list(self._validated)[:VALIDATED_MAX // 2]:
+                self._validated.pop(stale, None)
+        self._validated[key] = (min(expires, now + VALIDATED_TTL_S), result)
 
     async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str):
         raise PermissionError("streaming is not supported")
