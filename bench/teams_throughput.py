@@ -115,7 +115,7 @@ async def serve_meldbot(port: int, metadata_url: str, folder: Path) -> None:
         asyncio.get_running_loop().add_signal_handler(15, stop.set)
         await stop.wait()
         profiler.stop()
-        Path(os.environ["MELDBOT_BENCH_PROFILE"]).write_text(profiler.output_text(unicode=False, color=False))
+        Path(os.environ["MELDBOT_BENCH_PROFILE"]).write_text(profiler.output_text(unicode=False, color=False, show_all=os.environ.get("MELDBOT_BENCH_PROFILE_ALL") == "1"))
         return
     await asyncio.Event().wait()
 

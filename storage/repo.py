@@ -75,12 +75,12 @@ async def mark_event_handled(*, session: AsyncSession, platform: str, event_id: 
 
 
 def _insert(session: AsyncSession, model):
-    """An INSERT that knows ON CONFLICT DO NOTHING on both engines."""
+    """A plain (Core) INSERT into a model's table that knows ON CONFLICT DO NOTHING on both engines."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(model)
+    return dialect_insert(model.__table__)
 
 
 async def mark_events_handled(*, session: AsyncSession, events: Iterable[tuple[str, str]], now: dt.datetime
@@ -92,7 +92,7 @@ async def mark_events_handled(*, session: AsyncSession, events: Iterable[tuple[s
         return set()
     statement = (_insert(session, HandledEvent).values(rows)
                  .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-                 .returning(HandledEvent.platform, HandledEvent.event_id))
+                 .returning(HandledEvent.__table__.c.platform, HandledEvent.__table__.c.event_id))
     return {(platform, event_id) for platform, event_id in (await session.execute(statement)).all()}
 
 
@@ -286,13 +286,13 @@ async def create_case(
 
 async def add_case_event(
     *, session: AsyncSession, case: Case, kind: str, actor: str, data: dict[str, Any], now: dt.datetime
-) -> CaseEvent:
-    """Append an event to a case's timeline."""
-    event = CaseEvent(case_id=case.id, kind=kind, actor=actor, data=data, created_at=now)
-    session.add(event)
+) -> None:
+    """Append an event to a case's timeline (one plain INSERT)."""
+    if case.id is None:
+        await session.flush()
+    await session.execute(insert(CaseEvent.__table__).values(case_id=case.id, kind=kind, actor=actor, data=data,
+                                                             created_at=now))
     case.updated_at = now
-    await session.flush()
-    return event
 
 
 async def get_case(*, session: AsyncSession, reference: str) -> Case | None:
@@ -400,18 +400,27 @@ async def list_attachments(*, session: AsyncSession, case_id: int) -> list[Attac
 # -- outbox ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class QueuedMessage:
+    """What `enqueue_message` tells about the row it added."""
+
+    id: int
+    idempotency_key: str
+
+
 async def enqueue_message(
     *, session: AsyncSession, kind: str, platform: str, destination: str | None, payload: dict[str, Any],
     now: dt.datetime, case_id: int | None = None,
-) -> OutboxMessage:
-    """Add a message to the outbox, in the caller's transaction."""
-    message = OutboxMessage(
-        kind=kind, platform=platform, destination=destination, payload=payload, case_id=case_id,
-        idempotency_key=uuid.uuid4().hex, attempts=0, next_attempt_at=now, created_at=now,
+) -> QueuedMessage:
+    """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work)."""
+    key = uuid.uuid4().hex
+    message_id = await session.scalar(
+        insert(OutboxMessage.__table__).values(
+            kind=kind, platform=platform, destination=destination, payload=payload, case_id=case_id,
+            idempotency_key=key, attempts=0, next_attempt_at=now, created_at=now,
+        ).returning(OutboxMessage.__table__.c.id)
     )
-    session.add(message)
-    await session.flush()
-    return message
+    return QueuedMessage(message_id, key)
 
 
 async def claim_due_messages(

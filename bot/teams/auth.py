@@ -138,6 +138,11 @@ class _ReusingConnectorFactory(ConnectorFactory):
         client = self._cache.get(key)
         if client is None:
             client = self._cache[key] = await self._inner.create(service_url, audience)
+            # msrest validates every outgoing activity against the schema before serialising it: our
+            # own activities, built by the SDK's factories, every time. That check is skipped.
+            serializer = getattr(client, "_serialize", None)
+            if serializer is not None:
+                serializer.client_side_validation = False
         return client
 
 
