@@ -274,7 +274,7 @@ class Engine:
     async def _submit(self, session: AsyncSession, message: InboundMessage, conversation_id: int,
                       effect: SubmitReport, language: str, now: dt.datetime) -> tuple[str, bool]:
         draft = effect.draft
-        reporter = await repo.get_or_create_reporter(
+        reporter = await repo.upsert_reporter(
             session=session, platform=message.platform, platform_user_id=message.sender,
             display_name=message.sender_name, conversation_id=conversation_id, now=now,
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field, fields
+import functools
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -110,12 +111,23 @@ class Draft:
     reminded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand rather than dataclasses.asdict (which deep-copies everything): this runs every turn.
+        data = {name: getattr(self, name) for name in _field_names(Draft)}
+        for name in ("kinds", "consequences"):
+            if data[name] is not None:
+                data[name] = list(data[name])
+        data["attachments"] = [dict(item) for item in self.attachments]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Draft":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@functools.cache
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass
@@ -139,8 +151,10 @@ class State:
     submitted_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _field_names(State)}
         data["draft"] = self.draft.to_dict() if self.draft else None
+        data["history"] = list(self.history)
+        data["submitted_forms"] = dict(self.submitted_forms)
         return data
 
     @classmethod

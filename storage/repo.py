@@ -216,6 +216,24 @@ async def assign_case(*, session: AsyncSession, case: Case, identity: str, name:
 # -- reporters and cases --------------------------------------------------------------------------
 
 
+async def upsert_reporter(
+    *, session: AsyncSession, platform: str, platform_user_id: str, display_name: str | None,
+    conversation_id: int | None, now: dt.datetime,
+) -> int:
+    """The ID of the reporter row for a platform identity, created or brought up to date (latest
+    name and conversation) in one statement."""
+    table = Reporter.__table__
+    statement = _insert(session, Reporter).values(
+        platform=platform, platform_user_id=platform_user_id, display_name=display_name,
+        conversation_id=conversation_id, created_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=["platform", "platform_user_id"],
+        set_={"display_name": func.coalesce(statement.excluded.display_name, table.c.display_name),
+              "conversation_id": func.coalesce(statement.excluded.conversation_id, table.c.conversation_id)},
+    ).returning(table.c.id)
+    return int(await session.scalar(statement))
+
+
 async def get_or_create_reporter(
     *, session: AsyncSession, platform: str, platform_user_id: str, display_name: str | None,
     conversation_id: int | None, now: dt.datetime,
@@ -258,7 +276,7 @@ class NewCase:
 
 
 async def create_case(
-    *, session: AsyncSession, new: NewCase, reporter: Reporter, conversation_id: int | None,
+    *, session: AsyncSession, new: NewCase, reporter: Reporter | int, conversation_id: int | None,
     now: dt.datetime, reference: str | None = None,
 ) -> Case:
     """Insert a case with a fresh unique reference and its first timeline event."""
@@ -268,7 +286,8 @@ async def create_case(
             status="new", story=new.story, answers=new.answers, occurred_at=new.occurred_at,
             place=new.place, urgent=new.urgent, contact_wanted=new.contact_wanted, aftercare=new.aftercare,
             police_came=new.police_came, police_report_wanted=new.police_report_wanted,
-            anonymous=new.anonymous, language=new.language, reporter_id=reporter.id,
+            anonymous=new.anonymous, language=new.language,
+            reporter_id=reporter if isinstance(reporter, int) else reporter.id,
             conversation_id=conversation_id, created_at=now, updated_at=now,
             kinds=[CaseKind(kind=kind, position=i) for i, kind in enumerate(new.kinds)],
         )
