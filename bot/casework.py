@@ -130,7 +130,8 @@ class CaseWork:
 
     async def schedule_new_case(self, session: AsyncSession, case: Case, now: dt.datetime) -> None:
         """The timers of a new case: the claim reminder and the aftercare check-in or re-offer."""
-        case.claim_due_at = self.claim_interval_end(now, case.urgent)
+        if case.claim_due_at is None:
+            case.claim_due_at = self.claim_interval_end(now, case.urgent)
         await repo.schedule_timer(session=session, key=f"claim_reminder:{case.id}", kind="claim_reminder",
                                   case_id=case.id, due_at=case.claim_due_at, now=now)
         if case.aftercare == "no":

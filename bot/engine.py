@@ -282,11 +282,12 @@ class Engine:
         occurred_at = dt.datetime.fromisoformat(draft.occurred_at) if draft.occurred_at else now
         answers = draft.to_dict()
         answers.pop("story", None)
+        urgent = is_urgent(kinds)
         new = repo.NewCase(
-            story=draft.story, kinds=kinds, occurred_at=occurred_at, place=draft.place, urgent=is_urgent(kinds),
+            story=draft.story, kinds=kinds, occurred_at=occurred_at, place=draft.place, urgent=urgent,
             contact_wanted=draft.contact, aftercare=draft.aftercare, police_came=draft.police_came,
             police_report_wanted=draft.police_report, language=language, answers=answers,
-            anonymous=draft.anonymous,
+            anonymous=draft.anonymous, claim_due_at=self.casework.claim_interval_end(now, urgent),
         )
         case = await repo.create_case(session=session, new=new, reporter=reporter,
                                       conversation_id=conversation_id, now=now)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import case as case_when, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, case as case_when, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -222,16 +222,25 @@ async def upsert_reporter(
 ) -> int:
     """The ID of the reporter row for a platform identity, created or brought up to date (latest
     name and conversation) in one statement."""
-    table = Reporter.__table__
-    statement = _insert(session, Reporter).values(
-        platform=platform, platform_user_id=platform_user_id, display_name=display_name,
-        conversation_id=conversation_id, created_at=now)
-    statement = statement.on_conflict_do_update(
-        index_elements=["platform", "platform_user_id"],
-        set_={"display_name": func.coalesce(statement.excluded.display_name, table.c.display_name),
-              "conversation_id": func.coalesce(statement.excluded.conversation_id, table.c.conversation_id)},
-    ).returning(table.c.id)
-    return int(await session.scalar(statement))
+    statement = _UPSERT_REPORTER.get(session.get_bind().dialect.name)
+    if statement is None:
+        # Built once per dialect: building an upsert (and its cache key) costs more than running it.
+        table = Reporter.__table__
+        statement = _insert(session, Reporter).values(
+            platform=bindparam("platform"), platform_user_id=bindparam("platform_user_id"),
+            display_name=bindparam("display_name"), conversation_id=bindparam("conversation_id"),
+            created_at=bindparam("created_at", type_=Reporter.__table__.c.created_at.type))
+        statement = _UPSERT_REPORTER[session.get_bind().dialect.name] = statement.on_conflict_do_update(
+            index_elements=["platform", "platform_user_id"],
+            set_={"display_name": func.coalesce(statement.excluded.display_name, table.c.display_name),
+                  "conversation_id": func.coalesce(statement.excluded.conversation_id, table.c.conversation_id)},
+        ).returning(table.c.id)
+    return int(await session.scalar(statement, {
+        "platform": platform, "platform_user_id": platform_user_id, "display_name": display_name,
+        "conversation_id": conversation_id, "created_at": now}))
+
+
+_UPSERT_REPORTER: dict[str, Any] = {}
 
 
 async def get_or_create_reporter(
@@ -273,6 +282,8 @@ class NewCase:
     language: str
     answers: dict[str, Any]
     anonymous: bool = False
+    #: When the case is overdue if nobody has taken it.
+    claim_due_at: dt.datetime | None = None
 
 
 async def create_case(
@@ -286,7 +297,7 @@ async def create_case(
             status="new", story=new.story, answers=new.answers, occurred_at=new.occurred_at,
             place=new.place, urgent=new.urgent, contact_wanted=new.contact_wanted, aftercare=new.aftercare,
             police_came=new.police_came, police_report_wanted=new.police_report_wanted,
-            anonymous=new.anonymous, language=new.language,
+            anonymous=new.anonymous, language=new.language, claim_due_at=new.claim_due_at,
             reporter_id=reporter if isinstance(reporter, int) else reporter.id,
             conversation_id=conversation_id, created_at=now, updated_at=now,
             kinds=[CaseKind(kind=kind, position=i) for i, kind in enumerate(new.kinds)],
@@ -311,7 +322,8 @@ async def add_case_event(
         await session.flush()
     await session.execute(insert(CaseEvent.__table__).values(case_id=case.id, kind=kind, actor=actor, data=data,
                                                              created_at=now))
-    case.updated_at = now
+    if case.updated_at != now:  # a new case already has it: no UPDATE for nothing
+        case.updated_at = now
 
 
 async def get_case(*, session: AsyncSession, reference: str) -> Case | None:
