@@ -320,8 +320,8 @@ async def add_case_event(
     """Append an event to a case's timeline (one plain INSERT)."""
     if case.id is None:
         await session.flush()
-    await session.execute(insert(CaseEvent.__table__).values(case_id=case.id, kind=kind, actor=actor, data=data,
-                                                             created_at=now))
+    await session.execute(_ADD_EVENT, {"case_id": case.id, "kind": kind, "actor": actor, "data": data,
+                                       "created_at": now})
     if case.updated_at != now:  # a new case already has it: no UPDATE for nothing
         case.updated_at = now
 
@@ -445,13 +445,22 @@ async def enqueue_message(
 ) -> QueuedMessage:
     """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work)."""
     key = uuid.uuid4().hex
-    message_id = await session.scalar(
-        insert(OutboxMessage.__table__).values(
-            kind=kind, platform=platform, destination=destination, payload=payload, case_id=case_id,
-            idempotency_key=key, attempts=0, next_attempt_at=now, created_at=now,
-        ).returning(OutboxMessage.__table__.c.id)
-    )
+    message_id = await session.scalar(_ENQUEUE, {
+        "kind": kind, "platform": platform, "destination": destination, "payload": payload, "case_id": case_id,
+        "idempotency_key": key, "attempts": 0, "next_attempt_at": now, "created_at": now})
     return QueuedMessage(message_id, key)
+
+
+def _prebuilt_insert(table, columns: Iterable[str]):
+    """An INSERT with a bind parameter per column, built once (building one per call costs more than
+    running it)."""
+    return insert(table).values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+
+
+_ENQUEUE = _prebuilt_insert(OutboxMessage.__table__, (
+    "kind", "platform", "destination", "payload", "case_id", "idempotency_key", "attempts", "next_attempt_at",
+    "created_at")).returning(OutboxMessage.__table__.c.id)
+_ADD_EVENT = _prebuilt_insert(CaseEvent.__table__, ("case_id", "kind", "actor", "data", "created_at"))
 
 
 async def claim_due_messages(
