@@ -152,30 +152,39 @@ class Engine:
             return await entry.future  # running: its transaction ends (bounded by the same timeout)
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
-            for entry in batch:
-                entry.started = True
-            try:
-                async with asyncio.timeout(TURN_TIMEOUT_S):
-                    results = await self._turns([entry.message for entry in batch])
-            except Exception as error:  # noqa: BLE001 - handed to the waiting turns
-                if len(batch) == 1 or isinstance(error, TimeoutError):
-                    for entry in batch:
-                        _settle(entry.future, error=error)
-                    continue
-                for entry in batch:  # find the turn that broke the batch: each on its own
-                    try:
-                        async with asyncio.timeout(TURN_TIMEOUT_S):
-                            (result,) = await self._turns([entry.message])
-                    except Exception as single:  # noqa: BLE001
-                        _settle(entry.future, error=single)
-                    else:
-                        _settle(entry.future, result=result)
-                continue
-            for entry, result in zip(batch, results):
-                _settle(entry.future, result=result)
+        batch: list[_Pending] = []
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                for entry in batch:
+                    entry.started = True
+                await self._run_batch(batch)
+        finally:
+            # Stopped (shutdown): nobody may wait for an answer that will not come.
+            for entry in batch + self._queue:
+                _settle(entry.future, error=_TurnFailed(self.context.default_language))
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                results = await self._turns([entry.message for entry in batch])
+        except Exception as error:  # noqa: BLE001 - handed to the waiting turns
+            if len(batch) == 1 or isinstance(error, TimeoutError):
+                for entry in batch:
+                    _settle(entry.future, error=error)
+                return
+            for entry in batch:  # find the turn that broke the batch: each on its own
+                try:
+                    async with asyncio.timeout(TURN_TIMEOUT_S):
+                        (result,) = await self._turns([entry.message])
+                except Exception as single:  # noqa: BLE001
+                    _settle(entry.future, error=single)
+                else:
+                    _settle(entry.future, result=result)
+            return
+        for entry, result in zip(batch, results):
+            _settle(entry.future, result=result)
 
     async def _turns(self, messages: list[InboundMessage]) -> list[tuple[list[Reply], bool] | None]:
         """Run turns of different conversations in ONE transaction; None for a duplicate event."""

@@ -400,3 +400,66 @@ async def test_two_coordinators_claiming_at_once_one_wins(sessions):
         case = await repo.get_case(session=session, reference=reference)
         claims = [e for e in await repo.list_case_events(session=session, case=case) if e.kind == "claimed"]
     assert len(claims) == 1 and case.assigned_to == claims[0].data["name"]
+
+
+# -- group commit -------------------------------------------------------------------------------------
+
+
+@pytest.mark.both_databases
+async def test_concurrent_turns_share_transactions_and_each_gets_its_own_answer(sessions, monkeypatch):
+    bot = Bot(sessions)
+    sizes: list[int] = []
+    original = repo.mark_events_handled
+
+    async def counting(**kwargs):
+        sizes.append(len(list(kwargs["events"])))
+        return await original(**{**kwargs, "events": [e for e in kwargs["events"]]})
+
+    monkeypatch.setattr(repo, "mark_events_handled", counting)
+    users = [f"user{n}" for n in range(20)]
+    openings = await asyncio.gather(*(bot.engine.handle(message(STORY, user=u)) for u in users))
+    assert all("Wat heb je nodig" in "\n".join(r.plain() for r in replies) for replies in openings)
+    assert sum(sizes) == 20 and len(sizes) < 20  # shared: not one transaction per turn
+    answers = await asyncio.gather(*(bot.engine.handle(message("1 2", user=u)) for u in users))
+    sent = await asyncio.gather(*(bot.engine.handle(message("verzenden", user=u)) for u in users))
+    assert all("Kijk even of dit klopt" in "\n".join(r.plain() for r in replies) for replies in answers)
+    references = {reference_of(replies) for replies in sent}
+    assert len(references) == 20
+    async with sessions() as session:
+        for user in users:
+            (case,) = await repo.list_cases_for_reporter(session=session, platform="console", platform_user_id=user)
+            assert case.reference in references
+
+
+@pytest.mark.both_databases
+async def test_a_turn_that_breaks_fails_alone_and_a_duplicate_in_a_batch_is_answered_once(sessions, monkeypatch):
+    import dialogs as dialogs_module
+
+    bot = Bot(sessions)
+    real_step = dialogs_module.step
+
+    def step(state, user_input, context):
+        if user_input.text == "breek":
+            raise RuntimeError("a bug in one turn")
+        return real_step(state, user_input, context)
+
+    monkeypatch.setattr(dialogs_module, "step", step)
+    twice = message(STORY, user="dora", event_id="same-event")
+    results = await asyncio.gather(
+        bot.engine.handle(message(STORY, user="anna")), bot.engine.handle(message("breek", user="bob")),
+        bot.engine.handle(message(STORY, user="carl")), bot.engine.handle(twice), bot.engine.handle(twice),
+        return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert results[0] and results[2] and not isinstance(results[0], Exception)
+    assert sorted(bool(r) for r in results[3:]) == [False, True]  # the duplicate: one answer
+    async with sessions() as session:
+        states = {c.sender: c.state.get("step") for c in await session.scalars(select(Conversation))}
+    assert states["anna"] == states["carl"] == states["dora"] == "wishes" and "bob" not in states
+
+
+def reference_of(replies) -> str:
+    import re
+
+    found = re.search(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}", "\n".join(r.plain() for r in replies))
+    assert found, replies
+    return found.group(0)
