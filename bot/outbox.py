@@ -71,6 +71,11 @@ class OutboxWorker:
         """
         delivered = 0
         for _ in range(self.batch):
+            async with self.sessions() as session:
+                # A read first: a worker woken with nothing due takes no write lock from the turns.
+                if not await repo.has_due_messages(session=session, now=self.clock(),
+                                                   platforms=list(self.adapters)):
+                    break
             async with transaction(self.sessions) as session:
                 claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
                                                         limit=1, platforms=list(self.adapters))

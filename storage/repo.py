@@ -495,18 +495,30 @@ async def claim_due_messages(
     if platforms is not None:
         query = query.where(OutboxMessage.platform.in_(list(platforms)))
     claimed = []
-    for message in list(await session.scalars(query)):
-        result = await session.execute(
+    for message_id in list(await session.scalars(query.with_only_columns(OutboxMessage.id))):
+        # The conditional UPDATE returns the leased row itself: no second SELECT.
+        leased = await session.scalar(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message.id, OutboxMessage.delivered_at.is_(None),
+            .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
                    or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))
             .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1)
-            .execution_options(synchronize_session=False)
+            .returning(OutboxMessage)
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
-        if result.rowcount == 1:
-            await session.refresh(message)
-            claimed.append(message)
+        if leased is not None:
+            claimed.append(leased)
     return claimed
+
+
+async def has_due_messages(*, session: AsyncSession, now: dt.datetime, platforms: Iterable[str] | None = None
+                           ) -> bool:
+    """Whether any undelivered message is due and not leased (a read: takes no write lock)."""
+    query = select(OutboxMessage.id).where(
+        OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,
+        or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now)).limit(1)
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    return await session.scalar(query) is not None
 
 
 async def mark_message_delivered(
@@ -560,14 +572,11 @@ async def get_case_thread(*, session: AsyncSession, case_id: int, platform: str,
 async def set_case_thread(
     *, session: AsyncSession, case_id: int, platform: str, destination: str, root_id: str, now: dt.datetime
 ) -> None:
-    """Remember the root of a case's thread (the posted notification)."""
-    existing = await get_case_thread(session=session, case_id=case_id, platform=platform, destination=destination)
-    if existing is None:
-        session.add(CaseThread(case_id=case_id, platform=platform, destination=destination, root_id=root_id,
-                               created_at=now))
-    else:
-        existing.root_id = root_id
-    await session.flush()
+    """Remember the root of a case's thread (the posted notification); one upsert."""
+    statement = _insert(session, CaseThread).values(case_id=case_id, platform=platform, destination=destination,
+                                                    root_id=root_id, created_at=now)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["case_id", "platform", "destination"], set_={"root_id": statement.excluded.root_id}))
 
 
 async def get_case_by_thread(*, session: AsyncSession, platform: str, destination: str, root_id: str) -> Case | None:

@@ -128,5 +128,10 @@ async def test_from_notification_to_closed_case_in_a_real_browser(web_world):
         # The case list shows it closed; logging out ends the session for good.
         await page.get_by_role("link", name="Meldingen").first.click()
         assert reference in await page.locator("table.cases").inner_text()
+        await check_accessibility(page)
+        await page.get_by_label("Status").select_option("closed")
+        await page.get_by_role("button", name="Filteren").click()
+        assert reference in await page.locator("table.cases").inner_text()
+        await page.screenshot(path=str(artifact_path("case-list.png")), full_page=True)
         await page.get_by_role("button", name="Uitloggen").click()
         assert (await page.goto(case_link)).status == 401

@@ -17,7 +17,7 @@ from dialogs.i18n import LANGUAGES, catalog_path
 ROOT = Path(__file__).resolve().parents[1]
 KEY = re.compile(r"^[a-z_]+\.(?!html$)[a-z_]*[a-z]$")  # not a prefix ("case.error_"), not a template
 #: Literal keys in templates: t("web.cases") or t('web.cases', ...).
-TEMPLATE_KEY = re.compile(r"""\bt\(\s*["']([a-z_]+\.[a-z_]*[a-z])["']""")
+TEMPLATE_KEY = re.compile(r"""\bt(?:\.plural)?\(\s*["']([a-z_]+\.[a-z_]*[a-z])["']""")
 ACTIONS = ("take", "status", "step", "note", "message")
 TIMELINE_KINDS = ("submitted", "claimed", "evidence_added", "reporter_message", "coordinator_message", "note",
                   "claim_reminder", "escalated", "aftercare_checkin", "aftercare_reoffer", "step", "status")
