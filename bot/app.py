@@ -19,6 +19,7 @@ from dialogs.i18n import LANGUAGES
 
 from .config import ConfigError, Settings
 from .engine import Engine, utc_now
+from .logs import silence_content_loggers
 from .caseweb import CasePages
 from .outbox import OutboxWorker
 from .platform import Adapter
@@ -105,6 +106,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     """Connect to the database (migrating it when configured) and wire everything together.
 
     `clock` is the one source of "now" for every part (tests move it by hand)."""
+    silence_content_loggers()  # whoever configured logging: SQL parameters (report content) stay out
     context = build_context(settings)
     db = storage.create_engine(settings.database.url)
     if settings.database.auto_migrate:

@@ -87,7 +87,9 @@ async def mark_events_handled(*, session: AsyncSession, events: Iterable[tuple[s
                               ) -> set[tuple[str, str]]:
     """Record many events as handled in one statement; returns those that were new (the others
     were handled before, or are being handled by another transaction that then committed)."""
-    rows = [{"platform": platform, "event_id": event_id, "handled_at": now} for platform, event_id in events]
+    # Sorted: two processes inserting overlapping IDs then wait in the same order (no deadlock).
+    rows = [{"platform": platform, "event_id": event_id, "handled_at": now}
+            for platform, event_id in sorted(set(events))]
     if not rows:
         return set()
     statement = (_insert(session, HandledEvent).values(rows)
@@ -107,11 +109,12 @@ async def get_or_create_conversations(
     identity = tuple_(Conversation.platform, Conversation.conversation_key, Conversation.sender)
 
     async def load(subset):
-        query = select(Conversation).where(identity.in_(subset)).with_for_update()
+        # Locked in ID order, in every process: batches of other processes wait, never deadlock.
+        query = select(Conversation).where(identity.in_(subset)).order_by(Conversation.id).with_for_update()
         return {(c.platform, c.conversation_key, c.sender): c for c in await session.scalars(query)}
 
     found = await load(wanted)
-    missing = [key for key in wanted if key not in found]
+    missing = sorted(key for key in wanted if key not in found)
     if missing:
         await session.execute(
             _insert(session, Conversation).values([

@@ -211,7 +211,10 @@ async def test_an_anonymous_reporter_is_never_shown_but_still_reachable(stack):
 
 
 @pytest.mark.both_databases
-async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_the_reporter(stack):
+async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_the_reporter(stack, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     reference = await stack.report()
     await stack.log_in()
     told = len(stack.chat.texts_to("anna"))
@@ -264,6 +267,9 @@ async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_th
         audit = list(await session.scalars(select(AuditEntry)))
     assert {"take", "message", "step", "note", "status", "view_case"} <= {a.action for a in audit}
     assert all("camerabeelden" not in str(a.detail) and "drie uur" not in str(a.detail) for a in audit)
+    # Nor do the logs: not the story, the note, the messages or the closing summary.
+    for secret in ("dreigde me te slaan", "camerabeelden", "drie uur", "dank je wel", "een brief gekregen"):
+        assert secret not in caplog.text, secret
 
 
 async def test_claim_in_the_thread_and_take_on_the_page_are_the_same_operation(stack):
