@@ -8,6 +8,7 @@ that commit does the reporter hear "saved".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -15,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import dialogs
@@ -138,45 +139,70 @@ class Engine:
     # one, so a turn that breaks only fails itself.
 
     async def _batched(self, message: InboundMessage) -> tuple[list[Reply], bool] | None:
-        entry = _Pending(message, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        entry = _Pending(message, loop.create_future(), deadline=loop.time() + TURN_TIMEOUT_S)
+        entry.future.add_done_callback(_retrieve)
         self._queue.append(entry)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="turns")
         try:
-            async with asyncio.timeout(TURN_TIMEOUT_S):
-                return await asyncio.shield(entry.future)
-        except TimeoutError:
+            # The drainer settles every entry by its deadline (dropped unstarted, or its batch timed out).
+            return await asyncio.shield(entry.future)
+        except asyncio.CancelledError:
             if not entry.started:
-                self._queue.remove(entry)  # never ran: nothing of it is saved
-                raise _TurnFailed(self.context.default_language) from None
-            return await entry.future  # running: its transaction ends (bounded by the same timeout)
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(entry)  # never ran: nothing of it is saved
+                _settle(entry.future, error=_TurnFailed(self.context.default_language))
+            else:
+                # Keep this conversation's lock until the turn has ended: the next turn of the same
+                # conversation must not share its batch (it would not see this turn's state).
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(entry.future)
+            raise
 
     async def _drain(self) -> None:
         batch: list[_Pending] = []
+        loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
-                for entry in batch:
+                batch = []
+                while self._queue and len(batch) < MAX_BATCH:
+                    entry = self._queue.pop(0)
+                    if entry.deadline <= loop.time():  # waited too long: answered "not saved", never run
+                        _settle(entry.future, error=_TurnFailed(self.context.default_language))
+                        continue
                     entry.started = True
-                await self._run_batch(batch)
+                    batch.append(entry)
+                if batch:
+                    await self._run_batch(batch)
         finally:
-            # Stopped (shutdown): nobody may wait for an answer that will not come.
-            for entry in batch + self._queue:
+            # Stopped (shutdown): nobody may wait for an answer that will not come, and nothing
+            # answered "not saved" may run later.
+            pending, self._queue = batch + self._queue, []
+            for entry in pending:
                 _settle(entry.future, error=_TurnFailed(self.context.default_language))
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        # Turns in one order in every process: locks on reporters and cases never cross (no deadlock).
+        batch.sort(key=lambda e: (e.message.platform, e.message.sender, e.message.conversation))
         try:
-            async with asyncio.timeout(TURN_TIMEOUT_S):
+            async with asyncio.timeout(max(0.1, max(e.deadline for e in batch) - loop.time())):
                 results = await self._turns([entry.message for entry in batch])
         except Exception as error:  # noqa: BLE001 - handed to the waiting turns
-            if len(batch) == 1 or isinstance(error, TimeoutError):
+            if len(batch) == 1 or not _turn_specific(error):
+                # The database is down, locked or too slow: retrying turn by turn would only make
+                # everyone wait longer for the same answer.
                 for entry in batch:
                     _settle(entry.future, error=error)
                 return
             for entry in batch:  # find the turn that broke the batch: each on its own
+                remaining = entry.deadline - loop.time()
+                if remaining <= 0:
+                    _settle(entry.future, error=_TurnFailed(self.context.default_language))
+                    continue
                 try:
-                    async with asyncio.timeout(TURN_TIMEOUT_S):
+                    async with asyncio.timeout(remaining):
                         (result,) = await self._turns([entry.message])
                 except Exception as single:  # noqa: BLE001
                     _settle(entry.future, error=single)
@@ -211,8 +237,8 @@ class Engine:
                 await repo.save_conversation_states(session=session, rows=rows,
                                                     conversations={c.id: c for c in conversations.values()})
             return [results.get(id(m)) for m in messages]
-        except IntegrityError:
-            raise
+        except (IntegrityError, DataError):
+            raise  # one turn's data: the batch is retried turn by turn
         except DATABASE_ERRORS as error:
             raise _TurnFailed(language) from error
 
@@ -351,15 +377,19 @@ class Engine:
         if not login and (command is None or not message.thread_root):
             return []  # coordinators talking among themselves
         language = self.context.default_language
-        now = self.clock()
         who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
+        # Asked of the platform before the transaction: it may take seconds, and the transaction
+        # holds the database's write lock.
+        allowed = True if not login or message.is_coordinator else \
+            await self.coordinator_allowed(message.platform, message.sender)
+        now = self.clock()
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
                 async with transaction(self.sessions) as session:
                     await repo.mark_event_handled(session=session, platform=message.platform,
                                                   event_id=message.event_id, now=now)
                     if login:
-                        answer = await self._login_from_room(session, message, who, now)
+                        answer = await self._login_from_room(session, message, who, allowed, now)
                     else:
                         answer = await self._thread_command(session, message, command, who, now)
         except IntegrityError as error:
@@ -459,13 +489,11 @@ class Engine:
         return [login_reply(self.context.default_language, link, self.login_link_minutes)]
 
     async def _login_from_room(self, session: AsyncSession, message: CoordinatorMessage, who: Coordinator,
-                               now: dt.datetime) -> Reply:
+                               allowed: bool | None, now: dt.datetime) -> Reply:
         """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room."""
         t = dialogs.translator(self.context.default_language)
-        if not message.is_coordinator:
-            allowed = await self.coordinator_allowed(message.platform, message.sender)
-            if not allowed:
-                return Reply(t("login.check_failed" if allowed is None else "login.not_coordinator"))
+        if not allowed:
+            return Reply(t("login.check_failed" if allowed is None else "login.not_coordinator"))
         conversation = await repo.find_conversation(session=session, platform=message.platform,
                                                     sender=message.sender)
         if conversation is None:
@@ -504,7 +532,22 @@ class _Pending:
 
     message: InboundMessage
     future: asyncio.Future
+    deadline: float
     started: bool = False
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    # A turn whose caller went away still ends; its error must not be reported as never retrieved.
+    if not future.cancelled():
+        future.exception()
+
+
+def _turn_specific(error: BaseException) -> bool:
+    """Whether one turn can have caused this error (a bug, a constraint), so that the others of its
+    batch should be tried without it; not for a database that is down, locked or slow."""
+    if isinstance(error, (IntegrityError, DataError)):
+        return True
+    return not isinstance(error, (*DATABASE_ERRORS, TimeoutError, _TurnFailed))
 
 
 def _settle(future: asyncio.Future, *, result=None, error: BaseException | None = None) -> None:

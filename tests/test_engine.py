@@ -463,3 +463,73 @@ def reference_of(replies) -> str:
     found = re.search(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}", "\n".join(r.plain() for r in replies))
     assert found, replies
     return found.group(0)
+
+
+async def _until(condition) -> None:
+    """Let other tasks run until `condition()` holds (cooperative: no wall-clock waiting)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+@pytest.mark.both_databases
+async def test_a_cancelled_turn_never_shares_a_batch_with_the_next_turn_of_its_conversation(sessions, monkeypatch):
+    bot = Bot(sessions)
+    await bot.report(STORY, "ok")  # the draft is ready to send
+    busy, gate = asyncio.Event(), asyncio.Event()
+    original = repo.mark_events_handled
+
+    async def held(**kwargs):
+        if any(event_id == "blocker" for _, event_id in kwargs["events"]):
+            busy.set()
+            await gate.wait()
+        return await original(**kwargs)
+
+    monkeypatch.setattr(repo, "mark_events_handled", held)
+    blocker = asyncio.create_task(bot.engine.handle(message(STORY, user="zed", event_id="blocker")))
+    await busy.wait()  # the shared transaction is busy with zed's turn
+    first = asyncio.create_task(bot.engine.handle(message("verzenden", event_id="click-1")))
+    await _until(lambda: any(e.message.event_id == "click-1" for e in bot.engine._queue))
+    first.cancel()  # a shutdown, or a caller's own timeout
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert not any(e.message.event_id == "click-1" for e in bot.engine._queue)
+    second = asyncio.create_task(bot.engine.handle(message("verzenden", event_id="click-2")))
+    await _until(lambda: any(e.message.event_id == "click-2" for e in bot.engine._queue))
+    gate.set()
+    await blocker
+    said = "\n".join(r.plain() for r in await second)
+    assert "opgeslagen onder nummer" in said
+    assert await count(sessions, Case) == 1
+
+
+async def test_a_locked_database_is_not_retried_turn_by_turn(tmp_path):
+    db = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}", sqlite_busy_timeout_ms=200)
+    await storage.upgrade(db)
+    sessions = storage.create_sessionmaker(db)
+    bot = Bot(sessions)
+    transactions = []
+    original = bot.engine._turns
+
+    async def counting(messages):
+        transactions.append(len(messages))
+        return await original(messages)
+
+    bot.engine._turns = counting
+    # Another process holds the write lock for the whole test.
+    import sqlite3
+
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        results = await asyncio.gather(*(bot.engine.handle(message(STORY, user=f"u{n}")) for n in range(12)))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert all("niet om dit op te slaan" in "\n".join(r.plain() for r in replies) for replies in results)
+    # A locked database is nobody's turn's fault: no retry one by one (each would wait out the lock again).
+    assert sum(transactions) == 12 and len(transactions) <= 2
+    assert await count(sessions, Conversation) == 0
+    await db.dispose()
