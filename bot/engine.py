@@ -27,7 +27,6 @@ from dialogs import (
     Context,
     DiscardDraft,
     ListMyReports,
-    Option,
     Reply,
     State,
     SubmitReport,

@@ -19,7 +19,6 @@ from dialogs import Reply
 
 _ids = itertools.count()
 LINK_RE = re.compile(r"https?://\S+/login/[A-Za-z0-9_\-]+")
-CASE_LINK_RE = re.compile(r"https?://\S+/cases/(MB-[A-Z0-9]{3}-[A-Z0-9]{3})")
 
 
 class Clock:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.casework import STEPS
-from stack import CASE_LINK_RE, LINK_RE, Stack
+from stack import LINK_RE, Stack
 from storage import repo
 from storage.models import AuditEntry, CaseEvent, LoginLink, OutboxMessage, WebSession
 
