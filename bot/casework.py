@@ -93,7 +93,8 @@ class CaseWork:
         self.coordinator_targets = coordinator_targets
         self.timezone = timezone
         self.settings = followup or FollowupSettings()
-        self.working_time = WorkingTime.parse(timezone, self.settings.working_hours, self.settings.working_days)
+        self.working_time = WorkingTime.parse(timezone, self.settings.working_hours, self.settings.working_days,
+                                              self.settings.holidays or None)
 
     def case_link(self, reference: str) -> str:
         """The protected case page of a case."""

@@ -120,6 +120,8 @@ class FollowupSettings(_Section):
     working_hours: str = Field("09:00-17:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
     #: ISO weekdays that are working days (1 = Monday).
     working_days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    #: The country whose public holidays are not working days (ISO code; "" for none).
+    holidays: str = "NL"
     #: Aftercare check-in after this many hours (guidance: within 72 hours) ...
     aftercare_checkin_hours: int = Field(72, ge=1)
     #: ... and, when aftercare was declined, offered again after this many days.
@@ -142,6 +144,16 @@ class FollowupSettings(_Section):
         if not ("00:00" <= start < end <= "24:00") or int(start[3:]) > 59 or int(end[3:]) > 59:
             raise ValueError("must be HH:MM-HH:MM with the start before the end, e.g. 09:00-17:00")
         return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        import holidays as holiday_calendars
+
+        if value and value.upper() not in holiday_calendars.list_supported_countries():
+            raise ValueError(f"{value!r} is not a country code the holidays package knows (e.g. NL, BE), "
+                             "or \"\" for none")
+        return value.upper()
 
     @field_validator("coordinators")
     @classmethod

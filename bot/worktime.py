@@ -1,13 +1,16 @@
 """Working time: "4 working hours" and "2 working days" in the organisation's time zone.
 
-Public holidays are not known here; a deadline that falls on one is simply a working day.
+Public holidays (the `holidays` package, by country) are not working days.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Container
 from zoneinfo import ZoneInfo
+
+import holidays
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,13 @@ class WorkingTime:
     start: dt.timedelta  # from local midnight
     end: dt.timedelta  # from local midnight; 24:00 is the next midnight
     days: frozenset[int]
+    #: Days off besides the weekly ones (anything supporting `date in closed`).
+    closed: Container[dt.date] = field(default=frozenset(), compare=False)
 
     @classmethod
-    def parse(cls, timezone: str | dt.tzinfo, hours: str, days: list[int]) -> "WorkingTime":
-        """From config values: `"09:00-17:00"` and ISO weekdays."""
+    def parse(cls, timezone: str | dt.tzinfo, hours: str, days: list[int],
+              holidays_country: str | None = None) -> "WorkingTime":
+        """From config values: `"09:00-17:00"`, ISO weekdays and a country whose public holidays are off."""
         start_text, end_text = hours.split("-")
         tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
 
@@ -32,7 +38,11 @@ class WorkingTime:
             h, m = (int(part) for part in text.split(":"))
             return dt.timedelta(hours=h, minutes=m)
 
-        return cls(tz, offset(start_text), offset(end_text), frozenset(days))
+        closed = holidays.country_holidays(holidays_country) if holidays_country else frozenset()
+        return cls(tz, offset(start_text), offset(end_text), frozenset(days), closed)
+
+    def is_working_day(self, day: dt.date) -> bool:
+        return day.isoweekday() in self.days and day not in self.closed
 
     def _local(self, day: dt.date, offset: dt.timedelta) -> dt.datetime:
         """The UTC instant of a local wall-clock time on `day` (24:00 is the next day's midnight)."""
@@ -41,7 +51,7 @@ class WorkingTime:
         return wall.replace(tzinfo=self.timezone).astimezone(dt.timezone.utc)
 
     def _window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
-        if day.isoweekday() not in self.days:
+        if not self.is_working_day(day):
             return None
         return self._local(day, self.start), self._local(day, self.end)
 
@@ -67,7 +77,7 @@ class WorkingTime:
         counted = 0
         for _ in range(3660):
             day += dt.timedelta(days=1)
-            if day.isoweekday() in self.days:
+            if self.is_working_day(day):
                 counted += 1
                 if counted == days:
                     return self._local(day, self.end)

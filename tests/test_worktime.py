@@ -403,3 +403,31 @@ def test_property_add_days_ends_a_working_day_exactly_that_many_days_later(wt, s
     counted = sum(1 for n in range(1, (window_day.date() - first).days + 1)
                   if (first + dt.timedelta(days=n)).isoweekday() in wt.days)
     assert counted == days
+
+
+# -- public holidays ---------------------------------------------------------------------------------
+
+
+DUTCH = WorkingTime.parse("Europe/Amsterdam", "09:00-17:00", [1, 2, 3, 4, 5], "NL")
+
+
+def test_kings_day_is_not_a_working_day():
+    # Monday 26 April 2027 16:00 + 4 h: one hour on Monday, Tuesday 27 April is King's Day, so Wednesday 12:00.
+    assert DUTCH.add_hours(ams(2027, 4, 26, 16), 4) == ams(2027, 4, 28, 12)
+    assert OFFICE.add_hours(ams(2027, 4, 26, 16), 4) == ams(2027, 4, 27, 12)  # without holidays
+
+
+def test_christmas_moves_the_police_report_deadline():
+    # Reported Thursday 24 December 2026: Friday is Christmas, the weekend follows: Mon 28 and Tue 29.
+    assert DUTCH.add_days(ams(2026, 12, 24, 10), 2) == ams(2026, 12, 29, 17)
+    assert OFFICE.add_days(ams(2026, 12, 24, 10), 2) == ams(2026, 12, 28, 17)
+
+
+def test_an_unknown_holiday_country_is_a_config_error():
+    from pydantic import ValidationError
+
+    from bot.config import FollowupSettings
+
+    assert FollowupSettings(holidays="be").holidays == "BE" and FollowupSettings(holidays="").holidays == ""
+    with pytest.raises(ValidationError, match="country code"):
+        FollowupSettings(holidays="XX")
