@@ -54,6 +54,11 @@ class TimerWorker:
 
     async def run_due(self, limit: int = 100) -> int:
         """Fire everything due now; returns how many timers fired (including ones with nothing to do)."""
+        async with self.sessions() as session:
+            # A read first: with nothing due, no write transaction (and no write lock) is taken.
+            due = await repo.next_timer_due(session=session)
+        if due is None or due > self.clock():
+            return 0
         fired = 0
         for _ in range(limit):
             now = self.clock()
