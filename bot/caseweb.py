@@ -26,7 +26,7 @@ from dialogs.i18n import LANGUAGES
 from storage import repo, transaction
 from storage.models import Case
 
-from .casework import DATED_STEPS, STATUSES, STEPS, CaseError, CaseWork, Coordinator, login_digest
+from .casework import STATUSES, STEPS, CaseError, CaseWork, Coordinator, login_digest
 from .config import WebSettings
 from .engine import utc_now
 
@@ -347,7 +347,7 @@ class CasePages:
             "case.html", viewer.language, status=status, viewer=viewer, case=case, reporter=reporter, events=events,
             attachments=attachments, audit=audit, overdue=self.casework.overdue(case, now),
             police_due=self.casework.police_report_due(case) if case.police_report_wanted else None,
-            statuses=STATUSES, steps=STEPS, dated_steps=DATED_STEPS, notice=notice if notice in _NOTICES else None,
+            statuses=STATUSES, steps=STEPS, notice=notice if notice in _NOTICES else None,
             error=error, today=now.astimezone(self.timezone).date().isoformat(), answers=case.answers or {},
             inline_types=INLINE_TYPES,
         )

@@ -33,8 +33,6 @@ STATUSES = ("new", "in_progress", "closed")
 #: Follow-up steps a coordinator records, in the order they usually happen.
 STEPS = ("contact_made", "aftercare_offered", "aftercare_accepted", "aftercare_declined", "police_report_filed",
          "police_notified", "damage_recovery", "aggressor_response")
-#: Steps that carry the date they happened on (a police report's date matters).
-DATED_STEPS = frozenset({"police_report_filed", "police_notified", "contact_made", "aggressor_response"})
 MAX_NOTE_CHARS = 4000
 #: A police report should be filed within this many working days.
 POLICE_REPORT_WORKING_DAYS = 2

@@ -308,7 +308,7 @@ class Engine:
     async def _submit(self, session: AsyncSession, message: InboundMessage, conversation_id: int,
                       effect: SubmitReport, language: str, now: dt.datetime) -> tuple[str, bool]:
         draft = effect.draft
-        reporter = await repo.upsert_reporter(
+        reporter_id = await repo.upsert_reporter(
             session=session, platform=message.platform, platform_user_id=message.sender,
             display_name=message.sender_name, conversation_id=conversation_id, now=now,
         )
@@ -323,7 +323,7 @@ class Engine:
             police_report_wanted=draft.police_report, language=language, answers=answers,
             anonymous=draft.anonymous, claim_due_at=self.casework.claim_interval_end(now, urgent),
         )
-        case = await repo.create_case(session=session, new=new, reporter=reporter,
+        case = await repo.create_case(session=session, new=new, reporter_id=reporter_id,
                                       conversation_id=conversation_id, now=now)
         await self.casework.schedule_new_case(session, case, now)
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,

@@ -149,31 +149,6 @@ async def prune_handled_events(*, session: AsyncSession, before: dt.datetime) ->
 # -- conversations --------------------------------------------------------------------------------
 
 
-async def get_or_create_conversation(
-    *, session: AsyncSession, platform: str, conversation_key: str, sender: str, language: str, now: dt.datetime
-) -> Conversation:
-    """The conversation row for this chat and sender, created on first contact."""
-    query = select(Conversation).where(
-        Conversation.platform == platform,
-        Conversation.conversation_key == conversation_key,
-        Conversation.sender == sender,
-    ).with_for_update()  # PostgreSQL: turns of one conversation in several processes wait for each other
-    conversation = await session.scalar(query)
-    if conversation is not None:
-        return conversation
-    conversation = Conversation(
-        platform=platform, conversation_key=conversation_key, sender=sender, language=language,
-        state={}, address={}, created_at=now, updated_at=now,
-    )
-    try:
-        async with session.begin_nested():
-            session.add(conversation)
-    except IntegrityError:  # created by a concurrent turn of the same person
-        conversation = await session.scalar(query)
-        assert conversation is not None
-    return conversation
-
-
 async def save_conversation_state(
     *, session: AsyncSession, conversation: Conversation, state: dict[str, Any], language: str,
     now: dt.datetime, address: dict[str, Any] | None = None,
@@ -246,29 +221,6 @@ async def upsert_reporter(
 _UPSERT_REPORTER: dict[str, Any] = {}
 
 
-async def get_or_create_reporter(
-    *, session: AsyncSession, platform: str, platform_user_id: str, display_name: str | None,
-    conversation_id: int | None, now: dt.datetime,
-) -> Reporter:
-    """The reporter row for a platform identity; keeps the latest name and conversation."""
-    query = select(Reporter).where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id)
-    reporter = await session.scalar(query)
-    if reporter is None:
-        reporter = Reporter(platform=platform, platform_user_id=platform_user_id, display_name=display_name,
-                            conversation_id=conversation_id, created_at=now)
-        try:
-            async with session.begin_nested():
-                session.add(reporter)
-        except IntegrityError:
-            reporter = await session.scalar(query)
-            assert reporter is not None
-    else:
-        reporter.display_name = display_name or reporter.display_name
-        reporter.conversation_id = conversation_id or reporter.conversation_id
-    await session.flush()
-    return reporter
-
-
 @dataclass(frozen=True)
 class NewCase:
     """What a submitted report holds, as the engine hands it to `create_case`."""
@@ -290,7 +242,7 @@ class NewCase:
 
 
 async def create_case(
-    *, session: AsyncSession, new: NewCase, reporter: Reporter | int, conversation_id: int | None,
+    *, session: AsyncSession, new: NewCase, reporter_id: int, conversation_id: int | None,
     now: dt.datetime, reference: str | None = None,
 ) -> Case:
     """Insert a case with a fresh unique reference and its first timeline event."""
@@ -301,7 +253,7 @@ async def create_case(
             place=new.place, urgent=new.urgent, contact_wanted=new.contact_wanted, aftercare=new.aftercare,
             police_came=new.police_came, police_report_wanted=new.police_report_wanted,
             anonymous=new.anonymous, language=new.language, claim_due_at=new.claim_due_at,
-            reporter_id=reporter if isinstance(reporter, int) else reporter.id,
+            reporter_id=reporter_id,
             conversation_id=conversation_id, created_at=now, updated_at=now,
             kinds=[CaseKind(kind=kind, position=i) for i, kind in enumerate(new.kinds)],
         )

@@ -29,12 +29,11 @@ def new_case(**overrides) -> repo.NewCase:
 
 
 async def make_case(session, *, user="@anna:example.org", now=T0, **overrides) -> Case:
-    conversation = await repo.get_or_create_conversation(session=session, platform="matrix",
-                                                         conversation_key=f"!room-{user}", sender=user,
-                                                         language="nl", now=now)
-    reporter = await repo.get_or_create_reporter(session=session, platform="matrix", platform_user_id=user,
-                                                 display_name="Anna", conversation_id=conversation.id, now=now)
-    return await repo.create_case(session=session, new=new_case(**overrides), reporter=reporter,
+    key = ("matrix", f"!room-{user}", user)
+    conversation = (await repo.get_or_create_conversations(session=session, keys=[key], language="nl", now=now))[key]
+    reporter_id = await repo.upsert_reporter(session=session, platform="matrix", platform_user_id=user,
+                                             display_name="Anna", conversation_id=conversation.id, now=now)
+    return await repo.create_case(session=session, new=new_case(**overrides), reporter_id=reporter_id,
                                   conversation_id=conversation.id, now=now)
 
 
@@ -73,12 +72,13 @@ async def test_reference_format_and_collision_retry(sessions):
         first = await make_case(session)
         assert len(first.reference) == 10 and first.reference.startswith("MB-")
         assert not set(first.reference[3:].replace("-", "")) & set("01ILOU")
-        reporter = await repo.get_or_create_reporter(session=session, platform="matrix",
-                                                     platform_user_id="@anna:example.org", display_name=None,
-                                                     conversation_id=None, now=T0)
+        reporter_id = await repo.upsert_reporter(session=session, platform="matrix",
+                                                 platform_user_id="@anna:example.org", display_name=None,
+                                                 conversation_id=None, now=T0)
+        assert reporter_id == first.reporter_id  # the same person: the same row, name kept
         # Asking for a reference that exists makes create_case pick another one instead of failing.
-        second = await repo.create_case(session=session, new=new_case(), reporter=reporter, conversation_id=None,
-                                        now=T0, reference=first.reference)
+        second = await repo.create_case(session=session, new=new_case(), reporter_id=reporter_id,
+                                        conversation_id=None, now=T0, reference=first.reference)
         assert second.reference != first.reference
     async with sessions() as session:
         assert len(await repo.list_cases(session=session)) == 2
@@ -114,13 +114,13 @@ async def test_handled_event_ids_are_unique(sessions):
 
 async def test_conversation_state_and_concurrent_creation(sessions):
     async with sessions() as session, session.begin():
-        first = await repo.get_or_create_conversation(session=session, platform="console", conversation_key="k",
-                                                      sender="s", language="nl", now=T0)
+        (first,) = (await repo.get_or_create_conversations(session=session, keys=[("console", "k", "s")],
+                                                           language="nl", now=T0)).values()
         await repo.save_conversation_state(session=session, conversation=first, state={"step": "wishes"},
                                            language="en", now=T0, address={"user": "s"})
     async with sessions() as session, session.begin():
-        again = await repo.get_or_create_conversation(session=session, platform="console", conversation_key="k",
-                                                      sender="s", language="nl", now=T0)
+        (again,) = (await repo.get_or_create_conversations(session=session, keys=[("console", "k", "s")],
+                                                           language="nl", now=T0)).values()
         assert again.id == first.id and again.state == {"step": "wishes"} and again.language == "en"
         assert again.address == {"user": "s"}
 
