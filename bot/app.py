@@ -130,10 +130,14 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
         check = getattr(adapters.get(platform), "is_coordinator", None)
         return bool(check and await check(user))
 
+    async def open_direct_chat(platform: str, address: dict) -> dict:
+        return await adapters[platform].open_direct_chat(address)
+
     engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
                     coordinator_targets=coordinator_targets, on_outbox=worker.wake,
                     delivery_healthy=lambda: worker.healthy, followup=settings.followup,
-                    is_coordinator=is_coordinator, login_link_minutes=settings.web.login_link_minutes,
+                    is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
+                    limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
                     clock=clock)
     timers = TimerWorker(sessions=sessions, casework=engine.casework, language=settings.organisation.language,
                          on_outbox=worker.wake, clock=clock)

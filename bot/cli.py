@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from storage import repo
 from .app import build
 from .config import ConfigError, Settings, load_settings
 from .console import ConsoleAdapter
-from .engine import DATABASE_ERRORS
+from .engine import CLAIM_CODE_VALIDITY, DATABASE_ERRORS, claim_digest, new_claim_code, utc_now
 from .logs import configure_logging
 from .platform import Adapter
 
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", help="who you are in this chat (default from [console] user)")
     package = with_config(sub.add_parser("teams-package", help="build the Teams app package (zip)"))
     package.add_argument("--output", default=".", help="zip file or folder (default: this folder)")
+    teams = sub.add_parser("teams", help="Microsoft Teams").add_subparsers(dest="teams_command", required=True)
+    with_config(teams.add_parser("claim-code", help="a single-use code (30 minutes) that makes a channel the "
+                                                    "coordinator channel: @Meldbot coordinatiekanaal <code>"))
     cases = sub.add_parser("cases", help="cases").add_subparsers(dest="cases_command", required=True)
     listing = with_config(cases.add_parser("list", help="list cases: reference, status, kinds, created-at"))
     listing.add_argument("--json", action="store_true", help="one JSON array")
@@ -76,13 +80,15 @@ def platform_adapters(settings: Settings) -> dict[str, Adapter]:
 
         adapters["matrix"] = MatrixAdapter(settings=settings.matrix,
                                            store_dir=settings.resolve(settings.matrix.store_dir, ""),
-                                           language=settings.organisation.language)
+                                           language=settings.organisation.language,
+                                           files_per_message=settings.limits.files_per_message)
     if settings.teams is not None:
         from .teams.adapter import TeamsAdapter
 
         adapters["teams"] = TeamsAdapter(settings=settings.teams,
                                          store_dir=settings.resolve(settings.teams.store_dir, ""),
-                                         language=settings.organisation.language)
+                                         language=settings.organisation.language,
+                                         files_per_message=settings.limits.files_per_message)
     return adapters
 
 
@@ -115,10 +121,12 @@ async def _run(settings: Settings) -> int:
 async def _cases_list(settings: Settings, as_json: bool, status: str | None) -> int:
     db = storage.create_engine(settings.database.url)
     try:
-        async with storage.create_sessionmaker(db)() as session:
+        async with storage.transaction(storage.create_sessionmaker(db)) as session:
             cases = await repo.list_cases(session=session, status=status)
             rows = [{"reference": c.reference, "status": c.status, "kinds": c.kind_codes,
                      "created_at": c.created_at.isoformat()} for c in cases]
+            await repo.add_audit(session=session, actor=_cli_actor(), action="cli_list", now=utc_now(),
+                                 detail={"results": len(rows), "status": status or ""})
     finally:
         await db.dispose()
     if as_json:
@@ -126,6 +134,41 @@ async def _cases_list(settings: Settings, as_json: bool, status: str | None) -> 
     else:
         for row in rows:
             print(f"{row['reference']}  {row['status']:<11}  {row['created_at'][:16]}  {','.join(row['kinds'])}")
+    return 0
+
+
+def _cli_actor() -> str:
+    """Who ran a CLI command, for the audit log: the operating-system account."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+async def _teams_claim_code(settings: Settings) -> int:
+    """Print a single-use code that binds the Teams coordinator channel (alone on the last line)."""
+    if settings.teams is None:
+        raise ConfigError("[teams] is not configured: add the [teams] section (see deploy/meldbot.example.toml)")
+    if settings.teams.coordinator_channel:
+        raise ConfigError("[teams] coordinator_channel is set: that channel is the coordinator channel and "
+                          "cannot be moved from chat. Remove the key to claim a channel with a code instead.")
+    db = storage.create_engine(settings.database.url)
+    code = new_claim_code()
+    now = utc_now()
+    try:
+        if settings.database.auto_migrate:
+            await storage.upgrade(db)
+        async with storage.transaction(storage.create_sessionmaker(db)) as session:
+            await repo.add_claim_code(session=session, platform="teams", digest=claim_digest(code), now=now,
+                                      expires_at=now + CLAIM_CODE_VALIDITY)
+            await repo.add_audit(session=session, actor=_cli_actor(), action="claim_code_issued", now=now)
+    finally:
+        await db.dispose()
+    minutes = int(CLAIM_CODE_VALIDITY.total_seconds() // 60)
+    print(f"In the Teams channel that is to become the coordinator channel, write (within {minutes} minutes):\n"
+          f"  @Meldbot coordinatiekanaal {code}\n"
+          "The code works once. Claiming another channel later needs a new code.\n"
+          f"{code}")
     return 0
 
 
@@ -161,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cases_list(settings, args.json, args.status))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
+        if args.command == "teams":
+            return asyncio.run(_teams_claim_code(settings))
         if args.command == "teams-package":
             from .teams.package import build_package
 

@@ -175,6 +175,22 @@ class FollowupSettings(_Section):
         return value
 
 
+class LimitsSettings(_Section):
+    """`[limits]`: what one person may send, so that nobody can exhaust the bot (or its disk)."""
+
+    #: Files (photos, documents) one report may hold.
+    files_per_report: int = Field(20, ge=1, le=1000)
+    #: Files one person may send per day (their organisation's day), and their total size in MB.
+    files_per_day: int = Field(50, ge=1, le=10_000)
+    megabytes_per_day: int = Field(200, ge=1, le=100_000)
+    #: Files taken from one message; more are refused by name.
+    files_per_message: int = Field(10, ge=1, le=100)
+    #: Messages per minute from one person; beyond it one "slow down" answer, then silence.
+    messages_per_minute: int = Field(20, ge=1, le=1000)
+    #: Reports one person may send per day; beyond it the report is kept, not sent.
+    reports_per_day: int = Field(10, ge=1, le=1000)
+
+
 class MatrixSettings(_Section):
     """`[matrix]`: the bot's account on a Matrix homeserver."""
 
@@ -250,6 +266,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     followup: FollowupSettings = FollowupSettings()
+    limits: LimitsSettings = LimitsSettings()
     console: ConsoleSettings = ConsoleSettings()
     matrix: MatrixSettings | None = None
     teams: TeamsSettings | None = None

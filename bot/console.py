@@ -50,6 +50,15 @@ class ConsoleAdapter:
     def coordinator_destination(self) -> str | None:
         return "coordinator"
 
+    async def is_coordinator(self, user_id: str) -> bool:
+        return False  # the terminal has no coordinator room: coordinators are listed in [followup]
+
+    async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
+        raise DeliveryError("the console has only one chat", permanent=True)
+
+    def routes(self) -> list:
+        return []
+
     def _write(self, text: str) -> None:
         self.stdout.write(text + "\n")
         self.stdout.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import secrets
 import weakref
@@ -37,7 +38,7 @@ from dialogs.coordinator import is_login_command, parse_coordinator_command, thr
 from storage import repo, transaction
 
 from .casework import CaseError, CaseWork, Coordinator, payload_of
-from .config import FollowupSettings
+from .config import FollowupSettings, LimitsSettings
 from .notifications import case_flags, case_notification_payload
 from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
 
@@ -73,6 +74,8 @@ class Engine:
         delivery_healthy: Callable[[], bool] = lambda: True,
         followup: FollowupSettings | None = None,
         is_coordinator: Callable[[str, str], Awaitable[bool]] | None = None,
+        open_direct_chat: Callable[[str, dict], Awaitable[dict]] | None = None,
+        limits: LimitsSettings | None = None,
         login_link_minutes: int = 10,
     ):
         self.sessions = sessions
@@ -85,6 +88,8 @@ class Engine:
         self.casework = CaseWork(public_url=public_url, coordinator_targets=coordinator_targets,
                                  timezone=context.timezone, followup=self.followup)
         self._is_coordinator = is_coordinator
+        self._open_direct_chat = open_direct_chat
+        self.limits = limits or LimitsSettings()
         self.login_link_minutes = login_link_minutes
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._queue: list[_Pending] = []
@@ -381,6 +386,7 @@ class Engine:
         # holds the database's write lock.
         allowed = True if not login or message.is_coordinator else \
             await self.coordinator_allowed(message.platform, message.sender)
+        address = await self._direct_chat_for(message) if login and allowed else None
         now = self.clock()
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
@@ -388,7 +394,7 @@ class Engine:
                     await repo.mark_event_handled(session=session, platform=message.platform,
                                                   event_id=message.event_id, now=now)
                     if login:
-                        answer = await self._login_from_room(session, message, who, allowed, now)
+                        answer = await self._login_from_room(session, message, who, allowed, now, address)
                     else:
                         answer = await self._thread_command(session, message, command, who, now)
         except IntegrityError as error:
@@ -488,25 +494,61 @@ class Engine:
         return [login_reply(self.context.default_language, link, self.login_link_minutes)]
 
     async def _login_from_room(self, session: AsyncSession, message: CoordinatorMessage, who: Coordinator,
-                               allowed: bool | None, now: dt.datetime) -> Reply:
-        """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room."""
+                               allowed: bool | None, now: dt.datetime, address: dict | None) -> Reply:
+        """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room.
+
+        `address`: the direct chat the adapter opened, when the coordinator had none with the bot."""
         t = dialogs.translator(self.context.default_language)
         if not allowed:
             return Reply(t("login.check_failed" if allowed is None else "login.not_coordinator"))
-        conversation = await repo.find_conversation(session=session, platform=message.platform,
-                                                    sender=message.sender)
-        if conversation is None:
+        if address is None:
+            conversation = await repo.find_conversation(session=session, platform=message.platform,
+                                                        sender=message.sender)
+            address = conversation.address if conversation is not None else None
+        if not address:
             return Reply(t("login.need_direct_chat"))
         link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)
         await repo.enqueue_message(
             session=session, kind="reporter_message", platform=message.platform, destination=None, now=now,
-            payload={"address": conversation.address or {}, "secret": True,
+            payload={"address": address, "secret": True,
                      "replies": [payload_of(login_reply(self.context.default_language, link,
                                                          self.login_link_minutes))]},
         )
         await repo.add_audit(session=session, actor=who.identity, action="login_link", now=now,
                              detail={"via": message.platform})
         return Reply(t("login.sent_to_direct_chat"))
+
+    async def _direct_chat_for(self, message: CoordinatorMessage) -> dict | None:
+        """The address of a direct chat with the sender of a room message: None when they already
+        have one with the bot (it is used), or when the platform could not open one."""
+        async with self.sessions() as session:
+            if await repo.find_conversation(session=session, platform=message.platform, sender=message.sender):
+                return None
+        if self._open_direct_chat is None or not message.address:
+            return None
+        try:
+            async with asyncio.timeout(COORDINATOR_CHECK_TIMEOUT_S * 2):
+                return await self._open_direct_chat(message.platform, message.address)
+        except Exception as error:  # noqa: BLE001 - answered "write me privately" instead
+            log.warning("could not open a direct chat on %s: %s", message.platform, type(error).__name__)
+            return None
+
+    async def redeem_claim_code(self, platform: str, code: str) -> bool | None:
+        """Spend a claim code of `platform` (see `meldbot teams claim-code`); None when the database
+        cannot tell now. Every attempt is audited, never with the code."""
+        digest = claim_digest(code)
+        now = self.clock()
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                async with transaction(self.sessions) as session:
+                    used = bool(code) and await repo.use_claim_code(session=session, platform=platform,
+                                                                    digest=digest, now=now)
+                    await repo.add_audit(session=session, actor=f"{platform}:channel",
+                                         action="channel_claimed" if used else "channel_claim_refused", now=now)
+        except DATABASE_ERRORS as error:
+            log.error("claim code not checked: database unavailable (%s)", type(error).__name__)
+            return None
+        return used
 
     async def defer_replies(self, platform: str, address: dict, replies: Sequence[Reply]) -> None:
         """Replies an adapter could not send right now: the outbox delivers them when it can."""
@@ -569,6 +611,22 @@ class _TurnFailed(Exception):
 def _is_duplicate_event(error: IntegrityError) -> bool:
     """True when the unique constraint on handled event IDs fired (a redelivered event)."""
     return "handled_events" in str(error.orig)
+
+
+#: How long a code from `meldbot teams claim-code` can be used.
+CLAIM_CODE_VALIDITY = dt.timedelta(minutes=30)
+
+
+def new_claim_code() -> str:
+    """A single-use claim code such as `K7QM-4XPT-9HRC` (no look-alike characters; 30^12 ≈ 5·10^17)."""
+    chars = "".join(secrets.choice(repo.REFERENCE_ALPHABET) for _ in range(12))
+    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+
+
+def claim_digest(code: str) -> str:
+    """What the database keeps of a claim code: a digest of its letters, however it was typed."""
+    letters = "".join(ch for ch in code.upper() if ch.isalnum())
+    return hashlib.sha256(f"claim:{letters}".encode()).hexdigest()
 
 
 def login_reply(language: str, link: str, minutes: int) -> Reply:

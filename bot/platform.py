@@ -50,6 +50,8 @@ class CoordinatorMessage:
     event_id: str
     is_coordinator: bool
     sender_name: str | None = None
+    #: What the adapter needs to open a direct chat with the sender (see `Adapter.open_direct_chat`).
+    address: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,17 @@ class Bot(Protocol):
     async def defer_replies(self, platform: str, address: dict[str, Any], replies: Sequence[Reply]) -> None:
         """Replies that could not be sent now: the outbox delivers them later."""
 
+    async def redeem_claim_code(self, platform: str, code: str) -> bool | None:
+        """Spend a code from `meldbot teams claim-code`: True once for a valid code, False for a wrong,
+        used or expired one, None when the database cannot tell right now."""
+
 
 class Adapter(Protocol):
     """What every platform implements."""
 
     platform: str
+    #: Whether a resend with the same idempotency key is dropped by the platform (Matrix: yes).
+    idempotent_sends: bool
 
     async def start(self, bot: Bot) -> None:
         """Connect and begin passing inbound messages to `bot`; returns once running."""
@@ -112,3 +120,14 @@ class Adapter(Protocol):
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         """Post a later event of a case as a reply in its thread; returns the platform message ID."""
+
+    async def is_coordinator(self, user_id: str) -> bool:
+        """Whether the platform says `user_id` is a coordinator now (a member of the coordinator
+        room/channel, never a guest); raises when the platform cannot tell."""
+
+    async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
+        """Open (or find) a private chat with the person of a `CoordinatorMessage.address`; returns the
+        address `send_replies` takes. Raises DeliveryError when it cannot."""
+
+    def routes(self) -> list:
+        """aiohttp routes this platform serves on the web server (Teams: POST /api/messages)."""

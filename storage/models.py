@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -174,7 +175,8 @@ class Attachment(Base):
     media_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Deferred: lists and case pages never load the bytes; a download reads them in chunks.
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     path: Mapped[str | None] = mapped_column(String(1024))
     received_at: Mapped[dt.datetime]
 
@@ -288,3 +290,30 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(40))
     case_reference: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ClaimCode(Base):
+    """A single-use code from `meldbot teams claim-code` that binds the coordinator channel.
+
+    Proves that whoever claims a channel in chat also has access to the server. Only a digest is stored."""
+
+    __tablename__ = "claim_codes"
+
+    code_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class FileUsage(Base):
+    """Files and bytes one person sent on one day: the daily file quota (`[limits]`)."""
+
+    __tablename__ = "file_usage"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: ISO date in the organisation's time zone.
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)

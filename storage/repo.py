@@ -25,7 +25,9 @@ from .models import (
     CaseEvent,
     CaseKind,
     CaseThread,
+    ClaimCode,
     Conversation,
+    FileUsage,
     HandledEvent,
     LoginLink,
     OutboxMessage,
@@ -728,3 +730,76 @@ async def list_audit(*, session: AsyncSession, case_reference: str | None = None
     if case_reference:
         query = query.where(AuditEntry.case_reference == case_reference)
     return list(await session.scalars(query))
+
+
+# -- coordinator channel claim codes ---------------------------------------------------------------
+
+
+async def add_claim_code(*, session: AsyncSession, platform: str, digest: str, now: dt.datetime,
+                         expires_at: dt.datetime) -> None:
+    """Store a claim code (its digest only)."""
+    session.add(ClaimCode(code_digest=digest, platform=platform, created_at=now, expires_at=expires_at))
+    await session.flush()
+
+
+async def use_claim_code(*, session: AsyncSession, platform: str, digest: str, now: dt.datetime) -> bool:
+    """Spend a claim code: True once, for an unused, unexpired code of `platform` (conditional UPDATE)."""
+    result = await session.execute(
+        update(ClaimCode).where(ClaimCode.code_digest == digest, ClaimCode.platform == platform,
+                                ClaimCode.used_at.is_(None), ClaimCode.expires_at > now)
+        .values(used_at=now).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def prune_claim_codes(*, session: AsyncSession, before: dt.datetime) -> int:
+    """Forget claim codes that expired before `before`."""
+    result = await session.execute(delete(ClaimCode).where(ClaimCode.expires_at < before))
+    return result.rowcount or 0
+
+
+# -- quotas -----------------------------------------------------------------------------------------
+
+
+async def get_file_usage(*, session: AsyncSession, platform: str, sender: str, day: str) -> tuple[int, int]:
+    """Files and bytes one person sent on `day` (ISO date in the organisation's time zone)."""
+    row = (await session.execute(select(FileUsage.files, FileUsage.bytes).where(
+        FileUsage.platform == platform, FileUsage.sender == sender, FileUsage.day == day))).first()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def add_file_usage(*, session: AsyncSession, platform: str, sender: str, day: str, files: int,
+                         size: int) -> None:
+    """Count accepted files towards the day's quota (kept even when a draft is cancelled later)."""
+    statement = _insert(session, FileUsage).values(platform=platform, sender=sender, day=day, files=files, bytes=size)
+    statement = statement.on_conflict_do_update(
+        index_elements=["platform", "sender", "day"],
+        set_={"files": FileUsage.__table__.c.files + files, "bytes": FileUsage.__table__.c.bytes + size})
+    await session.execute(statement)
+
+
+async def prune_file_usage(*, session: AsyncSession, before_day: str) -> int:
+    """Forget quota counts of days before `before_day`."""
+    result = await session.execute(delete(FileUsage).where(FileUsage.day < before_day))
+    return result.rowcount or 0
+
+
+async def count_draft_files(*, session: AsyncSession, conversation_id: int, draft_id: str) -> int:
+    """Files attached to one unfinished report."""
+    query = select(func.count(Attachment.id)).where(Attachment.conversation_id == conversation_id,
+                                                    Attachment.draft_id == draft_id)
+    return int(await session.scalar(query) or 0)
+
+
+async def count_case_files(*, session: AsyncSession, case_id: int) -> int:
+    """Files of one case."""
+    return int(await session.scalar(select(func.count(Attachment.id)).where(Attachment.case_id == case_id)) or 0)
+
+
+async def count_recent_reports(*, session: AsyncSession, platform: str, platform_user_id: str,
+                               since: dt.datetime) -> int:
+    """Reports one person made since `since`."""
+    query = (select(func.count(Case.id)).join(Reporter, Reporter.id == Case.reporter_id)
+             .where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id,
+                    Case.created_at >= since))
+    return int(await session.scalar(query) or 0)

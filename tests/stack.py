@@ -48,6 +48,10 @@ class RecordingPlatform:
     room: list[tuple[str, Notification]] = field(default_factory=list)
     threads: dict[str, list[str]] = field(default_factory=dict)
     down: bool = False
+    #: The platform cannot say who is a coordinator (its membership service is unreachable).
+    roster_down: bool = False
+    #: People the bot opened a direct chat with (login from the coordinator room).
+    opened: list[str] = field(default_factory=list)
 
     async def start(self, bot) -> None:
         self.bot = bot
@@ -59,7 +63,18 @@ class RecordingPlatform:
         return "coordinators"
 
     async def is_coordinator(self, user_id: str) -> bool:
+        if self.roster_down:
+            raise DeliveryError("roster unavailable")
         return user_id in self.coordinators
+
+    async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise DeliveryError("platform down")
+        self.opened.append(address["user"])
+        return {"user": address["user"]}
+
+    def routes(self) -> list:
+        return []
 
     async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
         if self.down:
