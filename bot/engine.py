@@ -8,13 +8,15 @@ that commit does the reporter hear "saved".
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import hashlib
 import logging
 import secrets
+import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Sequence
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
@@ -35,6 +37,7 @@ from dialogs import (
 )
 from dialogs.categories import is_urgent
 from dialogs.coordinator import is_login_command, parse_coordinator_command, thread_reply
+from dialogs.text import clean_name
 from storage import repo, transaction
 
 from .casework import CaseError, CaseWork, Coordinator, payload_of
@@ -90,6 +93,7 @@ class Engine:
         self._is_coordinator = is_coordinator
         self._open_direct_chat = open_direct_chat
         self.limits = limits or LimitsSettings()
+        self.throttle = Throttle(self.limits.messages_per_minute)
         self.login_link_minutes = login_link_minutes
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._queue: list[_Pending] = []
@@ -105,6 +109,12 @@ class Engine:
     async def handle(self, message: InboundMessage) -> list[Reply]:
         """Run one turn and return the replies for the sender (empty for a duplicate event)."""
         language = self.context.default_language
+        allowed = self.throttle.admit((message.platform, message.sender))
+        if allowed is not True:
+            log.warning("message refused: over the rate limit platform=%s event=%s", message.platform,
+                        message.event_id)
+            return [Reply(dialogs.translator(language)("limits.slow_down"))] if allowed is None else []
+        message = _cleaned(message)
         error_reference = secrets.token_hex(3).upper()
         if message.form is None and not message.attachments and is_login_command(message.text):
             return await self._login(message)
@@ -252,14 +262,24 @@ class Engine:
         the outbox got work, and the conversation's new column values."""
         state = State.from_dict(conversation.state, self.context.default_language)
         files, too_large = _accepted_files(message.attachments)
+        files, over_quota = await self._within_file_quota(session, message, state, files, now)
         user_input = UserInput(
             text=message.text, now=now,
             attachments=tuple(AttachmentInfo(f.filename, f.media_type, len(f.content)) for f in files),
             form=message.form,
         )
         turn = dialogs.step(state, user_input, self.context)
+        submitting = any(isinstance(e, SubmitReport) for e in turn.effects)
+        if submitting and await self._over_report_quota(session, message, now):
+            # Kept as it was before this turn (at its summary): it can be sent once the day is over.
+            log.warning("report not sent: over the daily report limit platform=%s event=%s", message.platform,
+                        message.event_id)
+            turn = dialogs.Turn(replies=(Reply(dialogs.translator(state.language)(
+                "limits.reports_per_day", limit=self.limits.reports_per_day)),), state=state, effects=())
         replies = [Reply(dialogs.translator(turn.state.language)("evidence.too_large", files=too_large))] \
             if too_large else []
+        replies += [Reply(dialogs.translator(turn.state.language)(key, files=names, limit=limit))
+                    for key, names, limit in over_quota]
         replies += list(turn.replies)
         new_state = turn.state
         queued = False
@@ -302,6 +322,63 @@ class Engine:
         log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
                  state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
         return replies, queued, row
+
+    async def _within_file_quota(self, session: AsyncSession, message: InboundMessage, state: State,
+                                 files: list[InboundAttachment], now: dt.datetime
+                                 ) -> tuple[list[InboundAttachment], list[tuple[str, str, int]]]:
+        """The files of this message that fit the `[limits]`, and for the others which limit (catalog
+        key), their names and the limit. Checked before the dialogue sees the files, so it never
+        confirms a file that is not kept."""
+        if not files:
+            return files, []
+        limits = self.limits
+        refused: list[tuple[str, str, int]] = []
+
+        def refuse(key: str, dropped: list[InboundAttachment], limit: int) -> None:
+            if dropped:
+                refused.append((key, ", ".join(f.filename for f in dropped), limit))
+
+        kept = files[:limits.files_per_message]
+        refuse("limits.files_per_message", files[limits.files_per_message:], limits.files_per_message)
+        evidence_for = dialogs.late_evidence_case(state, now)
+        if evidence_for:
+            case = await repo.get_case(session=session, reference=evidence_for)
+            in_report = await repo.count_case_files(session=session, case_id=case.id) if case else 0
+        else:
+            in_report = len(state.draft.attachments) if state.draft and state.step != "idle" else 0
+        room = max(0, limits.files_per_report - in_report)
+        refuse("limits.files_per_report", kept[room:], limits.files_per_report)
+        kept = kept[:room]
+        day = now.astimezone(self.context.timezone).date().isoformat()
+        count, size = await repo.get_file_usage(session=session, platform=message.platform, sender=message.sender,
+                                                day=day)
+        budget = limits.megabytes_per_day * 1024 * 1024
+        accepted, by_count, by_size = [], [], []
+        for f in kept:
+            if count >= limits.files_per_day:
+                by_count.append(f)
+            elif size + len(f.content) > budget:
+                by_size.append(f)
+            else:
+                accepted.append(f)
+                count += 1
+                size += len(f.content)
+        refuse("limits.files_per_day", by_count, limits.files_per_day)
+        refuse("limits.megabytes_per_day", by_size, limits.megabytes_per_day)
+        if accepted:
+            await repo.add_file_usage(session=session, platform=message.platform, sender=message.sender, day=day,
+                                      files=len(accepted), size=sum(len(f.content) for f in accepted))
+        if refused:
+            log.warning("files refused: over a file limit platform=%s event=%s count=%d", message.platform,
+                        message.event_id, len(files) - len(accepted))
+        return accepted, refused
+
+    async def _over_report_quota(self, session: AsyncSession, message: InboundMessage, now: dt.datetime) -> bool:
+        """Whether this person already sent `[limits] reports_per_day` reports in the last 24 hours."""
+        recent = await repo.count_recent_reports(session=session, platform=message.platform,
+                                                 platform_user_id=message.sender,
+                                                 since=now - dt.timedelta(days=1))
+        return recent >= self.limits.reports_per_day
 
     def _draft_timers(self, state: State, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
         """An unfinished report gets one reminder after a quiet while, and expires after some days."""
@@ -381,6 +458,11 @@ class Engine:
         if not login and (command is None or not message.thread_root):
             return []  # coordinators talking among themselves
         language = self.context.default_language
+        allowed_now = self.throttle.admit((message.platform, message.sender))
+        if allowed_now is not True:
+            log.warning("coordinator command refused: over the rate limit platform=%s", message.platform)
+            return [Reply(dialogs.translator(language)("limits.slow_down"))] if allowed_now is None else []
+        message = replace(message, sender_name=clean_name(message.sender_name) or None)
         who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
         # Asked of the platform before the transaction: it may take seconds, and the transaction
         # holds the database's write lock.
@@ -633,6 +715,56 @@ def login_reply(language: str, link: str, minutes: int) -> Reply:
     """The message holding a single-use login link."""
     t = dialogs.translator(language)
     return Reply(t("login.link", link=link, minutes=minutes), title=t("login.title"), secret=True)
+
+
+class Throttle:
+    """At most `per_minute` messages per sender in any 60 seconds (a sliding window, per process).
+
+    `admit` answers True (go on), None (over the limit: answer once "slow down") or False (over
+    the limit and already told: stay silent until the window has room again)."""
+
+    WINDOW_S = 60.0
+    #: Senders remembered at most; the oldest quiet ones are forgotten first.
+    MAX_SENDERS = 50_000
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+        self.per_minute = per_minute
+        self.clock = clock
+        self._seen: dict[tuple[str, str], collections.deque] = {}
+        self._told: dict[tuple[str, str], float] = {}
+
+    def admit(self, sender: tuple[str, str]) -> bool | None:
+        now = self.clock()
+        seen = self._seen.get(sender)
+        if seen is None:
+            if len(self._seen) >= self.MAX_SENDERS:
+                self._forget(now)
+            seen = self._seen[sender] = collections.deque()
+        while seen and now - seen[0] >= self.WINDOW_S:
+            seen.popleft()
+        if len(seen) < self.per_minute:
+            seen.append(now)
+            self._told.pop(sender, None)
+            return True
+        if sender in self._told:
+            return False
+        self._told[sender] = now
+        return None
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, q in self._seen.items() if not q or now - q[-1] >= self.WINDOW_S]:
+            self._seen.pop(key, None)
+            self._told.pop(key, None)
+        while len(self._seen) >= self.MAX_SENDERS:
+            key = next(iter(self._seen))
+            self._seen.pop(key)
+            self._told.pop(key, None)
+
+
+def _cleaned(message: InboundMessage) -> InboundMessage:
+    """File names and display names cleaned like message text (they reach coordinators and pages)."""
+    attachments = tuple(replace(f, filename=clean_name(f.filename) or "bestand") for f in message.attachments)
+    return replace(message, attachments=attachments, sender_name=clean_name(message.sender_name) or None)
 
 
 def _accepted_files(files: Sequence[InboundAttachment]) -> tuple[list[InboundAttachment], str]:

@@ -3,7 +3,7 @@
 from importlib import resources
 
 from .coordinator import CoordinatorCommand, parse_coordinator_command
-from .flow import discard_draft, my_reports, not_saved, open_relay, record_submission, step, submitted
+from .flow import discard_draft, late_evidence_case, my_reports, not_saved, open_relay, record_submission, step, submitted
 from .i18n import LANGUAGES, Translator, translator
 from .model import (
     AddEvidence,
@@ -28,7 +28,7 @@ def builtin_text(name: str, language: str) -> str:
 
 
 __all__ = [
-    "discard_draft",
+    "discard_draft", "late_evidence_case",
     "AddEvidence", "AttachmentInfo", "Context", "CoordinatorCommand", "RelayToCoordinator", "DiscardDraft", "Draft", "LANGUAGES", "ListMyReports",
     "Option", "Reply", "State", "SubmitReport", "Translator", "Turn", "UserInput", "builtin_text",
     "my_reports", "not_saved", "open_relay", "parse_coordinator_command", "record_submission", "step", "submitted", "translator",

@@ -279,10 +279,7 @@ class _Dialogue:
         return True
 
     def recent_submission(self) -> str | None:
-        if not (self.state.last_reference and self.state.last_submitted_at):
-            return None
-        submitted = dt.datetime.fromisoformat(self.state.last_submitted_at)
-        return self.state.last_reference if self.input.now - submitted <= EVIDENCE_WINDOW else None
+        return _recent_reference(self.state, self.input.now)
 
     # -- moving between steps ----------------------------------------------------------------------
 
@@ -869,6 +866,21 @@ def record_submission(state: State, reference: str, now: dt.datetime, form_id: s
 
 #: How long after a coordinator's message the reporter's free text still goes to them.
 RELAY_WINDOW = dt.timedelta(days=3)
+
+
+def late_evidence_case(state: State, now: dt.datetime) -> str | None:
+    """The case that files sent now would join as late evidence (None: they join a draft)."""
+    if state.step != "idle" and state.draft is not None:
+        return None
+    return _recent_reference(state, now)
+
+
+def _recent_reference(state: State, now: dt.datetime) -> str | None:
+    """The last report's reference while late evidence may still join it."""
+    if not (state.last_reference and state.last_submitted_at):
+        return None
+    submitted_at = dt.datetime.fromisoformat(state.last_submitted_at)
+    return state.last_reference if now - submitted_at <= EVIDENCE_WINDOW else None
 
 
 def discard_draft(state: State) -> State:

@@ -59,6 +59,12 @@ def clean(raw: str | None, limit: int = MAX_MESSAGE_CHARS) -> CleanText:
     return CleanText(text, False, length)
 
 
+def clean_name(raw: str | None, limit: int = 255) -> str:
+    """A file name or display name: cleaned like a message (no control or text-direction
+    characters), on one line, cut at `limit`."""
+    return clean((raw or "").replace("\n", " ").replace("\r", " "), limit).text
+
+
 def has_words(text: str) -> bool:
     """True when the text holds at least two letters (so not only emoji, digits or signs)."""
     return sum(1 for ch in text if unicodedata.category(ch).startswith("L")) >= 2

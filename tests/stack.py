@@ -112,11 +112,12 @@ class Stack:
 
     @classmethod
     async def start(cls, database_url: str, *, followup: dict | None = None, web: dict | None = None,
-                    coordinators: Sequence[str] = ("coco",)) -> "Stack":
+                    coordinators: Sequence[str] = ("coco",), limits: dict | None = None) -> "Stack":
         clock = Clock(dt.datetime(2026, 11, 23, 9, 15, tzinfo=dt.timezone.utc))  # a Monday, 10:15 in NL
         settings = Settings(
             organisation={"name": "Gemeente Testdam"}, database={"url": database_url},
             web={"public_url": "http://meldbot.test", **(web or {})}, followup=followup or {},
+            limits=limits or {},
         )
         chat = RecordingPlatform(coordinators=set(coordinators))
         meldbot = await build(settings, {"chat": chat}, clock=clock)

@@ -170,3 +170,59 @@ public_url = "https://meldbot.example.nl"
             process.kill()
     stderr = process.stderr.read()
     assert "web server listening" in stderr and "Traceback" not in stderr
+
+
+def _audit(database: Path) -> list[tuple[str, str]]:
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        return [tuple(row) for row in connection.execute("SELECT actor, action FROM audit_log ORDER BY id")]
+
+
+def test_teams_claim_code_prints_a_single_use_code_alone_on_the_last_line(tmp_path):
+    import hashlib
+    import sqlite3
+
+    from bot.engine import claim_digest
+
+    config = write_config(tmp_path, f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+[teams]
+app_id = ""
+allow_unauthenticated = true
+""")
+    first = meldbot("teams", "claim-code", "--config", str(config), cwd=tmp_path)
+    second = meldbot("teams", "claim-code", "--config", str(config), cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    code = first.stdout.strip().splitlines()[-1]
+    assert len(code.replace("-", "")) == 12 and code != second.stdout.strip().splitlines()[-1]
+    assert "coordinatiekanaal" in first.stdout and "30 minutes" in first.stdout
+    with sqlite3.connect(tmp_path / "m.db") as connection:
+        rows = connection.execute("SELECT code_digest, platform, used_at FROM claim_codes").fetchall()
+    assert len(rows) == 2 and (claim_digest(code), "teams", None) in rows
+    assert all(code not in str(row) and hashlib.sha256(code.encode()).hexdigest() not in str(row) for row in rows)
+    assert ("cli:" + __import__("getpass").getuser(), "claim_code_issued") in _audit(tmp_path / "m.db")
+
+
+@pytest.mark.parametrize("body, key", [
+    ("", "[teams] is not configured"),
+    ('[teams]\napp_id = ""\nallow_unauthenticated = true\ncoordinator_channel = "19:x@thread.tacv2"\n',
+     "[teams] coordinator_channel"),
+])
+def test_teams_claim_code_refuses_configs_it_cannot_serve(tmp_path, body, key):
+    config = write_config(tmp_path, f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "m.db"}"\n' + body)
+    result = meldbot("teams", "claim-code", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and key in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_cases_list_is_audited(tmp_path):
+    result = meldbot("chat", "--user", "anna", cwd=tmp_path, stdin="ik werd net uitgescholden aan de balie\nok\nverzenden\n")
+    assert result.returncode == 0, result.stderr
+    assert meldbot("cases", "list", "--status", "new", cwd=tmp_path).returncode == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "meldbot.db") as connection:
+        (actor, detail), = connection.execute("SELECT actor, detail FROM audit_log WHERE action = 'cli_list'")
+    assert actor.startswith("cli:") and json.loads(detail) == {"results": 1, "status": "new"}
