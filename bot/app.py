@@ -81,7 +81,8 @@ class Meldbot:
         if web_server:
             routes = [route for adapter in self.adapters.values() for route in getattr(adapter, "routes", list)()]
             routes += self.pages.routes()
-            self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes), access_log=None)
+            self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes,
+                                                    public_url=self.settings.web.public_url), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
             await site.start()

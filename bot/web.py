@@ -26,26 +26,44 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "database": "ok"})
 
 
+#: Browsers remember for a year to reach the server over HTTPS only (sent only when it has HTTPS).
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 @web.middleware
-async def security_headers(request: web.Request, handler):
+async def database_errors(request: web.Request, handler):
     try:
-        response = await handler(request)
+        return await handler(request)
     except DATABASE_ERRORS as error:
         # Never a stack trace: the page says to try again; the log says why (without content).
         # The route's pattern, not the path: a path may hold a login token.
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
         log.error("web: database unavailable route=%s cause=%s", route, type(error).__name__)
-        response = web.Response(status=503, content_type="text/plain", headers={"Retry-After": "30"},
-                                text="Meldbot: de database is even niet bereikbaar. Probeer het zo opnieuw.\n"
-                                     "Meldbot: the database is unavailable right now. Please try again shortly.\n")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response
+        return web.Response(status=503, content_type="text/plain", headers={"Retry-After": "30"},
+                            text="Meldbot: de database is even niet bereikbaar. Probeer het zo opnieuw.\n"
+                                 "Meldbot: the database is unavailable right now. Please try again shortly.\n")
 
 
-def create_app(*, db_engine: AsyncEngine, routes: list[web.RouteDef] | None = None) -> web.Application:
-    """The aiohttp application with every route Meldbot serves (plus the adapters' own routes)."""
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[security_headers])
+def security_headers(https: bool):
+    """Headers every response gets, set just before it is sent: this also covers streamed
+    responses and raised redirects, which a middleware does not see."""
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if https:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+
+    return add
+
+
+def create_app(*, db_engine: AsyncEngine, routes: list[web.RouteDef] | None = None,
+               public_url: str = "") -> web.Application:
+    """The aiohttp application with every route Meldbot serves (plus the adapters' own routes).
+
+    With an https `public_url` every response asks browsers to use HTTPS only (HSTS)."""
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[database_errors])
+    app.on_response_prepare.append(security_headers(public_url.startswith("https://")))
     app[DB_KEY] = db_engine
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(routes or [])

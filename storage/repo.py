@@ -385,6 +385,25 @@ async def list_attachments(*, session: AsyncSession, case_id: int) -> list[Attac
     return list(await session.scalars(query))
 
 
+async def get_case_attachment(*, session: AsyncSession, case_id: int, attachment_id: int
+                              ) -> tuple[Attachment, int | None] | None:
+    """One file of a case without its bytes, with the length of the bytes stored in the database
+    (None when they are not stored inline); None for a file of another case or none at all."""
+    # length() of a blob/bytea reads the stored size, not the bytes (SQLite and PostgreSQL).
+    row = (await session.execute(
+        select(Attachment, func.length(Attachment.content))
+        .where(Attachment.id == attachment_id, Attachment.case_id == case_id)
+    )).one_or_none()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def read_attachment_chunk(*, session: AsyncSession, attachment_id: int, offset: int, size: int
+                                ) -> bytes | None:
+    """`size` bytes of a file's content from `offset` (0-based): one chunk, never the whole file."""
+    chunk = func.substr(Attachment.content, offset + 1, size, type_=Attachment.content.type)
+    return await session.scalar(select(chunk).where(Attachment.id == attachment_id))
+
+
 # -- outbox ---------------------------------------------------------------------------------------
 
 

@@ -122,7 +122,8 @@ class Stack:
         chat = RecordingPlatform(coordinators=set(coordinators))
         meldbot = await build(settings, {"chat": chat}, clock=clock)
         await chat.start(meldbot.engine)
-        client = TestClient(TestServer(create_app(db_engine=meldbot.db, routes=meldbot.pages.routes())))
+        client = TestClient(TestServer(create_app(db_engine=meldbot.db, routes=meldbot.pages.routes(),
+                                                  public_url=settings.web.public_url)))
         await client.start_server()
         return cls(meldbot, chat, clock, client)
 

@@ -468,18 +468,39 @@ async def test_login_from_the_coordinator_room_goes_to_the_direct_chat(stack):
 
     def in_room(sender: str, event: str) -> CoordinatorMessage:
         return CoordinatorMessage(platform="chat", destination="coordinators", thread_root="", sender=sender,
-                                  text="login", event_id=event, is_coordinator=True, sender_name="Coco")
+                                  text="login", event_id=event, is_coordinator=True, sender_name="Coco",
+                                  address={"user": sender})
 
+    # No direct chat yet: the bot opens one itself, and the link goes only there.
     answers = await stack.meldbot.engine.handle_coordinator(in_room("coco", "room-1"))
-    assert "privé" in answers[0].plain() and not LINK_RE.search(answers[0].plain())  # no direct chat yet
-    await stack.say("coco", "hallo")
-    answers = await stack.meldbot.engine.handle_coordinator(in_room("coco", "room-2"))
-    assert not LINK_RE.search(answers[0].plain())
+    assert "privé" in answers[0].plain() and not LINK_RE.search(answers[0].plain())
+    assert stack.chat.opened == ["coco"]
     await stack.deliver()
     assert LINK_RE.search(stack.chat.texts_to("coco")[-1])
+    # With a direct chat, that chat is used (no new one is opened).
+    await stack.say("coco", "hallo")
+    answers = await stack.meldbot.engine.handle_coordinator(in_room("coco", "room-2"))
+    assert not LINK_RE.search(answers[0].plain()) and stack.chat.opened == ["coco"]
+    await stack.deliver()
+    assert len([t for t in stack.chat.texts_to("coco") if LINK_RE.search(t)]) == 2
     async with stack.meldbot.sessions() as session:
         delivered = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None))))
     assert all("login/" not in str(m.payload) for m in delivered)  # the secret is not kept
+
+
+async def test_login_from_the_room_when_no_direct_chat_can_be_opened_sends_no_link(stack):
+    from bot.platform import CoordinatorMessage
+
+    stack.chat.down = True  # the platform refuses to open a chat
+    answers = await stack.meldbot.engine.handle_coordinator(CoordinatorMessage(
+        platform="chat", destination="coordinators", thread_root="", sender="coco", text="login",
+        event_id="room-1", is_coordinator=True, sender_name="Coco", address={"user": "coco"}))
+    assert "kon geen privégesprek" in answers[0].plain() and not LINK_RE.search(answers[0].plain())
+    stack.chat.down = False
+    await stack.deliver()
+    assert stack.chat.texts_to("coco") == [] and stack.chat.opened == []
+    async with stack.meldbot.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LoginLink)) == 0
 
 
 async def test_housekeeping_forgets_old_event_ids_and_expired_logins_only(stack):
@@ -632,8 +653,11 @@ async def test_https_sessions_are_secure_and_other_sites_cannot_post_a_login(dat
         assert forged.status == 403 and "meldbot_session" not in forged.headers.get("Set-Cookie", "")
         response = await stack.client.post("/login", data={"token": token}, allow_redirects=False,
                                            headers={"Sec-Fetch-Site": "same-origin"})
-        cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith("meldbot_session="))
+        # `__Host-`: Secure, for this host only (no Domain) and path /, so no subdomain can set it.
+        cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith("__Host-meldbot_session="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Path=/" in cookie and "Domain" not in cookie
+        assert not any(c.startswith("meldbot_") for c in response.headers.getall("Set-Cookie"))
     finally:
         await stack.close()
 

@@ -60,7 +60,9 @@ def _used_keys() -> set[str]:
     keys |= {f"{prefix}{s}" for s in STEPS for prefix in ("step.", "event.step_", "case.step_reporter_")}
     keys |= {f"web.done_{a}" for a in ACTIONS} | {f"audit.{a}" for a in ACTIONS}
     keys |= {f"audit.{a}" for a in ("login", "logout", "login_link", "view_list", "view_case", "view_attachment",
-                                    "view_missing", "csrf_refused", "no_longer_coordinator")}
+                                    "view_missing", "csrf_refused", "no_longer_coordinator", "recheck_failed",
+                                    "login_refused", "login_link_opened", "login_link_refused", "refused",
+                                    "cli_list", "claim_code_issued", "channel_claimed", "channel_claim_refused")}
     keys |= {f"web.overdue_{x}{late}" for late in ("claim", "police_report", "aftercare") for x in ("", "long_")}
     keys |= {"event.note_added"} | {f"timeline.{kind}" for kind in TIMELINE_KINDS} | {f"web.language_{code}" for code in LANGUAGES}
     keys |= {f"web.aftercare_{a}" for a in ("yes", "later", "no", "unknown")}
