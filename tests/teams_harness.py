@@ -3,16 +3,20 @@
 - `ChannelKeys`: an RSA key whose OpenID metadata and JWKS are served by a thread (the SDK fetches
   them with synchronous `requests`), and `token(...)` to mint channel tokens, forged ones included.
 - `FakeConnector`: the Bot Connector REST API the bot sends to (`/v3/conversations/...`), checking
-  the bearer token, recording every request, and able to answer 429/5xx or be down.
+  the bearer token, recording every request, and able to answer 429/5xx or be down. It also serves
+  team and channel rosters (with guests and members of other tenants), creates personal chats, and
+  serves files under `/files/` (recording who asked, with which token, and able to redirect).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -106,8 +110,20 @@ class FakeConnector:
         self.failures: list[tuple[int, dict]] = []
         self.unauthorised = 0
         self.files: dict[str, bytes] = {}
+        #: /files/{name} -> where it redirects (302) instead.
+        self.redirects: dict[str, str] = {}
+        #: Every request for /files/...: path and the Authorization header it carried.
+        self.file_requests: list[dict] = []
         #: team ID -> user IDs (Teams and AAD object IDs) that GET .../members/{id} finds.
         self.team_members: dict[str, set[str]] = {}
+        #: channel ID -> user IDs: the roster of a private or shared channel.
+        self.channel_members: dict[str, set[str]] = {}
+        #: user IDs whose member record says `userRole: guest`.
+        self.guests: set[str] = set()
+        #: user ID -> tenant ID, for members from another organisation (shared channels).
+        self.member_tenants: dict[str, str] = {}
+        #: personal chats created with POST /v3/conversations: conversation ID -> the body.
+        self.chats: dict[str, dict] = {}
         self._ids = itertools.count(1)
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -123,6 +139,9 @@ class FakeConnector:
     async def _handle(self, request: web.Request) -> web.Response:
         if request.path.startswith("/files/"):
             name = request.path.split("/files/", 1)[1]
+            self.file_requests.append({"path": request.path, "authorization": request.headers.get("Authorization")})
+            if name in self.redirects:
+                return web.Response(status=302, headers={"Location": self.redirects[name]})
             if name.startswith("auth-") and request.headers.get("Authorization") != f"Bearer {CONNECTOR_TOKEN}":
                 return web.Response(status=401)
             return web.Response(body=self.files.get(name, b""), content_type="image/png")
@@ -139,12 +158,24 @@ class FakeConnector:
             self.requests.append({"method": "GET", "path": request.path, "kind": "member", "body": {},
                                   "activity": {}, "conversation": parts[2], "member": parts[4],
                                   "authorization": request.headers.get("Authorization")})
-            if parts[4] in self.team_members.get(parts[2], set()):
-                return web.json_response({"id": parts[4], "name": "Member", "aadObjectId": parts[4]})
+            roster = self.team_members.get(parts[2], set()) | self.channel_members.get(parts[2], set())
+            if parts[4] in roster:
+                member = {"id": parts[4], "name": "Member", "aadObjectId": parts[4],
+                          "userRole": "guest" if parts[4] in self.guests else "user",
+                          "tenantId": self.member_tenants.get(parts[4], TENANT)}
+                return web.json_response(member)
             return web.json_response({"error": {"code": "NotFound", "message": "member not found"}}, status=404)
         body = await request.json() if request.can_read_body else {}
         number = next(self._ids)
         record = {"method": request.method, "path": request.path, "body": body}
+        if parts == ["v3", "conversations"] and not (body.get("channelData") or {}).get("channel"):
+            # No channel: a personal (1:1) chat with the one member.
+            conversation = f"a:chat-{number}"
+            self.chats[conversation] = body
+            record.update(kind="create_chat", conversation=conversation, activity={},
+                          members=[m.get("id") for m in body.get("members") or []])
+            self.requests.append(record)
+            return web.json_response({"id": conversation})
         if parts == ["v3", "conversations"]:
             channel = ((body.get("channelData") or {}).get("channel") or {}).get("id", "unknown")
             conversation = f"{channel};messageid={number}"
@@ -176,14 +207,22 @@ class FakeConnector:
                 if r["kind"] == "send" and (conversation is None or r["conversation"] == conversation)]
 
 
+def shown(markdown: str) -> str:
+    """Roughly what Teams shows for a message's markdown: escapes undone, entities decoded."""
+    return html.unescape(re.sub(r"\\([\\`*_~\[\]()#|])", r"\1", markdown)).replace("  \n", "\n")
+
+
 def activity(service_url: str, text: str | None = "", *, user: str = "anna", conversation: str | None = None,
              conversation_type: str = "personal", tenant: str = TENANT, value=None, activity_type: str = "message",
              name: str | None = None, attachments=None, channel: str | None = None, team: str | None = None,
-             activity_id: str | None = None) -> dict:
-    """An activity as Teams posts it to the bot."""
+             activity_id: str | None = None, channel_type: str | None = "standard") -> dict:
+    """An activity as Teams posts it to the bot (`channel_type`: "standard", "private", "shared" or
+    None for a channel whose type Teams does not say)."""
     channel_data = {"tenant": {"id": tenant}}
     if channel:
         channel_data["channel"] = {"id": channel}
+        if channel_type:
+            channel_data["channel"]["type"] = channel_type
     if team:
         channel_data["team"] = {"id": team}
     data = {
@@ -206,3 +245,147 @@ def activity(service_url: str, text: str | None = "", *, user: str = "anna", con
     if attachments:
         data["attachments"] = attachments
     return data
+
+
+# -- the whole bot on Teams: settings, the app with its web server, and helpers to talk to it -----------
+
+STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
+CHANNEL = "19:coordinatie@thread.tacv2"
+TEAM = "19:team-agressie@thread.tacv2"
+
+
+def json_body(body: dict) -> bytes:
+    return json.dumps(body).encode()
+
+
+def reference_in(texts: list[str]) -> str:
+    for text in texts:
+        match = re.search(r"MB-[0-9A-Z]{3}-[0-9A-Z]{3}", text)
+        if match:
+            return match.group(0)
+    raise AssertionError(f"no reference in {texts}")
+
+
+class TeamsWorld:
+    """Meldbot (engine, outbox, web server, Teams adapter) on SQLite in `tmp_path`, the channel's keys,
+    and a FakeConnector as the Bot Connector."""
+
+    def __init__(self, keys, tmp_path):
+        from bot.matrix.localserver import free_port
+
+        self.keys = keys
+        self.tmp = tmp_path
+        self.connector = FakeConnector()
+        self.app = None
+        self.port = free_port()
+        self.http = None
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"
+
+    def settings(self, **teams):
+        from bot.config import DatabaseSettings, OrganisationSettings, Settings, TeamsSettings, WebSettings
+
+        values = dict(app_id=APP_ID, app_password="unused", tenant_id=TENANT, store_dir=self.tmp / "teams",
+                      openid_metadata_url=self.keys.metadata_url)
+        values.update(teams)
+        return Settings(
+            organisation=OrganisationSettings(name="Gemeente Testdam"),
+            database=DatabaseSettings(url=self.database_url),
+            web=WebSettings(listen=f"127.0.0.1:{self.port}", public_url="https://meldbot.example.nl"),
+            teams=TeamsSettings(**values),
+        )
+
+    async def start(self, files_per_message: int = 10, **teams) -> "TeamsWorld":
+        import aiohttp
+
+        from bot.app import build
+        from bot.teams.adapter import TeamsAdapter
+
+        await self.connector.start()
+        settings = self.settings(**teams)
+        # Without an app ID the SDK's own factory is used: it is what turns authentication off.
+        factory = LocalCredentialsFactory() if settings.teams.app_id else None
+        adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
+                               credentials_factory=factory, files_per_message=files_per_message)
+        self.app = await build(settings, {"teams": adapter})
+        await self.app.start(web_server=True)
+        self.http = aiohttp.ClientSession()
+        return self
+
+    @property
+    def adapter(self):
+        return self.app.adapters["teams"]
+
+    async def close(self) -> None:
+        if self.http:
+            await self.http.close()
+        if self.app:
+            await self.app.stop()
+        await self.connector.stop()
+
+    async def post(self, body: dict, token: str | None = None, raw: bytes | None = None):
+        if token is None:
+            token = self.keys.token(body.get("serviceUrl", self.connector.url))
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.post(f"http://127.0.0.1:{self.port}/api/messages", data=raw or json_body(body),
+                                  headers=headers) as response:
+            await response.read()
+            return response
+
+    async def say(self, text: str | None, **kwargs) -> list[str]:
+        """Post an activity; returns the texts the bot answered with (in the turn)."""
+        before = len(self.connector.requests)
+        response = await self.post(activity(self.connector.url, text, **kwargs))
+        assert response.status in (200, 201), response.status
+        return [r["activity"].get("text") or "" for r in self.connector.requests[before:] if r["kind"] == "send"]
+
+    async def say_while_down(self, text: str) -> None:
+        response = await self.post(activity(self.connector.url, text))
+        assert response.status in (200, 201)
+
+    async def in_channel(self, text: str, channel: str = CHANNEL, team: str = TEAM, user: str = "coco",
+                         conversation: str | None = None, **kwargs) -> list[str]:
+        """`@Meldbot <text>` in a channel (top level, or in the thread `conversation`)."""
+        return await self.say(f"<at>Meldbot</at> {text}", conversation=conversation or channel,
+                              conversation_type="channel", channel=channel, team=team, user=user, **kwargs)
+
+    async def count(self, model) -> int:
+        from sqlalchemy import func, select
+
+        async with self.app.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(model))
+
+    async def claim_code(self) -> str:
+        """A code as `meldbot teams claim-code` makes it, minted in-process (test_teams_claim.py runs the CLI)."""
+        import storage
+        from bot.engine import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code, utc_now
+        from storage import repo
+
+        code = new_claim_code()
+        now = utc_now()
+        async with storage.transaction(self.app.sessions) as session:
+            await repo.add_claim_code(session=session, platform="teams", digest=claim_digest(code), now=now,
+                                      expires_at=now + CLAIM_CODE_VALIDITY)
+        return code
+
+    async def set_channel(self, channel: str = CHANNEL, team: str = TEAM, **kwargs) -> None:
+        """Claim `channel` as the coordinator channel with a fresh code."""
+        said = await self.in_channel(f"coordinatiekanaal {await self.claim_code()}", channel=channel, team=team,
+                                     **kwargs)
+        assert any("nu het coördinatiekanaal" in s for s in said), said
+
+    async def report(self, story: str = STORY, user: str = "anna", drain: bool = True) -> str:
+        """A whole text report in the personal chat; returns its reference (once the outbox is empty)."""
+        await self.say(story, user=user)
+        await self.say("ok", user=user)
+        reference = reference_in(await self.say("verzenden", user=user))
+        if drain:
+            assert await self.app.worker.drain(timeout=30)
+        return reference
+
+    def channel_posts(self) -> list[dict]:
+        return [r for r in self.connector.requests if r["kind"] == "create"]

@@ -7,93 +7,17 @@ import asyncio
 import hashlib
 import re
 
-import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from bot.app import build
 from bot.casework import login_digest
 from bot.caseweb import SESSION_COOKIE
-from bot.config import ConfigError, DatabaseSettings, OrganisationSettings, Settings, TeamsSettings, WebSettings
-from bot.matrix.localserver import free_port
+from bot.config import ConfigError, TeamsSettings
 from bot.teams.adapter import TeamsAdapter
 from storage import repo
-from storage.models import Case, HandledEvent, LoginLink
-from teams_harness import APP_ID, CONNECTOR_TOKEN, TENANT, FakeConnector, LocalCredentialsFactory, activity
-
-STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
-CHANNEL = "19:coordinatie@thread.tacv2"
-TEAM = "19:team-agressie@thread.tacv2"
-
-
-class TeamsWorld:
-    def __init__(self, keys, tmp_path):
-        self.keys = keys
-        self.tmp = tmp_path
-        self.connector = FakeConnector()
-        self.app = None
-        self.port = free_port()
-        self.http: aiohttp.ClientSession | None = None
-
-    def settings(self, **teams) -> Settings:
-        values = dict(app_id=APP_ID, app_password="unused", tenant_id=TENANT, store_dir=self.tmp / "teams",
-                      openid_metadata_url=self.keys.metadata_url)
-        values.update(teams)
-        return Settings(
-            organisation=OrganisationSettings(name="Gemeente Testdam"),
-            database=DatabaseSettings(url=f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"),
-            web=WebSettings(listen=f"127.0.0.1:{self.port}", public_url="https://meldbot.example.nl"),
-            teams=TeamsSettings(**values),
-        )
-
-    async def start(self, **teams) -> "TeamsWorld":
-        await self.connector.start()
-        settings = self.settings(**teams)
-        adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
-                               credentials_factory=LocalCredentialsFactory())
-        self.app = await build(settings, {"teams": adapter})
-        await self.app.start(web_server=True)
-        self.http = aiohttp.ClientSession()
-        return self
-
-    async def close(self) -> None:
-        if self.http:
-            await self.http.close()
-        if self.app:
-            await self.app.stop()
-        await self.connector.stop()
-
-    async def post(self, body: dict, token: str | None = None, raw: bytes | None = None) -> aiohttp.ClientResponse:
-        if token is None:
-            token = self.keys.token(body.get("serviceUrl", self.connector.url))
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.post(f"http://127.0.0.1:{self.port}/api/messages", data=raw or _json(body),
-                                  headers=headers) as response:
-            await response.read()
-            return response
-
-    async def say(self, text: str, **kwargs) -> list[str]:
-        before = len(self.connector.requests)
-        response = await self.post(activity(self.connector.url, text, **kwargs))
-        assert response.status in (200, 201), response.status
-        return [r["activity"].get("text") or "" for r in self.connector.requests[before:] if r["kind"] == "send"]
-
-    async def count(self, model) -> int:
-        async with self.app.sessions() as session:
-            return await session.scalar(select(func.count()).select_from(model))
-
-    async def set_channel(self) -> None:
-        said = await self.say("<at>Meldbot</at> coordinatiekanaal", conversation=CHANNEL,
-                              conversation_type="channel", channel=CHANNEL, team=TEAM)
-        assert any("nu het coördinatiekanaal" in s for s in said)
-
-
-def _json(body: dict) -> bytes:
-    import json
-
-    return json.dumps(body).encode()
+from storage.models import Attachment, Case, ClaimCode, HandledEvent, LoginLink
+from teams_harness import (APP_ID, CHANNEL, CONNECTOR_TOKEN, STORY, TEAM, TeamsWorld, activity, json_body,
+                           reference_in, shown)
 
 
 @pytest.fixture
@@ -103,14 +27,6 @@ async def world(keys, tmp_path):
         yield world
     finally:
         await world.close()
-
-
-def reference_in(texts: list[str]) -> str:
-    for text in texts:
-        match = re.search(r"MB-[0-9A-Z]{3}-[0-9A-Z]{3}", text)
-        if match:
-            return match.group(0)
-    raise AssertionError(f"no reference in {texts}")
 
 
 async def test_full_text_report_in_personal_chat(world):
@@ -149,7 +65,7 @@ async def test_report_card_with_execute_and_with_submit_fallback(world):
     invoke = activity(world.connector.url, None, activity_type="invoke", name="adaptiveCard/action",
                       value={"action": {"type": "Action.Execute", "verb": "submitReport", "data": data},
                              "trigger": "manual"})
-    async with world.http.post(f"http://127.0.0.1:{world.port}/api/messages", data=_json(invoke),
+    async with world.http.post(f"http://127.0.0.1:{world.port}/api/messages", data=json_body(invoke),
                                headers={"Content-Type": "application/json", "Authorization":
                                         f"Bearer {world.keys.token(world.connector.url)}"}) as response:
         assert response.status == 200
@@ -200,6 +116,7 @@ async def test_coordinator_thread_claim_and_relayed_replies(world):
     await world.app.worker.drain(timeout=10)
     root = next(r["conversation"] for r in world.connector.requests if r["kind"] == "create")
     thread = dict(conversation=root, conversation_type="channel", channel=CHANNEL, team=TEAM, user="coco")
+    world.connector.team_members[TEAM] = {"aad-coco"}  # the coordinator channel's (standard) team
 
     said = await world.say("<at>Meldbot</at> oppakken", **thread)
     assert any(f"{reference} is opgepakt door Coco" in s for s in said)
@@ -208,7 +125,7 @@ async def test_coordinator_thread_claim_and_relayed_replies(world):
     await world.app.worker.drain(timeout=10)
     personal = world.connector.texts("a:personal-anna")
     assert any("Coco heeft je melding" in t for t in personal)
-    assert any("Ik bel je om drie uur." in t and "(coördinator)" in t for t in personal)
+    assert any("Ik bel je om drie uur." in t and "(coördinator)" in t for t in map(shown, personal))
 
     said = await world.say("Prima, tot straks.")
     assert any("Doorgestuurd naar de coördinator" in s for s in said)
@@ -286,14 +203,6 @@ async def test_connector_throttling_and_outage_while_a_case_is_filed(world):
     assert len(confirmations) == 2
 
 
-async def _say_while_down(self, text: str) -> None:
-    response = await self.post(activity(self.connector.url, text))
-    assert response.status in (200, 201)
-
-
-TeamsWorld.say_while_down = _say_while_down
-
-
 async def test_attachments_in_personal_chat_are_stored(world):
     await world.start()
     world.connector.files["report.pdf"] = b"%PDF-1.7 screenshot export"
@@ -311,8 +220,9 @@ async def test_attachments_in_personal_chat_are_stored(world):
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
         stored = {a.filename: a for a in await repo.list_attachments(session=session, case_id=case.id)}
+        inline = await session.scalar(select(Attachment.content).where(Attachment.id == stored["inline.png"].id))
+        assert inline == b"\x89PNG inline image"
     assert stored["report.pdf"].sha256 == hashlib.sha256(b"%PDF-1.7 screenshot export").hexdigest()
-    assert stored["inline.png"].content == b"\x89PNG inline image"
 
 
 async def test_installation_greets_once_and_keeps_the_reference(world):
@@ -376,13 +286,13 @@ def test_msrest_retry_list_workaround_keeps_the_same_retry_codes():
     assert 502 in stock and 504 in stock and 429 not in stock and 200 not in stock
 
 
-async def test_coordinator_channel_cannot_be_taken_over(world):
+async def test_coordinator_channel_cannot_be_taken_over_without_a_code(world):
     await world.start()
     await world.set_channel()
     said = await world.say("<at>Meldbot</at> coordinatiekanaal", conversation="19:other@thread.tacv2",
                            conversation_type="channel", channel="19:other@thread.tacv2",
                            team="19:other-team@thread.tacv2", user="mallory")
-    assert any("kan niet vanuit een bericht worden verplaatst" in s for s in said)
+    assert any("meldbot teams claim-code" in shown(s) for s in said)
     assert world.app.adapters["teams"].coordinator_destination() == CHANNEL
 
 
@@ -390,10 +300,14 @@ async def test_configured_channel_is_not_moved_and_tenant_is_required(world, key
     with pytest.raises(ConfigError, match="tenant_id"):
         TeamsAdapter(settings=TeamsSettings(app_id=APP_ID), store_dir=world.tmp, language="nl")
     await world.start(coordinator_channel=CHANNEL)
-    said = await world.say("<at>Meldbot</at> coordinatiekanaal", conversation="19:x@thread.tacv2",
+    code = await world.claim_code()
+    said = await world.say(f"<at>Meldbot</at> coordinatiekanaal {code}", conversation="19:x@thread.tacv2",
                            conversation_type="channel", channel="19:x@thread.tacv2", team=TEAM)
-    assert any("kan niet" in s for s in said)
+    assert any("kan niet vanuit een bericht worden verplaatst" in s for s in said)
     assert world.app.adapters["teams"].coordinator_destination() == CHANNEL
+    # Refused before the code was spent: it is still unused.
+    async with world.app.sessions() as session:
+        assert (await session.scalar(select(ClaimCode))).used_at is None
 
 
 async def test_a_malformed_activity_with_a_forged_token_is_400_and_runs_nothing(world):
@@ -472,7 +386,8 @@ async def test_a_member_of_the_coordinator_team_gets_a_working_login_link(world)
     login = f"http://127.0.0.1:{world.port}/login"
     async with world.http.post(login, data={"token": token}, allow_redirects=False) as response:
         assert response.status == 303 and response.headers["Location"] == "/cases"
-        assert response.cookies.get(SESSION_COOKIE) and response.cookies[SESSION_COOKIE].value
+        # (`__Host-` prefixed with the https public URL)
+        assert any(name.endswith(SESSION_COOKIE) and cookie.value for name, cookie in response.cookies.items())
     async with world.http.post(login, data={"token": token}, allow_redirects=False) as response:
         assert response.status == 410
     assert (await login_links(world))[0].used_at is not None

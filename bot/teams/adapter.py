@@ -1,23 +1,24 @@
 """The Microsoft Teams platform (botbuilder 4.17.1, CloudAdapter behind `POST /api/messages`).
 
 Translates only: activities become `InboundMessage`/`CoordinatorMessage`, neutral replies become
-activities. Its own small state (the coordinator channel and its service URL) lives in `store_dir`.
+activities. Its own small state (the coordinator channel, its team and type, the service URL) lives
+in `store_dir`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Sequence
 
 import aiohttp
 from aiohttp import web
 from botbuilder.core import ActivityHandler, MessageFactory, TurnContext
-from botbuilder.core.teams import TeamsInfo, teams_get_channel_id, teams_get_team_info
+from botbuilder.core.teams import teams_get_channel_id, teams_get_team_info
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import (
     Activity,
@@ -29,51 +30,94 @@ from botbuilder.schema import (
     ConversationParameters,
     ConversationReference,
 )
+from botbuilder.schema.teams import TeamsChannelAccount
 from botframework.connector.auth import ServiceClientCredentialsFactory
 from msrest.exceptions import DeserializationError
 
 from dialogs import Reply, Translator
-from dialogs.text import fold, parse_command
+from dialogs.coordinator import is_login_command, parse_coordinator_command
+from dialogs.text import clean_name, fold, parse_command
 
 from ..config import ConfigError, TeamsSettings
 from ..platform import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
 from . import fixes
-from .auth import build_authentication
+from .auth import activity_tenant, build_authentication
 from .cards import CONTENT_TYPE, form_values, notification_card, report_card, sent_card
+from .files import download, token_allowed
+from .markdown import combined_markdown, escape, reply_markdown
+
+__all__ = ["TeamsAdapter", "check_settings", "combined_markdown", "parse_claim", "reply_markdown"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 #: Statuses worth retrying (throttling, conflicts and gateways); others are final.
 RETRYABLE = {408, 412, 429, 500, 502, 503, 504}
-SET_CHANNEL_WORDS = {"coordinatiekanaal", "coördinatiekanaal", "coordinator channel", "coordinatorkanaal"}
+#: `@Meldbot coordinatiekanaal <code>` (after `fold`: lower case, no accents).
+CLAIM_RE = re.compile(r"^(?:coordinatiekanaal|coordinatorkanaal|coordinator[ -]?channel)(?![a-z0-9])[\s:=]*(.*)$")
 REFERENCE_RE = re.compile(r"\bMB-[0-9A-Z]{3}-[0-9A-Z]{3}\b")
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+CHANNEL_RE = re.compile(r"^19:\S+@thread\.[a-z0-9]+$")
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
 MAX_FILE = 20 * 1024 * 1024
-#: Where Teams puts files: SharePoint/OneDrive, the connector and its attachment stores.
-TRUSTED_FILE_HOSTS = ("sharepoint.com", "botframework.com", "smba.trafficmanager.net", "asm.skype.com",
-                      "teams.microsoft.com", "office.net", "sharepoint-df.com")
+#: Channel types whose members are not simply the team's (Teams: `channelData.channel.type` or
+#: `membershipType`). An unknown type is treated like these: never a wider roster than the channel's.
+OWN_ROSTER = ("private", "shared")
+CHANNEL_TYPES = ("standard", "private", "shared")
+#: Longest wait for Teams' roster before a thread command is answered "cannot check now".
+COORDINATOR_CHECK_S = 8.0
+#: At most this many refused file names are listed back to the reporter.
+NAMES_LISTED = 20
 
 
-def reply_markdown(reply: Reply) -> str:
-    """A neutral reply as Teams markdown."""
-    parts = []
-    if reply.title:
-        parts.append(f"**{reply.title}**")
-    if reply.text:
-        parts.append(reply.text.replace("\n", "  \n"))
-    if reply.options:
-        marks = any(o.selected for o in reply.options)
-        parts.append("\n".join(f"{o.number}. {('☑ ' if o.selected else '☐ ') if marks else ''}{o.label}"
-                               for o in reply.options))
-    if reply.hint:
-        parts.append(f"_{reply.hint}_")
-    return "\n\n".join(parts)
+def parse_claim(text: str) -> str | None:
+    """The code of `coordinatiekanaal <code>` ("" without one), or None for any other message."""
+    match = CLAIM_RE.match(fold(text or ""))
+    return match.group(1).strip() if match else None
 
 
-def combined_markdown(replies: Sequence[Reply]) -> str:
-    """A turn's replies as one Teams message (one notification, one request to the connector)."""
-    return "\n\n".join(reply_markdown(reply) for reply in replies)
+def check_settings(settings: TeamsSettings, credentials_factory: ServiceClientCredentialsFactory | None) -> None:
+    """Refuse the `[teams]` combinations botbuilder cannot use (it would fail with a stack trace at
+    start, or silently refuse every activity later), naming the key."""
+    if settings.app_password and not settings.app_id:
+        raise ConfigError("[teams] app_password is set but app_id is empty: set app_id to the bot's Microsoft "
+                          "App ID, or remove app_password.")
+    if not settings.app_id and not settings.allow_unauthenticated:
+        raise ConfigError("[teams] app_id is empty: authentication would be off. Set app_id, app_password and "
+                          "tenant_id, or allow_unauthenticated = true for a local experiment only.")
+    endpoint = next((key for key in ("openid_metadata_url", "token_issuer") if getattr(settings, key)), None)
+    if endpoint and not settings.app_id:
+        # botbuilder 4.17.1's parameterised path only takes a missing header as anonymous, never the
+        # empty one CloudAdapter passes: every activity would be refused.
+        raise ConfigError(f"[teams] {endpoint} is set but app_id is empty: the endpoints apply only with "
+                          "authentication. Remove it for a local experiment, or set app_id.")
+    if settings.app_id and not GUID_RE.match(settings.app_id):
+        raise ConfigError("[teams] app_id is not a Microsoft App ID: expected a GUID such as "
+                          "00000000-0000-0000-0000-000000000000 (Azure Bot > Configuration).")
+    if settings.app_id and not settings.tenant_id:
+        raise ConfigError("[teams] tenant_id is empty: without it activities from any tenant would be "
+                          "accepted. Set your organisation's tenant ID.")
+    if settings.tenant_id and not GUID_RE.match(settings.tenant_id):
+        raise ConfigError("[teams] tenant_id is not a tenant ID: expected the Directory (tenant) ID, a GUID such "
+                          "as 00000000-0000-0000-0000-000000000000 (not a domain name).")
+    if settings.app_id and not settings.app_password and credentials_factory is None:
+        raise ConfigError("[teams] app_password is empty: the bot cannot get a token to answer. Set app_password "
+                          "to the client secret of the bot's app registration.")
+    if settings.coordinator_channel and not CHANNEL_RE.match(settings.coordinator_channel):
+        raise ConfigError("[teams] coordinator_channel is not a Teams channel ID: expected something like "
+                          "19:abc123@thread.tacv2 (or remove it and claim a channel with a code).")
+
+
+def channel_type(activity: Activity) -> str | None:
+    """"standard", "private" or "shared" when Teams says so. botbuilder's ChannelInfo keeps `type`
+    but not `membershipType`: read the raw channel data."""
+    data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    channel = data.get("channel") if isinstance(data.get("channel"), dict) else {}
+    for key in ("type", "membershipType"):
+        value = channel.get(key)
+        if isinstance(value, str) and value.lower() in CHANNEL_TYPES:
+            return value.lower()
+    return None
 
 
 def _status(error: BaseException) -> int | None:
@@ -91,6 +135,13 @@ def _retry_after(error: BaseException) -> float | None:
         return None
 
 
+def _delivery_error(error: BaseException) -> DeliveryError:
+    status = _status(error)
+    return DeliveryError(f"bot connector answered {status or type(error).__name__}", retry_after=_retry_after(error),
+                         permanent=status is not None and status not in RETRYABLE and status < 500
+                         and status not in (401, 403, 404))
+
+
 class TeamsAdapter:
     """One Azure Bot registration in one tenant."""
 
@@ -99,25 +150,24 @@ class TeamsAdapter:
     idempotent_sends = False
 
     def __init__(self, *, settings: TeamsSettings, store_dir: Path, language: str,
-                 credentials_factory: ServiceClientCredentialsFactory | None = None):
-        if settings.app_id and not settings.tenant_id:
-            raise ConfigError("[teams] tenant_id is empty: without it activities from any tenant would be "
-                              "accepted. Set your organisation's tenant ID.")
-        if not settings.app_id and not settings.allow_unauthenticated:
-            raise ConfigError("[teams] app_id is empty: authentication would be off. Set app_id, app_password and "
-                              "tenant_id, or allow_unauthenticated = true for a local experiment only.")
+                 credentials_factory: ServiceClientCredentialsFactory | None = None, files_per_message: int = 10):
+        check_settings(settings, credentials_factory)
         fixes.apply()
         self.settings = settings
         self.language = language
+        self.files_per_message = files_per_message
         self.store_dir = Path(store_dir)
         self.state_file = self.store_dir / "teams-state.json"
-        self.cloud = CloudAdapter(build_authentication(settings, credentials_factory))
+        self.auth = build_authentication(settings, credentials_factory)
+        self.cloud = CloudAdapter(self.auth)
         self.cloud.on_turn_error = self._on_turn_error
         self.handler = _Handler(self)
         self.bot: Bot | None = None
         self.state: dict[str, Any] = {}
         self._http: aiohttp.ClientSession | None = None
         self._references: dict[tuple, dict] = {}
+        #: Claim messages already answered (Teams may deliver the same activity twice).
+        self._claims_seen: set[tuple] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -125,8 +175,15 @@ class TeamsAdapter:
         self.bot = bot
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
-        if self.settings.coordinator_channel:
-            self.state["channel_id"] = self.settings.coordinator_channel
+        configured = self.settings.coordinator_channel
+        if configured and self.state.get("channel_id") != configured:
+            # The administrator's channel wins over one claimed from chat; what was learnt about that
+            # other channel (its team, its type) says nothing about this one.
+            self._retire(self.state.get("channel_id"))
+            for key in ("team_id", "channel_type"):
+                self.state.pop(key, None)
+            self.state["channel_id"] = configured
+            self._save()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
         if not self.settings.app_id:
             log.warning("teams: AUTHENTICATION IS OFF (allow_unauthenticated): anyone can post activities. "
@@ -139,34 +196,60 @@ class TeamsAdapter:
             await self._http.close()
 
     def _save(self) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(self.state))
         os.chmod(self.state_file, 0o600)
+
+    def _retire(self, channel_id: str | None) -> None:
+        """Remember a channel that is no longer the coordinator channel: nothing is posted there again."""
+        if channel_id:
+            retired = [c for c in self.state.get("retired_channels", []) if c != channel_id]
+            self.state["retired_channels"] = (retired + [channel_id])[-50:]
 
     def coordinator_destination(self) -> str | None:
         return self.state.get("channel_id")
 
     async def is_coordinator(self, user_id: str) -> bool:
-        """Coordinators are the members of the coordinator channel's team (asked of Teams each time,
-        so someone who left the team gets no login link)."""
-        team_id, channel_id = self.state.get("team_id"), self.state.get("channel_id")
-        if not team_id or not channel_id:
+        """Coordinators are the members of the coordinator channel (a standard channel's are its team's;
+        a private or shared channel has its own roster), never guests or people of another tenant.
+        Asked of Teams each time, so someone who left gets no login link."""
+        channel_id, kind = self.state.get("channel_id"), self.state.get("channel_type")
+        if not channel_id:
             return False
-        found: list[bool] = []
+        team_id = self.state.get("team_id")
+        roster = team_id if kind == "standard" and team_id else channel_id
+        member = await self._roster_member(roster, user_id)
+        if member is None:
+            return False
+        if (member.user_role or "").lower() in ("guest", "anonymous"):
+            log.info("teams: a guest of the coordinator channel is not a coordinator")
+            return False
+        if member.tenant_id and self.settings.tenant_id and member.tenant_id != self.settings.tenant_id:
+            log.info("teams: a member from another tenant is not a coordinator")
+            return False
+        return True
+
+    async def _roster_member(self, conversation_id: str, user_id: str) -> TeamsChannelAccount | None:
+        """`GET /v3/conversations/{conversation_id}/members/{user_id}`: None when Teams says 404."""
+        found: list[TeamsChannelAccount | None] = []
 
         async def logic(turn_context: TurnContext) -> None:
+            client = turn_context.turn_state.get(self.cloud.BOT_CONNECTOR_CLIENT_KEY)
             try:
-                found.append(await TeamsInfo.get_team_member(turn_context, team_id, user_id) is not None)
+                member = await client.conversations.get_conversation_member(conversation_id, user_id)
             except Exception as error:
                 if _status(error) != 404:
                     raise
-                found.append(False)
+                found.append(None)
+                return
+            # The SDK's ChannelAccount keeps Teams' extra fields (userRole, tenantId) aside.
+            found.append(TeamsChannelAccount().deserialize(
+                dict(member.serialize(), **(getattr(member, "additional_properties", None) or {}))))
 
-        # botbuilder 4.17.1's `get_team_member` checks `team_id` but asks about the turn's conversation
-        # (`GET /v3/conversations/{activity.conversation.id}/members/{id}`), unlike the other SDKs: the
-        # turn is therefore continued in the team's own conversation (its General channel) so that the
-        # lookup is `GET /v3/conversations/{teamId}/members/{userId}`.
-        await self.cloud.continue_conversation(self._channel_reference(team_id), logic, self.settings.app_id)
-        return bool(found and found[0])
+        # botbuilder 4.17.1's `TeamsInfo.get_team_member` asks about the turn's conversation whatever
+        # team it is given: the roster's own conversation is therefore continued and asked directly.
+        await self.cloud.continue_conversation(self._channel_reference(conversation_id), logic, self.settings.app_id)
+        return found[0] if found else None
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/messages", self.handle_request)]
@@ -174,10 +257,14 @@ class TeamsAdapter:
     # -- inbound ------------------------------------------------------------------------------------
 
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
-        """The Bot Framework endpoint: 401 for any authentication failure, 413 for bodies over 1 MB."""
+        """The Bot Framework endpoint: 401 for any authentication failure, 413 for bodies over 1 MB.
+
+        The token is checked before the SDK deserialises the body: `CloudAdapter.process` does it the
+        other way round, and msrest spends about half a second of the event loop on a 1 MB body."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413, text="request body too large")
-        if self.settings.app_id and not request.headers.get("Authorization"):
+        authorization = request.headers.get("Authorization") or ""
+        if self.settings.app_id and not authorization:
             log.warning("teams: request without a token refused")
             return web.Response(status=401)
         if "application/json" not in (request.headers.get("Content-Type") or ""):
@@ -191,11 +278,17 @@ class TeamsAdapter:
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             log.warning("teams: malformed activity refused")
             return web.Response(status=400, text="malformed activity")
+        if self.settings.app_id:
+            try:
+                # Remembered by StrictAuthentication: the check inside `process` is then a lookup.
+                await self.auth.authenticate_request(_activity_for_authentication(body), authorization)
+            except PermissionError:
+                return web.Response(status=401)
         try:
             return await self.cloud.process(request, self.handler)
         except web.HTTPUnauthorized:
             return web.Response(status=401)
-        except DeserializationError:  # the SDK parses before it authenticates: nothing has run
+        except DeserializationError:
             log.warning("teams: malformed activity refused")
             return web.Response(status=400, text="malformed activity")
 
@@ -211,7 +304,7 @@ class TeamsAdapter:
     async def on_personal_message(self, turn_context: TurnContext, form: dict | None = None) -> list[Reply]:
         activity = turn_context.activity
         self._remember_service_url(activity)
-        files = await self._attachments(turn_context)
+        files, not_taken = await self._attachments(turn_context)
         text = (activity.text or "").strip() if form is None else ""
         message = InboundMessage(
             platform=self.platform, conversation=activity.conversation.id, sender=self._sender(activity),
@@ -220,6 +313,10 @@ class TeamsAdapter:
             address={"reference": self._reference(activity)}, form=form,
         )
         replies = list(await self.bot.handle(message))
+        if not_taken and replies:  # none for a redelivered activity: it was answered the first time
+            listed = ", ".join(not_taken[:NAMES_LISTED]) + (", …" if len(not_taken) > NAMES_LISTED else "")
+            replies.insert(0, Reply(Translator(self.language)("teams.files_not_taken", limit=self.files_per_message,
+                                                              files=listed)))
         command = parse_command(text) if text else None
         card = None
         if command and command.name == "report" and replies:
@@ -242,6 +339,16 @@ class TeamsAdapter:
         account = activity.from_property
         return (account.aad_object_id or account.id) if account else "unknown"
 
+    @staticmethod
+    def _person_address(activity: Activity) -> dict[str, Any]:
+        """What `open_direct_chat` needs to reach the sender of a channel message."""
+        account = activity.from_property
+        return {"teams_id": account.id if account else None,
+                "aad_object_id": account.aad_object_id if account else None,
+                "name": account.name if account else None, "service_url": activity.service_url,
+                "tenant_id": activity_tenant(activity),
+                "bot_id": activity.recipient.id if activity.recipient else None}
+
     async def _reply(self, turn_context: TurnContext, replies: Sequence[Reply], card: dict | None = None) -> None:
         """Answer in the turn, as one message; if that cannot be sent now it goes to the outbox."""
         if replies:
@@ -259,55 +366,45 @@ class TeamsAdapter:
             except Exception as error:
                 log.warning("teams: report card not sent (status %s)", _status(error))
 
-    def _trusted(self, url: str, activity: Activity) -> bool:
-        """Files are fetched only from Microsoft's hosts or the (authenticated) service URL's host."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        service_host = (urlsplit(activity.service_url or "").hostname or "").lower()
-        if host and host == service_host:
-            return True
-        return parts.scheme == "https" and any(host == h or host.endswith("." + h) for h in TRUSTED_FILE_HOSTS)
+    async def _say(self, turn_context: TurnContext, key: str, **values: object) -> None:
+        await turn_context.send_activity(MessageFactory.text(escape(Translator(self.language)(key, **values))))
 
-    async def _attachments(self, turn_context: TurnContext) -> list[InboundAttachment]:
-        files = []
+    async def _attachments(self, turn_context: TurnContext) -> tuple[list[InboundAttachment], list[str]]:
+        """The files of a message (at most `files_per_message`), and the names of those not fetched
+        because there were more."""
         activity = turn_context.activity
+        wanted = []
         for attachment in activity.attachments or []:
-            url, name = None, attachment.name or "bestand"
-            media_type = attachment.content_type or "application/octet-stream"
-            headers = {}
             if attachment.content_type == FILE_INFO and isinstance(attachment.content, dict):
-                url = attachment.content.get("downloadUrl")
-                media_type = "application/octet-stream"
+                # A shared file: its download URL is pre-authenticated (never sent the bot's token).
+                url, use_token, media_type = attachment.content.get("downloadUrl"), False, "application/octet-stream"
             elif (attachment.content_type or "").startswith("image/") and attachment.content_url:
-                url = attachment.content_url
-                if self._trusted(url, activity):
-                    token = await self._connector_token(turn_context)
-                    if token:
-                        headers["Authorization"] = f"Bearer {token}"
-            if not url:
-                continue
-            if not self._trusted(url, activity):
-                log.warning("teams: attachment from an untrusted host not fetched")
-                continue
+                url, use_token, media_type = attachment.content_url, True, attachment.content_type
+            else:
+                continue  # the message's own HTML copy, cards, ...
+            if isinstance(url, str) and url:
+                wanted.append((clean_name(attachment.name) or "bestand", url, use_token, media_type))
+        taken, extra = wanted[:self.files_per_message], wanted[self.files_per_message:]
+        if extra:
+            log.info("teams: %s attachments over the limit of %s per message not fetched", len(extra),
+                     self.files_per_message)
+        files, token = [], None
+        for name, url, use_token, media_type in taken:
+            if use_token and token is None and token_allowed(url, activity.service_url):
+                token = await self._connector_token(turn_context)
             try:
-                async with self._http.get(url, headers=headers) as response:
-                    if response.status != 200:
-                        log.warning("teams: attachment download failed (status %s)", response.status)
-                        continue
-                    chunks, size = [], 0
-                    async for chunk in response.content.iter_chunked(65536):
-                        size += len(chunk)
-                        if size > MAX_FILE:
-                            break
-                        chunks.append(chunk)
-                    # Over the limit: passed on whole-sized so the engine refuses it by name.
-                    content = b"".join(chunks) if size <= MAX_FILE else b"\0" * (MAX_FILE + 1)
-                    media_type = response.headers.get("Content-Type", media_type).split(";")[0]
-            except aiohttp.ClientError as error:
+                fetched = await download(self._http, url, service_url=activity.service_url,
+                                         token=token if use_token else None, limit=MAX_FILE)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 log.warning("teams: attachment download failed (%s)", type(error).__name__)
                 continue
-            files.append(InboundAttachment(filename=name[:255], media_type=media_type, content=content))
-        return files
+            if fetched is None:
+                continue
+            # Over the limit: passed on whole-sized so the engine refuses it by name.
+            content = b"\0" * (MAX_FILE + 1) if fetched.too_large else fetched.content
+            files.append(InboundAttachment(filename=name[:255], media_type=fetched.media_type or media_type,
+                                           content=content))
+        return files, [name for name, *_ in extra]
 
     async def _connector_token(self, turn_context: TurnContext) -> str | None:
         client = turn_context.turn_state.get(self.cloud.BOT_CONNECTOR_CLIENT_KEY)
@@ -327,41 +424,102 @@ class TeamsAdapter:
         text = re.sub(r"<at>[^<]*</at>", "", text).strip()  # any mention left (another name for the bot)
         channel_id = teams_get_channel_id(activity)
         team = teams_get_team_info(activity)
-        t = Translator(self.language)
-        if channel_id and channel_id == self.state.get("channel_id") and team and team.id \
-                and not self.state.get("team_id"):
-            # A configured channel: its team (whose members are the coordinators) is learnt here.
-            self.state.update(team_id=team.id)
-            self._save()
-            log.info("teams: coordinator team learnt from the configured channel")
-        if fold(text) in SET_CHANNEL_WORDS and channel_id:
-            team_id = team.id if team else None
-            # Configured by the administrator, or already claimed by another team: not to be moved
-            # from a chat message (whoever holds the channel reads reporters' answers).
-            if self.settings.coordinator_channel or (self.state.get("team_id")
-                                                    and self.state["team_id"] != team_id):
-                log.warning("teams: attempt to move the coordinator channel refused")
-                await turn_context.send_activity(MessageFactory.text(t("teams.channel_locked")))
+        team_id = team.id if team else None
+        kind = channel_type(activity)
+        self._learn(channel_id, team_id, kind)
+        code = parse_claim(text)
+        if code is not None and channel_id:
+            await self._claim(turn_context, channel_id, team_id, kind, code)
+            return
+        if not channel_id or channel_id != self.state.get("channel_id"):
+            await self._say(turn_context, "teams.channel_help")
+            return
+        login = is_login_command(text)
+        command = None if login else parse_coordinator_command(text)
+        if not login and command is None:
+            await self._say(turn_context, "teams.channel_help")
+            return
+        is_coordinator = False  # for `login` the engine asks (and also knows [followup] coordinators)
+        if command is not None:
+            try:
+                async with asyncio.timeout(COORDINATOR_CHECK_S):  # Teams resends a turn after 15 s
+                    is_coordinator = await self.is_coordinator(self._sender(activity))
+            except Exception as error:
+                log.warning("teams: coordinator check failed (%s)", type(error).__name__)
+                await self._say(turn_context, "login.check_failed")
                 return
-            self.state.update(channel_id=channel_id, team_id=team_id, service_url=activity.service_url)
-            self._save()
-            log.info("teams: coordinator channel set")
-            await turn_context.send_activity(MessageFactory.text(t("teams.channel_set")))
-            return
         conversation_id = activity.conversation.id or ""
-        in_case_thread = ";messageid=" in conversation_id and channel_id == self.state.get("channel_id")
-        if not in_case_thread:
-            await turn_context.send_activity(MessageFactory.text(t("teams.channel_help")))
-            return
-        same_team = self.state.get("team_id") in (None, team.id if team else None)
         message = CoordinatorMessage(
             platform=self.platform, destination=channel_id, thread_root=conversation_id,
             sender=self._sender(activity), text=text, event_id=f"{conversation_id}|{activity.id}",
-            is_coordinator=same_team,
+            is_coordinator=is_coordinator,
             sender_name=activity.from_property.name if activity.from_property else None,
+            address=self._person_address(activity),
         )
-        for answer in await self.bot.handle_coordinator(message):
+        answers = list(await self.bot.handle_coordinator(message))
+        if not answers and command is not None and command.name == "help":  # not in a case's thread
+            answers = [Reply(Translator(self.language)("teams.channel_help"))]
+        for answer in answers:
             await turn_context.send_activity(MessageFactory.text(reply_markdown(answer)))
+
+    def _learn(self, channel_id: str | None, team_id: str | None, kind: str | None) -> None:
+        """What a message in the coordinator channel tells: its team (for a configured channel) and type."""
+        if not channel_id or channel_id != self.state.get("channel_id"):
+            return
+        changed = False
+        if team_id and not self.state.get("team_id"):
+            self.state["team_id"] = team_id
+            changed = True
+            log.info("teams: coordinator team learnt from the coordinator channel")
+        if kind and self.state.get("channel_type") != kind:
+            self.state["channel_type"] = kind
+            changed = True
+            log.info("teams: coordinator channel type: %s", kind)
+        if changed:
+            self._save()
+
+    async def _claim(self, turn_context: TurnContext, channel_id: str, team_id: str | None, kind: str | None,
+                     code: str) -> None:
+        """`coordinatiekanaal <code>`: a code from `meldbot teams claim-code` (proof of access to the
+        server) makes this channel the coordinator channel. Never logs the code."""
+        activity = turn_context.activity
+        seen = (activity.conversation.id if activity.conversation else None, activity.id)
+        if seen in self._claims_seen:
+            return  # Teams resent it: the code was spent on the first delivery
+        if len(self._claims_seen) > 1000:
+            self._claims_seen.clear()
+        self._claims_seen.add(seen)
+        if self.settings.coordinator_channel:
+            # Refused before the code is spent: the administrator's choice is not moved from a chat.
+            log.warning("teams: coordinator channel claim refused: [teams] coordinator_channel is configured")
+            await self._say(turn_context, "teams.channel_locked")
+            return
+        if not code:
+            if channel_id == self.state.get("channel_id"):
+                await self._say(turn_context, "teams.channel_already")
+                return
+            log.warning("teams: coordinator channel claim without a code refused")
+            await self._say(turn_context, "teams.claim_code_needed")
+            return
+        redeemed = await self.bot.redeem_claim_code(self.platform, code)
+        if redeemed is None:
+            log.warning("teams: coordinator channel claim not checked: the database cannot tell now")
+            await self._say(turn_context, "teams.claim_unavailable")
+            return
+        if not redeemed:
+            log.warning("teams: coordinator channel claim refused: wrong, used or expired code")
+            await self._say(turn_context, "teams.claim_code_wrong")
+            return
+        previous = self.state.get("channel_id")
+        if previous and previous != channel_id:
+            self._retire(previous)
+        self.state["retired_channels"] = [c for c in self.state.get("retired_channels", []) if c != channel_id]
+        self.state.update(channel_id=channel_id, team_id=team_id, channel_type=kind,
+                          service_url=activity.service_url)
+        self._save()
+        log.info("teams: coordinator channel %s (claimed with a code)",
+                 "moved" if previous and previous != channel_id else "set")
+        await self._say(turn_context, "teams.channel_set")
 
     async def on_form_invoke(self, turn_context: TurnContext) -> AdaptiveCardInvokeResponse:
         form = form_values(turn_context.activity.value)
@@ -404,12 +562,7 @@ class TeamsAdapter:
         except Exception as error:
             failures.append(error)
         if failures:
-            error = failures[0]
-            status = _status(error)
-            raise DeliveryError(f"bot connector answered {status or type(error).__name__}",
-                                retry_after=_retry_after(error),
-                                permanent=status is not None and status not in RETRYABLE and status < 500
-                                and status not in (401, 403, 404)) from error
+            raise _delivery_error(failures[0]) from failures[0]
         return sent[-1] if sent else ""
 
     async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
@@ -418,6 +571,35 @@ class TeamsAdapter:
             raise DeliveryError("no conversation reference for this person", permanent=True)
         reference = ConversationReference().deserialize(data)
         return await self._proactive(reference, [MessageFactory.text(combined_markdown(replies))])
+
+    async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
+        """Create the 1:1 chat with the sender of a channel message (`POST /v3/conversations`); returns
+        the address `send_replies` takes."""
+        user_id, service_url = address.get("teams_id"), address.get("service_url") or self.state.get("service_url")
+        if not user_id or not service_url:
+            raise DeliveryError("not enough to open a direct chat with this person", permanent=True)
+        tenant = self.settings.tenant_id or address.get("tenant_id")
+        bot = ChannelAccount(id=address.get("bot_id") or f"28:{self.settings.app_id}")
+        parameters = ConversationParameters(is_group=False, bot=bot, members=[ChannelAccount(id=user_id)],
+                                            tenant_id=tenant, channel_data={"tenant": {"id": tenant}})
+        created: list[str] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            created.append(turn_context.activity.conversation.id)
+
+        try:
+            await self.cloud.create_conversation(self.settings.app_id, logic, parameters, "msteams", service_url)
+        except Exception as error:
+            raise _delivery_error(error) from error
+        if not created or not created[0]:
+            raise DeliveryError("the direct chat was not confirmed")
+        reference = ConversationReference(
+            channel_id="msteams", service_url=service_url, bot=bot,
+            user=ChannelAccount(id=user_id, name=address.get("name"), aad_object_id=address.get("aad_object_id")),
+            conversation=ConversationAccount(id=created[0], conversation_type="personal", is_group=False,
+                                             tenant_id=tenant),
+        )
+        return {"reference": reference.serialize()}
 
     def _channel_reference(self, conversation_id: str) -> ConversationReference:
         service_url = self.state.get("service_url")
@@ -428,7 +610,15 @@ class TeamsAdapter:
             conversation=ConversationAccount(id=conversation_id, is_group=True, conversation_type="channel"),
         )
 
+    def _refuse_retired(self, destination: str) -> None:
+        # A channel that lost the coordinator role (moved with a code, or overridden by the
+        # configuration) may hold people who are no longer coordinators: case posts stop there.
+        channel = destination.split(";messageid=")[0]
+        if channel in self.state.get("retired_channels", []) and channel != self.state.get("channel_id"):
+            raise DeliveryError("that channel is no longer the coordinator channel", permanent=True)
+
     async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
+        self._refuse_retired(destination)
         service_url = self.state.get("service_url")
         if not service_url:
             raise DeliveryError("the Teams service URL is not known yet (no activity received)")
@@ -455,7 +645,21 @@ class TeamsAdapter:
         return created[0]
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
-        return await self._proactive(self._channel_reference(root_id), [MessageFactory.text(text)])
+        self._refuse_retired(destination)
+        # Thread lines carry reporters' words and coordinators' names: shown literally.
+        return await self._proactive(self._channel_reference(root_id), [MessageFactory.text(escape(text))])
+
+
+def _activity_for_authentication(body: dict) -> Activity:
+    """The few fields of a raw activity that authentication reads (no msrest deserialisation)."""
+
+    def text(key: str) -> str | None:
+        value = body.get(key)
+        return value if isinstance(value, str) else None
+
+    data = body.get("channelData")
+    return Activity(type=text("type"), service_url=text("serviceUrl"), channel_id=text("channelId"),
+                    channel_data=data if isinstance(data, dict) else None)
 
 
 class _Handler(ActivityHandler):
@@ -470,8 +674,7 @@ class _Handler(ActivityHandler):
         if kind == "channel":
             return await self.adapter.on_channel_message(turn_context)
         if kind == "groupChat":
-            text = Translator(self.adapter.language)("group.dm_only")
-            return await turn_context.send_activity(MessageFactory.text(text))
+            return await self.adapter._say(turn_context, "group.dm_only")
         return await self.adapter.on_personal_message(turn_context, form=form_values(activity.value))
 
     async def on_adaptive_card_invoke(self, turn_context: TurnContext, invoke_value):

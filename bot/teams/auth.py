@@ -152,7 +152,9 @@ def build_authentication(settings: TeamsSettings,
     tenant_login = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX + (settings.tenant_id or "botframework.com")
     config = SimpleNamespace(
         APP_ID=settings.app_id, APP_PASSWORD=settings.app_password, APP_TENANTID=settings.tenant_id,
-        APP_TYPE="SingleTenant" if settings.tenant_id else "MultiTenant",
+        # Without an app ID (authentication off, a local experiment) there is no app to be single-tenant:
+        # the SDK's SingleTenant factory would then refuse to start ("Property 'APP_ID' is expected").
+        APP_TYPE="SingleTenant" if settings.app_id and settings.tenant_id else "MultiTenant",
     )
     if settings.openid_metadata_url or settings.token_issuer:
         config.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL = (
