@@ -140,6 +140,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                     is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
                     clock=clock)
+    worker.case_link = engine.case_link
     timers = TimerWorker(sessions=sessions, casework=engine.casework, language=settings.organisation.language,
                          on_outbox=worker.wake, clock=clock)
     pages = CasePages(sessions=sessions, casework=engine.casework, web_settings=settings.web,

@@ -108,7 +108,7 @@ class FollowupSettings(_Section):
     """`[followup]`: who coordinates, and the deadlines that keep a case from falling through the cracks."""
 
     #: Extra coordinators (`platform:user id`, e.g. `matrix:@anna:gemeente.nl`) besides the members of
-    #: the coordinator room (Matrix) or of the coordinator channel's team (Teams).
+    #: the coordinator room (Matrix) or of the coordinator channel (Teams; guests only when listed here).
     coordinators: list[str] = Field(default_factory=list)
     #: Who hears when nobody takes a case in time: a room/channel (`matrix:!room:server`, `teams:19:...`)
     #: or a person who has talked to the bot before (`matrix:@user:server`, `teams:<user id>`).
@@ -225,7 +225,8 @@ class TeamsSettings(_Section):
     app_id: str = ""
     app_password: str = ""
     tenant_id: str = ""
-    #: Channel ID (19:...@thread.tacv2) for case posts; or say `@Meldbot coordinatiekanaal` in it.
+    #: Channel ID (19:...@thread.tacv2) for case posts; or claim a channel in chat with a code from
+    #: `meldbot teams claim-code` (`@Meldbot coordinatiekanaal <code>`).
     coordinator_channel: str | None = None
     #: Where the adapter keeps the coordinator channel and the Teams service URL it learned.
     store_dir: Path = Path("teams-store")

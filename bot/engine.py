@@ -42,7 +42,7 @@ from storage import repo, transaction
 
 from .casework import CaseError, CaseWork, Coordinator, payload_of
 from .config import FollowupSettings, LimitsSettings
-from .notifications import case_flags, case_notification_payload
+from .notifications import payload_for_case
 from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
 
 log = logging.getLogger(__name__)
@@ -411,11 +411,7 @@ class Engine:
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
                                                    draft_id=draft.draft_id, case_id=case.id) \
             if draft.attachments else 0
-        flags = case_flags(kinds=kinds, contact=draft.contact, aftercare=draft.aftercare,
-                           police_came=draft.police_came, police_report=draft.police_report,
-                           injury="injury" in (draft.consequences or []), evidence=linked > 0)
-        payload = case_notification_payload(reference=case.reference, kinds=kinds, occurred_at=occurred_at,
-                                            place=draft.place, flags=flags, link=self.case_link(case.reference))
+        payload = payload_for_case(case, link=self.case_link(case.reference), evidence=linked > 0)
         for platform, destination in self.coordinator_targets():
             await repo.enqueue_message(session=session, kind="case_notification", platform=platform,
                                        destination=destination, payload=payload, now=now, case_id=case.id)
@@ -505,7 +501,7 @@ class Engine:
         if case is None:
             return None
         case = await repo.lock_case(session=session, case=case)
-        if not message.is_coordinator:
+        if not message.is_coordinator and f"{message.platform}:{message.sender}" not in self.followup.coordinators:
             log.warning("coordinator command refused: not a member platform=%s event=%s", message.platform,
                         message.event_id)
             return thread_reply(language, "not_allowed")

@@ -47,6 +47,17 @@ def case_notification_payload(*, reference: str, kinds: list[str], occurred_at: 
             "flags": flags, "link": link}
 
 
+def payload_for_case(case, *, link: str, evidence: bool, extra_flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The notification payload of a stored case (what the reporter's answers flag, as codes)."""
+    kinds = case.kind_codes
+    flags = list(extra_flags) + case_flags(
+        kinds=kinds, contact=case.contact_wanted, aftercare=case.aftercare, police_came=case.police_came,
+        police_report=case.police_report_wanted, injury="injury" in ((case.answers or {}).get("consequences") or []),
+        evidence=evidence)
+    return case_notification_payload(reference=case.reference, kinds=kinds, occurred_at=case.occurred_at,
+                                     place=case.place, flags=flags, link=link)
+
+
 def render_case_notification(payload: dict[str, Any], language: str, tz: dt.tzinfo | None) -> Notification:
     """A notification in the organisation's language."""
     t = Translator(language)

@@ -21,7 +21,7 @@ from storage.models import OutboxMessage
 
 from .casework import reply_of
 from .engine import DATABASE_ERRORS, utc_now
-from .notifications import render_case_notification, render_thread_event
+from .notifications import payload_for_case, render_case_notification, render_thread_event
 from .platform import Adapter, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class OutboxWorker:
         adapters: Mapping[str, Adapter],
         language: str,
         timezone: dt.tzinfo | None,
+        case_link: Callable[[str], str] = lambda reference: f"/cases/{reference}",
         clock: Callable[[], dt.datetime] = utc_now,
         lease: dt.timedelta = dt.timedelta(seconds=120),
         batch: int = 20,
@@ -49,6 +50,7 @@ class OutboxWorker:
         self.adapters = dict(adapters)
         self.language = language
         self.timezone = timezone
+        self.case_link = case_link
         self.clock = clock
         self.lease = lease
         self.batch = batch
@@ -86,7 +88,11 @@ class OutboxWorker:
 
     async def _deliver(self, message: OutboxMessage) -> int:
         adapter = self.adapters[message.platform]
-        destination = message.destination or adapter.coordinator_destination()
+        current = adapter.coordinator_destination()
+        destination = message.destination or current
+        if message.kind == "case_notification" and current and "escalation" not in (message.payload.get("flags") or []):
+            # The coordinator room/channel may have moved since this was queued: it goes where they are now.
+            destination = current
         try:
             result = await self._send(adapter, message, destination)
         except DeliveryError as error:
@@ -134,13 +140,41 @@ class OutboxWorker:
                            and (message.destination is None or t.destination == message.destination)]
             if not threads:
                 raise DeliveryError("case thread not posted yet")
-            return await adapter.post_in_case_thread(threads[0].destination, threads[0].root_id,
-                                                     render_thread_event(payload, self.language),
+            destination, root = threads[0].destination, threads[0].root_id
+            current = adapter.coordinator_destination()
+            if current and destination != current:
+                destination, root = current, await self._thread_in(adapter, message, current)
+            return await adapter.post_in_case_thread(destination, root, render_thread_event(payload, self.language),
                                                      message.idempotency_key)
         if message.kind == "reporter_message":
             replies = [reply_of(r) for r in payload.get("replies", [])]
             return await adapter.send_replies(payload.get("address") or {}, replies, message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
+
+    async def _thread_in(self, adapter: Adapter, message: OutboxMessage, destination: str) -> str:
+        """The case's thread in the coordinators' current room/channel: after the role moved (Teams,
+        with a new claim code) the old thread's channel is no longer read, so the case gets a new
+        post there first; the old thread is forgotten."""
+        async with self.sessions() as session:
+            existing = await repo.get_case_thread(session=session, case_id=message.case_id, platform=message.platform,
+                                                  destination=destination)
+            if existing is not None:
+                return existing.root_id
+            case = await repo.get_case_by_id(session=session, case_id=message.case_id)
+            evidence = bool(await repo.count_case_files(session=session, case_id=case.id)) if case else False
+        if case is None:
+            raise DeliveryError("the case no longer exists", permanent=True)
+        notification = render_case_notification(
+            payload_for_case(case, link=self.case_link(case.reference), evidence=evidence), self.language,
+            self.timezone)
+        root = await adapter.post_case_notification(destination, notification, f"{message.idempotency_key}-moved")
+        async with transaction(self.sessions) as session:
+            await repo.set_case_thread(session=session, case_id=case.id, platform=message.platform,
+                                       destination=destination, root_id=root, now=self.clock())
+            await repo.delete_case_threads(session=session, case_id=case.id, platform=message.platform,
+                                           keep=destination)
+        log.info("outbox: case thread moved to the current coordinator destination case=%s", case.reference)
+        return root
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds to wait before the next attempt: exponential with full jitter, at least retry-after."""

@@ -21,7 +21,7 @@ from storage.models import Case, Conversation, Timer
 
 from .casework import CaseWork, payload_of
 from .engine import DATABASE_ERRORS, utc_now
-from .notifications import case_flags, case_notification_payload
+from .notifications import payload_for_case
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,8 @@ class TimerWorker:
                                        destination=None, case_id=case.id, now=now,
                                        payload={"address": conversation.address or {}, "replies": [payload_of(reply)]})
         else:
-            kinds = case.kind_codes
-            flags = ["escalation"] + case_flags(
-                kinds=kinds, contact=case.contact_wanted, aftercare=case.aftercare, police_came=case.police_came,
-                police_report=case.police_report_wanted, injury="injury" in (case.answers.get("consequences") or []),
-                evidence=False)
-            payload = case_notification_payload(reference=case.reference, kinds=kinds, occurred_at=case.occurred_at,
-                                                place=case.place, flags=flags,
-                                                link=self.casework.case_link(case.reference))
+            payload = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=False,
+                                       extra_flags=("escalation",))
             await repo.enqueue_message(session=session, kind="case_notification", platform=platform,
                                        destination=target, payload=payload, now=now, case_id=case.id)
         await repo.add_case_event(session=session, case=case, kind="escalated", actor="meldbot",

@@ -555,6 +555,19 @@ async def set_case_thread(
         index_elements=["case_id", "platform", "destination"], set_={"root_id": statement.excluded.root_id}))
 
 
+async def delete_case_threads(*, session: AsyncSession, case_id: int, platform: str, keep: str) -> int:
+    """Forget a case's threads on `platform` except the one in `keep` (its room/channel moved)."""
+    result = await session.execute(delete(CaseThread).where(CaseThread.case_id == case_id,
+                                                            CaseThread.platform == platform,
+                                                            CaseThread.destination != keep))
+    return result.rowcount or 0
+
+
+async def get_case_by_id(*, session: AsyncSession, case_id: int) -> Case | None:
+    """A case by its row ID."""
+    return await session.get(Case, case_id)
+
+
 async def get_case_by_thread(*, session: AsyncSession, platform: str, destination: str, root_id: str) -> Case | None:
     """The case whose coordinator notification is the root of this thread."""
     query = (

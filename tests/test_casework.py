@@ -675,3 +675,36 @@ async def test_a_database_outage_on_the_login_page_logs_no_token(stack, monkeypa
     page = await stack.client.get(f"/login/{token}")
     assert page.status == 503 and "database" in await page.text()
     assert "database unavailable" in caplog.text and token not in caplog.text
+
+
+async def test_after_the_coordinator_room_moved_case_events_follow_it(stack):
+    first = await stack.report()
+    (old_room, _), = [(d, n) for d, n in stack.chat.room if n.reference == first]
+    old_root = next(iter(stack.chat.threads))
+    # A report whose notification is still queued when the room moves, and the move itself.
+    stack.chat.down = True
+    await stack.say("bert", "Een man schold me net uit aan de balie en dreigde me te slaan")
+    await stack.say("bert", "1 2")
+    queued = re.search(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}", await stack.say("bert", "verzenden")).group(0)
+    await stack.deliver()
+    stack.chat.down = False
+    stack.chat.destination = "new-room"
+    stack.clock.advance(seconds=5)  # past the retry's backoff
+    await stack.deliver()
+    assert [(d, n.reference) for d, n in stack.chat.room] == [("coordinators", first), ("new-room", queued)]
+    # A later event of the older case: the case is posted again in the new room, the line goes there.
+    await stack.log_in()
+    assert (await stack.act(first, "take")).status == 303
+    await stack.deliver()
+    assert [(d, n.reference) for d, n in stack.chat.room][-1] == ("new-room", first)
+    new_root = list(stack.chat.threads)[-1]
+    assert any("Coco" in line for line in stack.chat.threads[new_root])
+    assert stack.chat.threads[old_root] == []
+    assert (await stack.act(first, "note", text="gebeld")).status == 303
+    await stack.deliver()
+    assert len(stack.chat.room) == 3 and len(stack.chat.threads[new_root]) == 2  # no second re-post
+    async with stack.meldbot.sessions() as session:
+        case = await repo.get_case(session=session, reference=first)
+        threads = await repo.list_case_threads(session=session, case_id=case.id)
+    assert [(t.destination, t.root_id) for t in threads] == [("new-room", new_root)]
+    assert old_room == "coordinators"
