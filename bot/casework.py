@@ -70,6 +70,12 @@ def payload_of(reply: Reply) -> dict:
             "options": [[o.number, o.label, o.selected] for o in reply.options]}
 
 
+def address_of(conversation) -> dict:
+    """Where to reach the person of a conversation: the adapter's stored address, plus who they are
+    (so that a platform can open a new direct chat when the old one is no longer private)."""
+    return {"user": conversation.sender, **(conversation.address or {})}
+
+
 def reply_of(data: dict) -> Reply:
     """The reply an outbox payload holds."""
     return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
@@ -256,7 +262,7 @@ class CaseWork:
             return False
         await repo.enqueue_message(
             session=session, kind="reporter_message", platform=conversation.platform, destination=None,
-            payload={"address": conversation.address or {}, "replies": [payload_of(reply)]}, now=now,
+            payload={"address": address_of(conversation), "replies": [payload_of(reply)]}, now=now,
             case_id=case.id,
         )
         if relay:

@@ -40,7 +40,7 @@ from dialogs.coordinator import is_login_command, parse_coordinator_command, thr
 from dialogs.text import clean_name
 from storage import repo, transaction
 
-from .casework import CaseError, CaseWork, Coordinator, payload_of
+from .casework import CaseError, CaseWork, Coordinator, address_of, payload_of
 from .config import FollowupSettings, LimitsSettings
 from .notifications import payload_for_case
 from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
@@ -582,7 +582,7 @@ class Engine:
         if address is None:
             conversation = await repo.find_conversation(session=session, platform=message.platform,
                                                         sender=message.sender)
-            address = conversation.address if conversation is not None else None
+            address = address_of(conversation) if conversation is not None else None
         if not address:
             return Reply(t("login.need_direct_chat"))
         link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)

@@ -19,7 +19,7 @@ from dialogs import Reply, State, Translator
 from storage import repo, transaction
 from storage.models import Case, Conversation, Timer
 
-from .casework import CaseWork, payload_of
+from .casework import CaseWork, address_of, payload_of
 from .engine import DATABASE_ERRORS, utc_now
 from .notifications import payload_for_case
 
@@ -168,7 +168,7 @@ class TimerWorker:
                             link=self.casework.case_link(case.reference)), title=t("timer.escalation_title"))
             await repo.enqueue_message(session=session, kind="reporter_message", platform=platform,
                                        destination=None, case_id=case.id, now=now,
-                                       payload={"address": conversation.address or {}, "replies": [payload_of(reply)]})
+                                       payload={"address": address_of(conversation), "replies": [payload_of(reply)]})
         else:
             payload = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=False,
                                        extra_flags=("escalation",))
@@ -230,7 +230,7 @@ class TimerWorker:
     async def _tell(self, session: AsyncSession, conversation: Conversation, reply: Reply, now: dt.datetime) -> None:
         await repo.enqueue_message(session=session, kind="reporter_message", platform=conversation.platform,
                                    destination=None, now=now,
-                                   payload={"address": conversation.address or {}, "replies": [payload_of(reply)]})
+                                   payload={"address": address_of(conversation), "replies": [payload_of(reply)]})
 
 
 def is_room(platform: str, target: str) -> bool:

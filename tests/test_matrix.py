@@ -6,8 +6,11 @@ import asyncio
 import hashlib
 import uuid
 
+from urllib.parse import quote
+
+import aiohttp
 import pytest
-from nio import RoomMessagesResponse
+from nio import JoinResponse, RoomMessagesResponse
 
 from bot.app import build
 from bot.config import DatabaseSettings, MatrixSettings, OrganisationSettings, Settings, WebSettings
@@ -463,12 +466,65 @@ async def test_rate_limited_bot_delivers_everything_once_later(tmp_path):
             await world.close()
 
 
-async def test_login_in_the_coordinator_room_sends_the_link_only_to_a_direct_chat(world):
+async def accept_invite(client: ChatClient, inviter: str, timeout: float = 30) -> str:
+    """Join the first room `inviter` invited `client` to; returns its ID once joined."""
+    async def invited() -> str:
+        while True:
+            for room_id, room in client.client.invited_rooms.items():
+                if room.inviter == inviter:
+                    return room_id
+            await asyncio.sleep(0.05)  # polls the client's synced invites, bounded by wait_for
+
+    room_id = await asyncio.wait_for(invited(), timeout)
+    response = await client.client.join(room_id)
+    assert isinstance(response, JoinResponse), response
+    await client.wait_joined(room_id, client.user_id, timeout)
+    return room_id
+
+
+async def raw_event(synapse: LocalSynapse, client: ChatClient, room_id: str, event_id: str) -> dict:
+    """An event as the server stores it (not decrypted)."""
+    url = f"{synapse.url}/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(event_id)}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Authorization": f"Bearer {client.account.access_token}"}) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+
+async def test_login_in_the_coordinator_room_opens_an_encrypted_direct_chat_for_the_link(world, synapse):
     await world.setup()
+    bot = world.bot_account.user_id
     start = len(world.coordinator.received)
     await world.coordinator.send(world.coordinator_room, "login")
-    answer = await world.coordinator.wait_for_text(world.coordinator_room, "privébericht", start=start)
-    assert "/login/" not in answer.body  # no direct chat yet: never a link in the shared room
+    answer = await world.coordinator.wait_for_text(world.coordinator_room, "privégesprek", start=start)
+    assert "/login/" not in answer.body
+    # No direct chat yet: the bot opens one, encrypted, and the link is readable once joined.
+    dm = await accept_invite(world.coordinator, bot)
+    room = world.coordinator.client.rooms[dm]
+    assert room.encrypted and set(room.users) == {bot, world.coordinator.user_id}
+    link = await world.coordinator.wait_for_text(dm, "https://meldbot.example.nl/login/", start=start)
+    assert "10 minuten" in link.body
+    assert (await raw_event(synapse, world.coordinator, dm, link.event_id))["type"] == "m.room.encrypted"
+    async with aiohttp.ClientSession() as session:
+        url = f"{synapse.url}/_matrix/client/v3/user/{quote(bot)}/account_data/m.direct"
+        async with session.get(url, headers={"Authorization": f"Bearer {world.bot_account.access_token}"}) as r:
+            assert (await r.json()).get(world.coordinator.user_id) == [dm]
+    # A second login reuses that direct chat: no second invite.
+    start = len(world.coordinator.received)
+    await world.coordinator.send(world.coordinator_room, "login")
+    await world.coordinator.wait_for_text(world.coordinator_room, "privégesprek", start=start)
+    second = await world.coordinator.wait_for_text(dm, "https://meldbot.example.nl/login/", start=start)
+    assert second.body != link.body and not world.coordinator.client.invited_rooms
+    room_texts = [m["body"] for m in await world.bot_messages(world.coordinator, world.coordinator_room)]
+    assert not any("/login/" in text for text in room_texts)
+    # A reporter (not in the coordinator room) gets no link.
+    reporter_dm = await world.reporter.open_dm(bot, encrypted=False)
+    refused = await world.say(reporter_dm, "login", "alleen voor coördinatoren")
+    assert "/login/" not in refused.body
+
+
+async def test_login_in_the_room_uses_the_direct_chat_the_coordinator_already_has(world):
+    await world.setup()
     dm = await world.coordinator.open_dm(world.bot_account.user_id, encrypted=False)
     start = len(world.coordinator.received)
     await world.coordinator.send(dm, "hallo")
@@ -478,9 +534,6 @@ async def test_login_in_the_coordinator_room_sends_the_link_only_to_a_direct_cha
     await world.coordinator.wait_for_text(world.coordinator_room, "privégesprek", start=start)
     link = await world.coordinator.wait_for_text(dm, "https://meldbot.example.nl/login/", start=start)
     assert "10 minuten" in link.body
+    assert not world.coordinator.client.invited_rooms
     room_texts = [m["body"] for m in await world.bot_messages(world.coordinator, world.coordinator_room)]
     assert not any("/login/" in text for text in room_texts)
-    # A reporter (not in the coordinator room) gets no link.
-    reporter_dm = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
-    refused = await world.say(reporter_dm, "login", "alleen voor coördinatoren")
-    assert "/login/" not in refused.body
