@@ -28,7 +28,7 @@ async def test_login_in_the_channel_opens_a_direct_chat_and_the_link_goes_only_t
     await world.set_channel()
     world.connector.team_members[TEAM] = {"aad-coco"}
     said = await world.in_channel("login", user="coco")
-    assert said == ["Ik heb je een inloglink gestuurd in ons privégesprek (is het nieuw, accepteer dan eerst de uitnodiging)."]
+    assert said == ["Ik heb je een inloglink gestuurd in ons privégesprek. Is dat gesprek nieuw, accepteer dan eerst de uitnodiging."]
     assert await world.app.worker.drain(timeout=30)
     (created,) = [r for r in world.connector.requests if r["kind"] == "create_chat"]
     chat = created["conversation"]
@@ -65,7 +65,7 @@ async def test_a_coordinator_with_a_direct_chat_gets_the_link_there_and_no_new_c
     world.connector.team_members[TEAM] = {"aad-coco"}
     await world.say("hallo", user="coco")  # coco has talked to the bot privately before
     said = await world.in_channel("login", user="coco")
-    assert said == ["Ik heb je een inloglink gestuurd in ons privégesprek (is het nieuw, accepteer dan eerst de uitnodiging)."]
+    assert said == ["Ik heb je een inloglink gestuurd in ons privégesprek. Is dat gesprek nieuw, accepteer dan eerst de uitnodiging."]
     assert await world.app.worker.drain(timeout=30)
     assert not [r for r in world.connector.requests if r["kind"] == "create_chat"]
     assert any(LINK_RE.search(t) for t in world.connector.texts("a:personal-coco"))
