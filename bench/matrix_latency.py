@@ -23,9 +23,9 @@ from nio import AsyncClient, RoomMessageText, SyncResponse  # noqa: E402
 from bot.app import build  # noqa: E402
 from bot.config import DatabaseSettings, MatrixSettings, Settings  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
-from bot.matrix.adapter import MatrixAdapter  # noqa: E402
-from bot.matrix.chatclient import ChatClient  # noqa: E402
-from bot.matrix.localserver import LocalSynapse  # noqa: E402
+from bot.adapters.matrix.adapter import MatrixAdapter  # noqa: E402
+from bot.devtools.chatclient import ChatClient  # noqa: E402
+from bot.devtools.localserver import LocalSynapse  # noqa: E402
 
 DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
 
@@ -91,7 +91,7 @@ async def main(turns: int) -> None:
             settings = Settings(
                 database=DatabaseSettings(url=f"sqlite+aiosqlite:///{root / 'meldbot.db'}"),
                 # One person sending as fast as the echo bot answers: the per-person rate limit is lifted.
-                limits={"messages_per_minute": 100_000},
+                limits={"messages_per_minute": 1000},
                 matrix=MatrixSettings(homeserver=synapse.url, user_id=bot_account.user_id,
                                       access_token=bot_account.access_token, device_id=bot_account.device_id,
                                       store_dir=root / "bot-store"),

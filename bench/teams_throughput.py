@@ -31,9 +31,9 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from bot.app import build  # noqa: E402
 from bot.config import DatabaseSettings, Settings, TeamsSettings, WebSettings  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
-from bot.matrix.localserver import free_port  # noqa: E402
-from bot.teams import fixes  # noqa: E402
-from bot.teams.adapter import TeamsAdapter  # noqa: E402
+from bot.devtools.localserver import free_port  # noqa: E402
+from bot.adapters.teams import fixes  # noqa: E402
+from bot.adapters.teams.adapter import TeamsAdapter  # noqa: E402
 from teams_harness import (  # noqa: E402
     APP_ID, CONNECTOR_TOKEN, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity)
 

@@ -25,8 +25,8 @@ from sqlalchemy import text  # noqa: E402
 import storage  # noqa: E402
 from bot.app import build_context  # noqa: E402
 from bot.config import Settings  # noqa: E402
-from bot.engine import Engine  # noqa: E402
-from bot.platform import InboundMessage  # noqa: E402
+from bot.core.engine import Engine  # noqa: E402
+from bot.adapters.contract import InboundMessage  # noqa: E402
 
 DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
 

@@ -17,14 +17,14 @@ import storage
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
 
-from .config import ConfigError, Settings
-from .engine import Engine, utc_now
-from .logs import silence_content_loggers
-from .caseweb import CasePages
-from .outbox import OutboxWorker
-from .platform import Adapter
-from .timers import TimerWorker
-from .web import create_app
+from bot.config import ConfigError, Settings
+from bot.core.engine import Engine, utc_now
+from bot.logs import silence_content_loggers
+from bot.web.cases import CasePages
+from bot.workers.outbox import OutboxWorker
+from bot.adapters.contract import Adapter
+from bot.workers.timers import TimerWorker
+from bot.web.server import create_app
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Meldbot:
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
         self._tasks.append(asyncio.create_task(self.timers.run(self.stop_event), name="timers"))
         if web_server:
-            routes = [route for adapter in self.adapters.values() for route in getattr(adapter, "routes", list)()]
+            routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
             routes += self.pages.routes()
             self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes,
                                                     public_url=self.settings.web.public_url), access_log=None)
@@ -128,8 +128,8 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
         return [(name, adapter.coordinator_destination()) for name, adapter in adapters.items()]
 
     async def is_coordinator(platform: str, user: str) -> bool:
-        check = getattr(adapters.get(platform), "is_coordinator", None)
-        return bool(check and await check(user))
+        adapter = adapters.get(platform)
+        return bool(adapter is not None and await adapter.is_coordinator(user))
 
     async def open_direct_chat(platform: str, address: dict) -> dict:
         return await adapters[platform].open_direct_chat(address)

@@ -17,12 +17,12 @@ import storage
 from dialogs import Translator
 from storage import repo
 
-from .app import build
-from .config import ConfigError, Settings, load_settings
-from .console import ConsoleAdapter
-from .engine import CLAIM_CODE_VALIDITY, DATABASE_ERRORS, claim_digest, new_claim_code, utc_now
-from .logs import configure_logging
-from .platform import Adapter
+from bot.app import build
+from bot.config import ConfigError, Settings, load_settings
+from bot.adapters.console import ConsoleAdapter
+from bot.core.engine import CLAIM_CODE_VALIDITY, DATABASE_ERRORS, claim_digest, new_claim_code, utc_now
+from bot.logs import configure_logging
+from bot.adapters.contract import Adapter
 
 log = logging.getLogger("meldbot")
 

@@ -95,7 +95,7 @@ def sessions(db):
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory):
     """One private Synapse for the whole test session; tests register fresh users."""
-    from bot.matrix.localserver import LocalSynapse
+    from bot.devtools.localserver import LocalSynapse
 
     with LocalSynapse(tmp_path_factory.mktemp("synapse")) as server:
         yield server

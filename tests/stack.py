@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import Meldbot, build
 from bot.config import Settings
-from bot.platform import DeliveryError, InboundMessage, Notification
-from bot.web import create_app
+from bot.adapters.contract import DeliveryError, InboundMessage, Notification
+from bot.web.server import create_app
 from dialogs import Reply
 
 _ids = itertools.count()

@@ -271,7 +271,7 @@ class TeamsWorld:
     and a FakeConnector as the Bot Connector."""
 
     def __init__(self, keys, tmp_path):
-        from bot.matrix.localserver import free_port
+        from bot.devtools.localserver import free_port
 
         self.keys = keys
         self.tmp = tmp_path
@@ -301,7 +301,7 @@ class TeamsWorld:
         import aiohttp
 
         from bot.app import build
-        from bot.teams.adapter import TeamsAdapter
+        from bot.adapters.teams.adapter import TeamsAdapter
 
         await self.connector.start()
         settings = self.settings(**teams)
@@ -362,7 +362,7 @@ class TeamsWorld:
     async def claim_code(self) -> str:
         """A code as `meldbot teams claim-code` makes it, minted in-process (test_teams_claim.py runs the CLI)."""
         import storage
-        from bot.engine import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code, utc_now
+        from bot.core.engine import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code, utc_now
         from storage import repo
 
         code = new_claim_code()

@@ -14,8 +14,8 @@ from typing import Awaitable, Callable
 
 import pytest
 
-from bot.console import ConsoleAdapter
-from bot.platform import Adapter, DeliveryError, InboundMessage, Notification
+from bot.adapters.console import ConsoleAdapter
+from bot.adapters.contract import Adapter, DeliveryError, InboundMessage, Notification
 from dialogs import Reply
 
 
@@ -43,8 +43,8 @@ async def console_harness(request, bot) -> Harness:
 async def matrix_harness(request, bot) -> Harness:
     """The Matrix adapter on the test Synapse; what people see is read back from the rooms."""
     from bot.config import MatrixSettings
-    from bot.matrix.adapter import MatrixAdapter
-    from bot.matrix.chatclient import ChatClient
+    from bot.adapters.matrix.adapter import MatrixAdapter
+    from bot.devtools.chatclient import ChatClient
 
     synapse = request.getfixturevalue("synapse")
     tmp = request.getfixturevalue("tmp_path")
@@ -83,7 +83,7 @@ async def teams_harness(request, bot) -> Harness:
     from botbuilder.schema import ChannelAccount, ConversationAccount, ConversationReference
 
     from bot.config import TeamsSettings
-    from bot.teams.adapter import TeamsAdapter
+    from bot.adapters.teams.adapter import TeamsAdapter
     from teams_harness import APP_ID, TENANT, FakeConnector, LocalCredentialsFactory
 
     keys = request.getfixturevalue("keys")

@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from bot.casework import STEPS
+from bot.core.casework import STEPS
 from stack import LINK_RE, Stack
 from storage import repo
 from storage.models import AuditEntry, CaseEvent, LoginLink, OutboxMessage, WebSession
@@ -273,7 +273,7 @@ async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_th
 
 
 async def test_claim_in_the_thread_and_take_on_the_page_are_the_same_operation(stack):
-    from bot.platform import CoordinatorMessage
+    from bot.adapters.contract import CoordinatorMessage
 
     reference = await stack.report()
     root = next(iter(stack.chat.threads))
@@ -342,7 +342,7 @@ async def test_bad_form_input_gets_a_clear_answer(stack):
 
 
 async def test_evidence_is_served_safely(stack):
-    from bot.platform import InboundAttachment
+    from bot.adapters.contract import InboundAttachment
 
     await stack.say("anna", STORY)
     await stack.say("anna", "1 2")
@@ -464,7 +464,7 @@ async def test_an_unfinished_report_is_reminded_once_then_expires(stack):
 
 
 async def test_login_from_the_coordinator_room_goes_to_the_direct_chat(stack):
-    from bot.platform import CoordinatorMessage
+    from bot.adapters.contract import CoordinatorMessage
 
     def in_room(sender: str, event: str) -> CoordinatorMessage:
         return CoordinatorMessage(platform="chat", destination="coordinators", thread_root="", sender=sender,
@@ -489,7 +489,7 @@ async def test_login_from_the_coordinator_room_goes_to_the_direct_chat(stack):
 
 
 async def test_login_from_the_room_when_no_direct_chat_can_be_opened_sends_no_link(stack):
-    from bot.platform import CoordinatorMessage
+    from bot.adapters.contract import CoordinatorMessage
 
     stack.chat.down = True  # the platform refuses to open a chat
     answers = await stack.meldbot.engine.handle_coordinator(CoordinatorMessage(
@@ -582,7 +582,7 @@ async def test_two_coordinators_changing_a_case_at_once_lose_nothing(database_ur
 
 
 async def test_a_login_link_that_had_to_wait_in_the_outbox_is_not_kept(stack):
-    from bot.engine import login_reply
+    from bot.core.engine import login_reply
 
     stack.chat.down = True
     await stack.meldbot.engine.defer_replies("chat", {"user": "coco"}, [
@@ -609,7 +609,7 @@ async def test_odd_form_values_get_an_answer_not_a_crash(stack):
     step = await stack.act(first, "step", step="contact_made", date="0001-01-01")
     assert step.status == 303  # an impossible date falls back to today
     # An attachment of one case cannot be fetched under another case's reference.
-    from bot.platform import InboundAttachment
+    from bot.adapters.contract import InboundAttachment
 
     await stack.say("anna", "", attachments=(InboundAttachment("foto.png", "image/png", b"\x89PNG-data"),))
     await stack.deliver()

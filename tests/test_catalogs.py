@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po
 
-from bot.casework import STATUSES, STEPS
+from bot.core.casework import STATUSES, STEPS
 from dialogs import categories
 from dialogs.i18n import LANGUAGES, catalog_path
 
@@ -53,7 +53,7 @@ def _used_keys() -> set[str]:
     keys |= {f"kind.{c}" for c in categories.KINDS} | {f"place.{c}" for c in categories.PLACES}
     keys |= {f"perpetrator.{c}" for c in categories.PERPETRATORS}
     keys |= {f"consequence.{c}" for c in categories.CONSEQUENCES} | {f"wish.{c}" for c in categories.WISHES}
-    for path in (ROOT / "bot" / "templates").glob("*.html"):
+    for path in (ROOT / "bot" / "web" / "templates").glob("*.html"):
         keys |= set(TEMPLATE_KEY.findall(path.read_text("utf-8")))
     keys |= {f"status.{s}" for s in STATUSES} | {f"event.status_{s}" for s in STATUSES}
     keys |= {f"case.status_reporter_{s}" for s in STATUSES if s != "closed"}

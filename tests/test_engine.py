@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import func, select, text
 
 import storage
-from bot.console import ConsoleAdapter
-from bot.engine import Engine
+from bot.adapters.console import ConsoleAdapter
+from bot.core.engine import Engine
 from bot.logs import silence_content_loggers
-from bot.outbox import OutboxWorker
-from bot.platform import DeliveryError, InboundAttachment, InboundMessage
+from bot.workers.outbox import OutboxWorker
+from bot.adapters.contract import DeliveryError, InboundAttachment, InboundMessage
 from helpers import AMS, CONTEXT
 from storage import repo
 from storage.models import Attachment, Case, CaseEvent, Conversation, OutboxMessage
@@ -322,7 +322,7 @@ async def _case_with_thread(bot) -> tuple[str, str]:
 
 
 def coordinator_says(text: str, root: str, *, member: bool = True, event_id: str | None = None):
-    from bot.platform import CoordinatorMessage
+    from bot.adapters.contract import CoordinatorMessage
 
     return CoordinatorMessage(platform="console", destination="coordinator", thread_root=root, sender="@coco",
                               sender_name="Coco", text=text, event_id=event_id or f"co-{next(_ids)}",
@@ -385,7 +385,7 @@ async def test_relay_only_reaches_the_cases_own_reporter(sessions):
 async def test_two_coordinators_claiming_at_once_one_wins(sessions):
     bot = Bot(sessions)
     reference, root = await _case_with_thread(bot)
-    from bot.platform import CoordinatorMessage
+    from bot.adapters.contract import CoordinatorMessage
 
     def claim(name):
         return CoordinatorMessage(platform="console", destination="coordinator", thread_root=root, sender=f"@{name}",

@@ -8,8 +8,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from bot.engine import Throttle
-from bot.platform import CoordinatorMessage, InboundAttachment
+from bot.core.engine import Throttle
+from bot.adapters.contract import CoordinatorMessage, InboundAttachment
 from dialogs import State
 from storage import repo
 from storage.models import Attachment, Case, Conversation, Reporter

@@ -14,9 +14,9 @@ from nio import JoinResponse, RoomMessagesResponse
 
 from bot.app import build
 from bot.config import DatabaseSettings, MatrixSettings, OrganisationSettings, Settings, WebSettings
-from bot.matrix.adapter import MatrixAdapter
-from bot.matrix.chatclient import ChatClient
-from bot.matrix.localserver import LocalSynapse
+from bot.adapters.matrix.adapter import MatrixAdapter
+from bot.devtools.chatclient import ChatClient
+from bot.devtools.localserver import LocalSynapse
 from storage import repo
 
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"

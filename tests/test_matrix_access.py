@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.matrix.chatclient import ChatClient
-from bot.platform import DeliveryError
+from bot.devtools.chatclient import ChatClient
+from bot.adapters.contract import DeliveryError
 from dialogs import Reply
 from test_matrix import World, accept_invite
 
@@ -301,7 +301,7 @@ async def test_relayed_answers_and_display_names_are_escaped(world):
 
 async def test_media_falls_back_to_the_old_path_and_keeps_the_token_at_home():
     """A homeserver without authenticated media; a redirect to another host gets no token."""
-    from bot.matrix import media
+    from bot.adapters.matrix import media
 
     seen: list[tuple[str, str | None]] = []
 

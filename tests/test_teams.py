@@ -10,10 +10,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from bot.casework import login_digest
-from bot.caseweb import SESSION_COOKIE
+from bot.core.casework import login_digest
+from bot.web.cases import SESSION_COOKIE
 from bot.config import ConfigError, TeamsSettings
-from bot.teams.adapter import TeamsAdapter
+from bot.adapters.teams.adapter import TeamsAdapter
 from storage import repo
 from storage.models import Attachment, Case, ClaimCode, HandledEvent, LoginLink
 from teams_harness import (APP_ID, CHANNEL, CONNECTOR_TOKEN, STORY, TEAM, TeamsWorld, activity, json_body,
@@ -250,7 +250,7 @@ async def test_empty_app_id_refuses_to_start_unless_explicitly_allowed(world, ca
 
 async def test_invoke_serialisation_defect_and_its_workaround(world):
     """4.17.1 answers every `adaptiveCard/action` invoke with 500; the workaround makes it 200."""
-    from bot.teams import fixes
+    from bot.adapters.teams import fixes
 
     await world.start()
     data = {"meldbot": "report", "form_id": "f-invoke", "story": "Ik werd uitgescholden aan de balie"}
@@ -272,7 +272,7 @@ def test_msrest_retry_list_workaround_keeps_the_same_retry_codes():
     """The CPU workaround changes how the list is built, never which codes are retried."""
     from msrest.universal_http.requests import ClientRetryPolicy
 
-    from bot.teams import fixes
+    from bot.adapters.teams import fixes
 
     fixes.revert()
     try:

@@ -10,8 +10,8 @@ import pytest
 from botbuilder.schema import Activity
 from botframework.connector.auth import AuthenticateRequestResult, ClaimsIdentity
 
-from bot.teams import auth
-from bot.teams.auth import StrictAuthentication
+from bot.adapters.teams import auth
+from bot.adapters.teams.auth import StrictAuthentication
 
 TENANT = "tenant-1"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import TeamsSettings
-from bot.matrix.localserver import free_port
-from bot.teams.adapter import TeamsAdapter
+from bot.devtools.localserver import free_port
+from bot.adapters.teams.adapter import TeamsAdapter
 from teams_harness import APP_ID, TENANT
 
 MELDBOT = Path(sys.executable).with_name("meldbot")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.teams import files
-from bot.teams.files import fetch_allowed, token_allowed
+from bot.adapters.teams import files
+from bot.adapters.teams.files import fetch_allowed, token_allowed
 from storage import repo
 from storage.models import Attachment
 from teams_harness import CONNECTOR_TOKEN, STORY, FakeConnector, TeamsWorld, reference_in, shown

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot.teams.markdown import escape, reply_markdown
+from bot.adapters.teams.markdown import escape, reply_markdown
 from dialogs import Option, Reply
 from teams_harness import CHANNEL, TEAM, TeamsWorld, activity, shown
 

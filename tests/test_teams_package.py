@@ -13,7 +13,7 @@ from jsonschema import Draft4Validator
 from PIL import Image, ImageChops
 
 from bot.config import ConfigError, Settings, TeamsSettings, WebSettings
-from bot.teams.package import PACKAGE_DIR, SCHEMA, build_manifest, build_package, validate_manifest
+from bot.adapters.teams.package import PACKAGE_DIR, SCHEMA, build_manifest, build_package, validate_manifest
 
 APP_ID = "3f2b8c1e-9d4a-4e6b-8a7c-0b1d2e3f4a5b"
 

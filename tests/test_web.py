@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient, TestServer
 
 import storage
-from bot.web import create_app
+from bot.web.server import create_app
 
 
 async def test_health_ok_and_security_headers(db):

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from bot.web import HSTS, create_app
+from bot.web.server import HSTS, create_app
 from stack import Stack
 from storage import repo
 from storage.models import LoginLink, WebSession
@@ -167,7 +167,7 @@ async def test_https_cookies_have_the_host_prefix_and_every_response_has_hsts(da
 
 
 async def test_streamed_files_and_redirects_get_the_security_headers(database_url):
-    from bot.platform import InboundAttachment
+    from bot.adapters.contract import InboundAttachment
 
     stack = await Stack.start(database_url, web={"public_url": "https://meldbot.test"})
     try:
@@ -287,7 +287,7 @@ async def test_list_searches_are_audited_with_the_filters_used(stack):
 
 
 async def test_a_flood_of_unknown_login_links_is_audited_only_up_to_a_rate(database_url):
-    from bot.caseweb import UNKNOWN_LINKS_AUDITED_PER_MINUTE
+    from bot.web.cases import UNKNOWN_LINKS_AUDITED_PER_MINUTE
 
     stack = await Stack.start(database_url)
     try:

@@ -1,4 +1,4 @@
-"""Working time (`bot.worktime.WorkingTime`): "4 working hours" and "2 working days".
+"""Working time (`bot.core.worktime.WorkingTime`): "4 working hours" and "2 working days".
 
 Exact examples first (Europe/Amsterdam, 09:00-17:00, Monday to Friday unless stated), then
 Hypothesis properties. Results are aware UTC moments; the examples compare them with local
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.worktime import WorkingTime
+from bot.core.worktime import WorkingTime
 
 AMS = ZoneInfo("Europe/Amsterdam")
 UTC = dt.timezone.utc

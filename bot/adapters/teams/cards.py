@@ -7,7 +7,7 @@ import uuid
 from dialogs import Translator
 from dialogs.categories import KINDS, PLACES, WISHES
 
-from ..platform import Notification
+from bot.adapters.contract import Notification
 
 CARD_VERSION = "1.5"
 SUBMIT_VERB = "submitReport"

@@ -40,10 +40,10 @@ from dialogs.coordinator import is_login_command, parse_coordinator_command, thr
 from dialogs.text import clean_name
 from storage import repo, transaction
 
-from .casework import CaseError, CaseWork, Coordinator, address_of, payload_of
-from .config import FollowupSettings, LimitsSettings
-from .notifications import payload_for_case
-from .platform import CoordinatorMessage, InboundAttachment, InboundMessage
+from bot.core.casework import CaseError, CaseWork, Coordinator, address_of, payload_of
+from bot.config import FollowupSettings, LimitsSettings
+from bot.core.notifications import payload_for_case
+from bot.adapters.contract import CoordinatorMessage, InboundAttachment, InboundMessage
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any, Sequence, TextIO
 
 from dialogs import Reply, Translator
 
-from .platform import Bot, DeliveryError, InboundAttachment, InboundMessage, Notification
-from .terminal import read_lines
+from bot.adapters.contract import Bot, DeliveryError, InboundAttachment, InboundMessage, Notification
+from bot.adapters.terminal import read_lines
 
 FILE_COMMANDS = ("/bestand", "/file", "!bestand", "!file")
 

@@ -14,7 +14,7 @@ from babel.dates import format_datetime
 from dialogs import Translator
 from dialogs.categories import is_urgent
 
-from .platform import Notification
+from bot.adapters.contract import Notification
 
 
 def case_flags(*, kinds: list[str], contact: bool | None, aftercare: str | None, police_came: bool | None,

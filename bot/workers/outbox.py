@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage import repo, transaction
 from storage.models import OutboxMessage
 
-from .casework import reply_of
-from .engine import DATABASE_ERRORS, utc_now
-from .notifications import payload_for_case, render_case_notification, render_thread_event
-from .platform import Adapter, DeliveryError
+from bot.core.casework import reply_of
+from bot.core.engine import DATABASE_ERRORS, utc_now
+from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
+from bot.adapters.contract import Adapter, DeliveryError
 
 log = logging.getLogger(__name__)
 

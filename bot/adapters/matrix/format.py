@@ -7,7 +7,7 @@ from html import escape
 
 from dialogs import Reply
 
-from ..platform import Notification
+from bot.adapters.contract import Notification
 
 HTML = "org.matrix.custom.html"
 #: What a client that renders the plain `body` as Markdown or HTML would turn into a link or markup.

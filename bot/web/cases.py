@@ -28,9 +28,9 @@ from dialogs.i18n import LANGUAGES
 from storage import repo, transaction
 from storage.models import Case
 
-from .casework import STATUSES, STEPS, CaseError, CaseWork, Coordinator, login_digest
-from .config import WebSettings
-from .engine import DATABASE_ERRORS, Throttle, utc_now
+from bot.core.casework import STATUSES, STEPS, CaseError, CaseWork, Coordinator, login_digest
+from bot.config import WebSettings
+from bot.core.engine import DATABASE_ERRORS, Throttle, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class CasePages:
         self.session_cookie, self.next_cookie, self.known_cookie = (
             prefix + name for name in (SESSION_COOKIE, NEXT_COOKIE, KNOWN_COOKIE))
         self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("bot", "templates"),
+            loader=jinja2.PackageLoader("bot.web", "templates"),
             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
             undefined=jinja2.StrictUndefined,
         )
@@ -577,7 +577,7 @@ class CasePages:
             response.force_close()
 
     async def stylesheet(self, request: web.Request) -> web.Response:
-        css = resources.files("bot").joinpath("static", "meldbot.css").read_text("utf-8")
+        css = resources.files("bot.web").joinpath("static", "meldbot.css").read_text("utf-8")
         response = web.Response(text=css, content_type="text/css")
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response

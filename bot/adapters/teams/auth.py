@@ -19,7 +19,7 @@ from botframework.connector.auth import (
     ServiceClientCredentialsFactory,
 )
 
-from ..config import TeamsSettings
+from bot.config import TeamsSettings
 
 log = logging.getLogger(__name__)
 

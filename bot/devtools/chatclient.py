@@ -23,8 +23,8 @@ from nio import (
 )
 from nio.api import RoomVisibility
 
-from .adapter import maintain_keys
-from .localserver import Account
+from bot.adapters.matrix.adapter import maintain_keys
+from bot.devtools.localserver import Account
 
 
 @dataclass(frozen=True)

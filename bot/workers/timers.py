@@ -19,9 +19,9 @@ from dialogs import Reply, State, Translator
 from storage import repo, transaction
 from storage.models import Case, Conversation, Timer
 
-from .casework import CaseWork, address_of, payload_of
-from .engine import DATABASE_ERRORS, utc_now
-from .notifications import payload_for_case
+from bot.core.casework import CaseWork, address_of, payload_of
+from bot.core.engine import DATABASE_ERRORS, utc_now
+from bot.core.notifications import payload_for_case
 
 log = logging.getLogger(__name__)
 

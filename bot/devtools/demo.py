@@ -16,12 +16,12 @@ import signal
 import sys
 from pathlib import Path
 
-from ..app import build
-from ..config import DatabaseSettings, MatrixSettings, OrganisationSettings, Settings, WebSettings
-from ..terminal import read_lines
-from .adapter import MatrixAdapter
-from .chatclient import ChatClient, Received
-from .localserver import Account, LocalSynapse, free_port
+from bot.app import build
+from bot.config import DatabaseSettings, MatrixSettings, OrganisationSettings, Settings, WebSettings
+from bot.adapters.terminal import read_lines
+from bot.adapters.matrix.adapter import MatrixAdapter
+from bot.devtools.chatclient import ChatClient, Received
+from bot.devtools.localserver import Account, LocalSynapse, free_port
 
 SERVER_NAME = "meldbot.demo"
 ACCOUNTS = {"bot": "meldbot", "reporter": "melder", "coordinator": "coordinator"}

@@ -46,10 +46,10 @@ from dialogs import Reply, Translator
 from dialogs.coordinator import is_login_command
 from dialogs.text import clean
 
-from . import media
-from ..config import MatrixSettings
-from ..platform import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
-from .format import notification_content, reply_content, thread_content
+from bot.adapters.matrix import media
+from bot.config import MatrixSettings
+from bot.adapters.contract import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
+from bot.adapters.matrix.format import notification_content, reply_content, thread_content
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dialogs.text import clean
 from storage import repo
 from storage.models import Case
 
-from .config import FollowupSettings
-from .worktime import WorkingTime
+from bot.config import FollowupSettings
+from bot.core.worktime import WorkingTime
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ from dialogs import Reply, Translator
 from dialogs.coordinator import is_login_command, parse_coordinator_command
 from dialogs.text import clean_name, fold, parse_command
 
-from ..config import ConfigError, TeamsSettings
-from ..platform import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
-from . import fixes
-from .auth import activity_tenant, build_authentication
-from .cards import CONTENT_TYPE, form_values, notification_card, report_card, sent_card
-from .files import download, token_allowed
-from .markdown import combined_markdown, escape, reply_markdown
+from bot.config import ConfigError, TeamsSettings
+from bot.adapters.contract import Bot, CoordinatorMessage, DeliveryError, InboundAttachment, InboundMessage, Notification
+from bot.adapters.teams import fixes
+from bot.adapters.teams.auth import activity_tenant, build_authentication
+from bot.adapters.teams.cards import CONTENT_TYPE, form_values, notification_card, report_card, sent_card
+from bot.adapters.teams.files import download, token_allowed
+from bot.adapters.teams.markdown import combined_markdown, escape, reply_markdown
 
 __all__ = ["TeamsAdapter", "check_settings", "combined_markdown", "parse_claim", "reply_markdown"]
 

@@ -1,0 +1,3 @@
+"""Chat platforms: `contract.py` is the one protocol every platform implements; `console.py`,
+`matrix/` and `teams/` translate platform events to `InboundMessage`s and neutral replies to
+platform calls. Adapters never open a database session and never change a case."""

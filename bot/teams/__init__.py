@@ -1,1 +1,0 @@
-"""Microsoft Teams: everything botbuilder-specific lives in this package."""

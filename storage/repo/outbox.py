@@ -1,0 +1,137 @@
+"""The outbox: messages that must reach someone, leased and delivered once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..models import OutboxMessage
+from ._common import _prebuilt_insert
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """What `enqueue_message` tells about the row it added."""
+
+    id: int
+    idempotency_key: str
+
+
+async def enqueue_message(
+    *, session: AsyncSession, kind: str, platform: str, destination: str | None, payload: dict[str, Any],
+    now: dt.datetime, case_id: int | None = None,
+) -> QueuedMessage:
+    """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work)."""
+    key = uuid.uuid4().hex
+    message_id = await session.scalar(_ENQUEUE, {
+        "kind": kind, "platform": platform, "destination": destination, "payload": payload, "case_id": case_id,
+        "idempotency_key": key, "attempts": 0, "next_attempt_at": now, "created_at": now})
+    return QueuedMessage(message_id, key)
+
+
+_ENQUEUE = _prebuilt_insert(OutboxMessage.__table__, (
+    "kind", "platform", "destination", "payload", "case_id", "idempotency_key", "attempts", "next_attempt_at",
+    "created_at")).returning(OutboxMessage.__table__.c.id)
+
+
+async def claim_due_messages(
+    *, session: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int = 20,
+    platforms: Iterable[str] | None = None,
+) -> list[OutboxMessage]:
+    """Lease up to `limit` due, undelivered messages to this worker.
+
+    A message whose case has an older undelivered message waits, so a case's thread replies never
+    overtake its first notification. The lease is taken with a conditional UPDATE, so two workers
+    never hold the same message.
+    """
+    older = OutboxMessage.__table__.alias("older")
+    blocked = (
+        select(older.c.id)
+        .where(older.c.case_id == OutboxMessage.case_id, older.c.id < OutboxMessage.id,
+               older.c.delivered_at.is_(None), older.c.platform == OutboxMessage.platform,
+               older.c.destination.is_not_distinct_from(OutboxMessage.destination))
+        .exists()
+    )
+    query = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.delivered_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now),
+            ~blocked,
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    claimed = []
+    for message_id in list(await session.scalars(query.with_only_columns(OutboxMessage.id))):
+        # The conditional UPDATE returns the leased row itself: no second SELECT.
+        leased = await session.scalar(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
+                   or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))
+            .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1)
+            .returning(OutboxMessage)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        if leased is not None:
+            claimed.append(leased)
+    return claimed
+
+
+async def has_due_messages(*, session: AsyncSession, now: dt.datetime, platforms: Iterable[str] | None = None
+                           ) -> bool:
+    """Whether any undelivered message is due and not leased (a read: takes no write lock)."""
+    query = select(OutboxMessage.id).where(
+        OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,
+        or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now)).limit(1)
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    return await session.scalar(query) is not None
+
+
+async def mark_message_delivered(
+    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None, scrub: bool = False
+) -> None:
+    """Record a delivery; the message is never sent again. `scrub` empties its payload."""
+    values: dict[str, Any] = {"delivered_at": now, "locked_until": None, "result": (result or "")[:255],
+                              "last_error": None}
+    if scrub:
+        values["payload"] = {}
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_message_failed(
+    *, session: AsyncSession, message_id: int, retry_at: dt.datetime, error: str
+) -> None:
+    """Record a failed attempt and when to try again."""
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id)
+        .values(next_attempt_at=retry_at, locked_until=None, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def count_pending_messages(*, session: AsyncSession, platforms: Iterable[str] | None = None) -> int:
+    """Undelivered outbox messages."""
+    query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+    if platforms is not None:
+        query = query.where(OutboxMessage.platform.in_(list(platforms)))
+    return int(await session.scalar(query) or 0)
+
+
+async def next_due_time(*, session: AsyncSession) -> dt.datetime | None:
+    """When the earliest undelivered message is due (None when the outbox is empty)."""
+    return await session.scalar(
+        select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.delivered_at.is_(None))
+    )
