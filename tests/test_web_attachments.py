@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import make_url
 
-from bot import caseweb
+from bot.web import cases as caseweb
 from stack import Stack
 from storage import repo, transaction
 from storage.models import WebSession
