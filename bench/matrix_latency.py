@@ -90,8 +90,8 @@ async def main(turns: int) -> None:
             await echo.start()
             settings = Settings(
                 database=DatabaseSettings(url=f"sqlite+aiosqlite:///{root / 'meldbot.db'}"),
-                # One person sending as fast as the echo bot answers: the per-person rate limit is lifted.
-                limits={"messages_per_minute": 1000},
+                # One person reporting as fast as the echo bot answers: the per-person limits are lifted.
+                limits={"messages_per_minute": 1000, "reports_per_day": 1000},
                 matrix=MatrixSettings(homeserver=synapse.url, user_id=bot_account.user_id,
                                       access_token=bot_account.access_token, device_id=bot_account.device_id,
                                       store_dir=root / "bot-store"),

@@ -103,7 +103,7 @@ async def serve_meldbot(port: int, metadata_url: str, folder: Path) -> None:
                             store_dir=folder / "teams"),
         # Each load worker is one person sending as fast as it can: the per-person rate limit would
         # answer most turns with silence, which is cheaper than a turn and would flatter the figure.
-        limits={"messages_per_minute": 1000},
+        limits={"messages_per_minute": 1000, "reports_per_day": 1000},
     )
     adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
                            credentials_factory=LocalCredentialsFactory())
