@@ -18,7 +18,9 @@ from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
 
 from bot.config import ConfigError, Settings
-from bot.core.engine import Engine, utc_now
+from bot.core.casework import CaseWork
+from bot.core.clock import utc_now
+from bot.core.engine import Engine
 from bot.logs import silence_content_loggers
 from bot.web.cases import CasePages
 from bot.workers.outbox import OutboxWorker
@@ -134,16 +136,19 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     async def open_direct_chat(platform: str, address: dict) -> dict:
         return await adapters[platform].open_direct_chat(address)
 
+    # One CaseWork for the chat commands, the timers and the case pages: the same operations everywhere.
+    casework = CaseWork(public_url=settings.web.public_url, coordinator_targets=coordinator_targets,
+                        timezone=context.timezone, followup=settings.followup)
     engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
                     coordinator_targets=coordinator_targets, on_outbox=worker.wake,
                     delivery_healthy=lambda: worker.healthy, followup=settings.followup,
                     is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
-                    clock=clock)
-    worker.case_link = engine.case_link
-    timers = TimerWorker(sessions=sessions, casework=engine.casework, language=settings.organisation.language,
+                    clock=clock, casework=casework)
+    worker.case_link = casework.case_link
+    timers = TimerWorker(sessions=sessions, casework=casework, language=settings.organisation.language,
                          on_outbox=worker.wake, clock=clock)
-    pages = CasePages(sessions=sessions, casework=engine.casework, web_settings=settings.web,
+    pages = CasePages(sessions=sessions, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,
                       is_coordinator=engine.coordinator_allowed)

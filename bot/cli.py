@@ -20,7 +20,9 @@ from storage import repo
 from bot.app import build
 from bot.config import ConfigError, Settings, load_settings
 from bot.adapters.console import ConsoleAdapter
-from bot.core.engine import CLAIM_CODE_VALIDITY, DATABASE_ERRORS, claim_digest, new_claim_code, utc_now
+from bot.core.clock import utc_now
+from bot.core.errors import DATABASE_ERRORS
+from bot.core.login import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code
 from bot.logs import configure_logging
 from bot.adapters.contract import Adapter
 
@@ -76,14 +78,14 @@ def platform_adapters(settings: Settings) -> dict[str, Adapter]:
     """The adapters of every configured chat platform."""
     adapters: dict[str, Adapter] = {}
     if settings.matrix is not None:
-        from .matrix.adapter import MatrixAdapter
+        from bot.adapters.matrix.adapter import MatrixAdapter
 
         adapters["matrix"] = MatrixAdapter(settings=settings.matrix,
                                            store_dir=settings.resolve(settings.matrix.store_dir, ""),
                                            language=settings.organisation.language,
                                            files_per_message=settings.limits.files_per_message)
     if settings.teams is not None:
-        from .teams.adapter import TeamsAdapter
+        from bot.adapters.teams.adapter import TeamsAdapter
 
         adapters["teams"] = TeamsAdapter(settings=settings.teams,
                                          store_dir=settings.resolve(settings.teams.store_dir, ""),
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level or (logging.INFO if args.command == "run" else logging.WARNING))
     if args.command == "demo":
         try:
-            from .matrix.demo import run_demo
+            from bot.devtools.demo import run_demo
         except ImportError as error:  # matrix-synapse comes with the demo extra
             print(f"The demo needs the demo extra: pip install 'meldbot[demo]' ({error})", file=sys.stderr)
             return 2
@@ -207,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "teams":
             return asyncio.run(_teams_claim_code(settings))
         if args.command == "teams-package":
-            from .teams.package import build_package
+            from bot.adapters.teams.package import build_package
 
             print(f"Teams app package written to {build_package(settings, Path(args.output))}")
             return 0

@@ -582,7 +582,7 @@ async def test_two_coordinators_changing_a_case_at_once_lose_nothing(database_ur
 
 
 async def test_a_login_link_that_had_to_wait_in_the_outbox_is_not_kept(stack):
-    from bot.core.engine import login_reply
+    from bot.core.login import login_reply
 
     stack.chat.down = True
     await stack.meldbot.engine.defer_replies("chat", {"user": "coco"}, [

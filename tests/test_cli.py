@@ -183,7 +183,7 @@ def test_teams_claim_code_prints_a_single_use_code_alone_on_the_last_line(tmp_pa
     import hashlib
     import sqlite3
 
-    from bot.core.engine import claim_digest
+    from bot.core.login import claim_digest
 
     config = write_config(tmp_path, f"""
 [database]

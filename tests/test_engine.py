@@ -491,13 +491,13 @@ async def test_a_cancelled_turn_never_shares_a_batch_with_the_next_turn_of_its_c
     blocker = asyncio.create_task(bot.engine.handle(message(STORY, user="zed", event_id="blocker")))
     await busy.wait()  # the shared transaction is busy with zed's turn
     first = asyncio.create_task(bot.engine.handle(message("verzenden", event_id="click-1")))
-    await _until(lambda: any(e.message.event_id == "click-1" for e in bot.engine._queue))
+    await _until(lambda: any(e.item.event_id == "click-1" for e in bot.engine._queue))
     first.cancel()  # a shutdown, or a caller's own timeout
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert not any(e.message.event_id == "click-1" for e in bot.engine._queue)
+    assert not any(e.item.event_id == "click-1" for e in bot.engine._queue)
     second = asyncio.create_task(bot.engine.handle(message("verzenden", event_id="click-2")))
-    await _until(lambda: any(e.message.event_id == "click-2" for e in bot.engine._queue))
+    await _until(lambda: any(e.item.event_id == "click-2" for e in bot.engine._queue))
     gate.set()
     await blocker
     said = "\n".join(r.plain() for r in await second)

@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from bot.core.engine import Throttle
+from bot.core.limits import Throttle
 from bot.adapters.contract import CoordinatorMessage, InboundAttachment
 from dialogs import State
 from storage import repo

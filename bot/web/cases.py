@@ -30,7 +30,9 @@ from storage.models import Case
 
 from bot.core.casework import STATUSES, STEPS, CaseError, CaseWork, Coordinator, login_digest
 from bot.config import WebSettings
-from bot.core.engine import DATABASE_ERRORS, Throttle, utc_now
+from bot.core.clock import utc_now
+from bot.core.errors import DATABASE_ERRORS
+from bot.core.limits import Throttle
 
 log = logging.getLogger(__name__)
 

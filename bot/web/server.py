@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import ping
 
-from bot.core.engine import DATABASE_ERRORS
+from bot.core.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from storage import repo, transaction
 from storage.models import OutboxMessage
 
 from bot.core.casework import reply_of
-from bot.core.engine import DATABASE_ERRORS, utc_now
+from bot.core.clock import utc_now
+from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
 from bot.adapters.contract import Adapter, DeliveryError
 

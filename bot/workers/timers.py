@@ -20,7 +20,8 @@ from storage import repo, transaction
 from storage.models import Case, Conversation, Timer
 
 from bot.core.casework import CaseWork, address_of, payload_of
-from bot.core.engine import DATABASE_ERRORS, utc_now
+from bot.core.clock import utc_now
+from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case
 
 log = logging.getLogger(__name__)

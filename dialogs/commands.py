@@ -1,0 +1,126 @@
+"""Commands that work at any step: help, language, house rules, norm card, my reports, report,
+stop/cancel (and its confirmation), back and skip."""
+
+from __future__ import annotations
+
+from . import text as tx
+from .i18n import LANGUAGES
+from .model import DiscardDraft, ListMyReports, Reply
+from .questions import advance, ask, question_confirm_cancel, repeat_question
+from .turn import TurnContext
+
+#: Commands that work at any moment, even while a cancel waits for confirmation.
+ANYTIME = ("language", "help", "house_rules", "norm", "my_reports")
+
+
+def command(c: TurnContext, cmd: tx.Command) -> None:
+    name = cmd.name
+    if name == "language":
+        c.state.language_chosen = True
+        c.set_language(cmd.arg if cmd.arg in LANGUAGES else c.state.language)
+        c.say("language.set")
+        repeat_question(c)
+    elif name == "help":
+        c.replies.append(help_reply(c))
+        repeat_question(c)
+    elif name == "house_rules":
+        c.replies.append(Reply(_context_text(c, c.ctx.house_rules, "house_rules.missing")))
+        repeat_question(c)
+    elif name == "norm":
+        c.replies.append(Reply(_context_text(c, c.ctx.norm_card, "norm.missing")))
+        repeat_question(c)
+    elif name == "my_reports":
+        # The engine sends the list; outside a report that list is the whole answer (no idle prompt).
+        c.effects.append(ListMyReports())
+        repeat_question(c, after_effect=True)
+    elif name == "report":
+        start_report(c)
+    elif name == "cancel":
+        cancel(c)
+    elif name == "back":
+        go_back(c)
+    elif name == "skip":
+        skip(c)
+
+
+def _context_text(c: TurnContext, texts: dict[str, str], missing_key: str) -> str:
+    """An organisation's text in the reporter's language, else the default language, else a notice."""
+    return texts.get(c.state.language) or texts.get(c.ctx.default_language) or c.t(missing_key)
+
+
+def help_reply(c: TurnContext) -> Reply:
+    body = c.t("help.body")
+    if c.in_dialogue():
+        body = c.t("help.in_dialogue") + "\n\n" + body
+    return Reply(body, title=c.t("help.title"))
+
+
+def start_report(c: TurnContext) -> None:
+    if c.in_dialogue():
+        c.say("report.already_busy")
+        repeat_question(c)
+        return
+    if not c.state.introduced:
+        c.state.introduced = True
+        c.say("intro", organisation=c.ctx.organisation)
+    c.start_draft()
+    ask(c, "story", push=False)
+
+
+def cancel(c: TurnContext) -> None:
+    if not c.in_dialogue():
+        c.say("cancel.nothing")
+        return
+    c.state.before_cancel = c.state.step
+    c.state.step = "confirm_cancel"
+    c.replies.append(question_confirm_cancel(c))
+
+
+def answer_confirm_cancel(c: TurnContext, text: str) -> None:
+    cmd = tx.parse_command(text)
+    if tx.is_yes(text) or (cmd and cmd.name == "cancel"):
+        draft = c.state.draft
+        if draft and draft.attachments:
+            c.effects.append(DiscardDraft(draft.draft_id))  # the engine deletes the stored files
+        c.end_draft()
+        c.state.before_cancel = None
+        c.say("cancel.done")
+        return
+    if tx.is_no(text) or (cmd and cmd.name == "back"):
+        c.state.step = c.state.before_cancel or "summary"
+        c.state.before_cancel = None
+        c.say("cancel.kept")
+        ask(c, c.state.step, repeat=True)
+        return
+    c.replies.append(question_confirm_cancel(c))
+
+
+def go_back(c: TurnContext) -> None:
+    if not c.in_dialogue():
+        c.say("back.nothing")
+        return
+    if c.state.editing and c.state.step != "summary":
+        ask(c, "summary", push=False)  # `terug` while changing a line returns to the summary
+        return
+    if not c.state.history:
+        c.say("back.first")
+        ask(c, c.state.step, repeat=True)
+        return
+    previous = c.state.history.pop()
+    c.state.editing = False
+    ask(c, previous, push=False)
+
+
+def skip(c: TurnContext) -> None:
+    step = c.state.step
+    if not c.in_dialogue():
+        c.say("skip.nothing")
+    elif step == "story":
+        c.say("skip.story")
+        ask(c, "story", repeat=True)
+    elif step == "summary":
+        c.say("skip.summary")
+        ask(c, "summary", repeat=True)
+    else:
+        c.say("skip.done")
+        advance(c)

@@ -1,0 +1,55 @@
+"""A report sent as one form (a card with every field): checked and submitted in a single turn."""
+
+from __future__ import annotations
+
+from . import categories as cat
+from . import text as tx
+from .model import Draft, SubmitReport
+from .turn import TurnContext
+from .when import FutureTime, parse_when
+
+
+def submit_form(c: TurnContext, values: dict) -> None:
+    form_id = str(values.get("form_id") or "")[:64]
+    if form_id and form_id in c.state.submitted_forms:
+        # A card sent twice (a double click, a platform retry) is one report.
+        c.say("form.already_sent", reference=c.state.submitted_forms[form_id])
+        return
+    story = tx.clean(str(values.get("story") or ""), tx.MAX_STORY_CHARS).text
+    if not tx.has_words(story):
+        c.say("form.story_missing")
+        return
+    draft = Draft(draft_id=f"form-{form_id or c.input.now.timestamp()}", story=story,
+                  occurred_at=c.now.isoformat())
+    chosen = _codes(values.get("kinds"), cat.KINDS)
+    draft.kinds = chosen or cat.suggest_kinds(story) or None
+    place = _codes(values.get("place"), cat.PLACES)
+    draft.place = place[0] if place else cat.suggest_place(story)
+    when_text = tx.clean(str(values.get("when") or ""), tx.MAX_SHORT_CHARS).text
+    if when_text:
+        try:
+            found = parse_when(when_text, c.now, c.ctx.timezone)
+        except FutureTime:
+            c.say("error.when_future")
+            return
+        if found is None:
+            c.say("form.when_unknown", text=when_text)
+            return
+        draft.occurred_at, draft.occurred_just_now, draft.occurred_text = (
+            found.at.isoformat(), found.just_now, when_text)
+    wishes = set(_codes(values.get("wishes"), cat.WISHES))
+    draft.contact = "contact" in wishes
+    draft.aftercare = "yes" if "aftercare_yes" in wishes else "later" if "aftercare_later" in wishes else None
+    draft.police_report = "police_report" in wishes
+    draft.police_came = "police_came" in wishes or cat.suggest_police_came(story)
+    draft.anonymous = "anonymous" in wishes
+    if cat.suggest_injury(story):
+        draft.consequences = ["injury"]
+    c.effects.append(SubmitReport(draft, form_id or None))
+
+
+def _codes(value, allowed: tuple[str, ...]) -> list[str]:
+    """Codes from a form field ("verbal,threat" or a list), keeping only known ones, in order."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    chosen = {str(item).strip() for item in items}
+    return [code for code in allowed if code in chosen]

@@ -1,0 +1,127 @@
+"""Asking: the question (text, options, hint) of every step, and moving to a step to ask it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import categories as cat
+from .labels import kind_labels, options, when_label, wish_selection
+from .model import Reply
+from .summary import summary_reply
+from .turn import QUESTION_STEPS, TurnContext
+
+
+def details_wanted(c: TurnContext) -> tuple[bool, bool]:
+    """(kinds, place): what the details step asks, i.e. what the story did not tell for sure."""
+    draft = c.draft
+    want_kinds = draft.kinds is None or not draft.kinds_suggested
+    want_place = draft.place is None or not want_kinds
+    return want_kinds, want_place
+
+
+def question_confirm_cancel(c: TurnContext) -> Reply:
+    return Reply(c.t("cancel.confirm"), hint=c.t("hint.yes_no"))
+
+
+def question_story(c: TurnContext) -> Reply:
+    return Reply(c.t("q.story"), hint=c.t("hint.story"))
+
+
+def question_details(c: TurnContext) -> Reply:
+    draft = c.draft
+    want_kinds, want_place = details_wanted(c)
+    if want_kinds and want_place:
+        # One list: kinds first, then places numbered on after them.
+        both = options(c, "kind", cat.KINDS, draft.kinds or ()) + options(
+            c, "place", cat.PLACES, (draft.place,), start=len(cat.KINDS) + 1
+        )
+        return Reply(c.t("q.details_both"), both, c.t("hint.details_both"))
+    if want_kinds:
+        return Reply(c.t("q.kinds"), options(c, "kind", cat.KINDS, draft.kinds or ()), c.t("hint.kinds"))
+    return Reply(c.t("q.where_after_kinds", kinds=kind_labels(c, draft.kinds)),
+                 options(c, "place", cat.PLACES, (draft.place,)), c.t("hint.where"))
+
+
+def question_kinds(c: TurnContext) -> Reply:
+    draft = c.draft
+    hint = c.t("hint.kinds_confirm") if draft.kinds else c.t("hint.kinds")
+    return Reply(c.t("q.kinds"), options(c, "kind", cat.KINDS, draft.kinds or ()), hint)
+
+
+def question_when(c: TurnContext) -> Reply:
+    return Reply(c.t("q.when", current=when_label(c)), hint=c.t("hint.when"))
+
+
+def question_where(c: TurnContext) -> Reply:
+    return Reply(c.t("q.where"), options(c, "place", cat.PLACES, (c.draft.place,)), c.t("hint.where"))
+
+
+def question_perpetrator(c: TurnContext) -> Reply:
+    return Reply(c.t("q.perpetrator"), options(c, "perpetrator", cat.PERPETRATORS, (c.draft.perpetrator,)),
+                 c.t("hint.perpetrator"))
+
+
+def question_consequences(c: TurnContext) -> Reply:
+    return Reply(c.t("q.consequences"),
+                 options(c, "consequence", cat.CONSEQUENCES, c.draft.consequences or ()),
+                 c.t("hint.consequences"))
+
+
+def question_wishes(c: TurnContext) -> Reply:
+    return Reply(c.t("q.wishes"), options(c, "wish", cat.WISHES, wish_selection(c)), c.t("hint.wishes"))
+
+
+QUESTIONS: dict[str, Callable[[TurnContext], Reply]] = {
+    "story": question_story,
+    "details": question_details,
+    "kinds": question_kinds,
+    "when": question_when,
+    "where": question_where,
+    "perpetrator": question_perpetrator,
+    "consequences": question_consequences,
+    "wishes": question_wishes,
+    "summary": summary_reply,
+    "confirm_cancel": question_confirm_cancel,
+}
+
+
+def question(c: TurnContext, step: str) -> Reply:
+    return QUESTIONS[step](c)
+
+
+# -- moving between steps -----------------------------------------------------------------------------
+
+def next_step(c: TurnContext) -> str:
+    draft = c.draft
+    step = c.state.step
+    if c.state.editing:
+        return "summary"  # a changed line goes straight back to the summary
+    if step == "story":
+        return "details" if draft.kinds is None or draft.place is None else "wishes"
+    if step == "details":
+        return "wishes"
+    return "summary"
+
+
+def ask(c: TurnContext, step: str, repeat: bool = False, push: bool = True) -> None:
+    """Move to `step` (recording history for `terug`) and send its question."""
+    current = c.state.step
+    if (push and not repeat and not c.state.editing and current != step
+            and current in QUESTION_STEPS + ("summary",)):
+        c.state.history.append(current)
+    if step == "summary":
+        c.state.editing = False
+    c.state.step = step
+    c.replies.append(question(c, step))
+
+
+def advance(c: TurnContext) -> None:
+    ask(c, next_step(c))
+
+
+def repeat_question(c: TurnContext, after_effect: bool = False) -> None:
+    """Ask the current question again after a side command (help, language, ...)."""
+    if c.in_dialogue():
+        ask(c, c.state.step, repeat=True)
+    elif not after_effect and not c.replies:
+        c.say("idle.prompt")
