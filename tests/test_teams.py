@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.core.casework import login_digest
-from bot.web.cases import SESSION_COOKIE
+from bot.web.pages import SESSION_COOKIE
 from bot.config import ConfigError, TeamsSettings
 from bot.adapters.teams.adapter import TeamsAdapter
 from storage import repo

@@ -287,7 +287,7 @@ async def test_list_searches_are_audited_with_the_filters_used(stack):
 
 
 async def test_a_flood_of_unknown_login_links_is_audited_only_up_to_a_rate(database_url):
-    from bot.web.cases import UNKNOWN_LINKS_AUDITED_PER_MINUTE
+    from bot.web.pages import UNKNOWN_LINKS_AUDITED_PER_MINUTE
 
     stack = await Stack.start(database_url)
     try:

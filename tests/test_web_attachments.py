@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import make_url
 
-from bot.web import cases as caseweb
+from bot.web import pages as caseweb
 from stack import Stack
 from storage import repo, transaction
 from storage.models import WebSession

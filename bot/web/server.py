@@ -7,9 +7,8 @@ import logging
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import ping
-
 from bot.core.errors import DATABASE_ERRORS
+from storage import ping
 
 log = logging.getLogger(__name__)
 
