@@ -570,13 +570,21 @@ async def test_two_coordinators_changing_a_case_at_once_lose_nothing(database_ur
             assert first.status == second.status == 303
         assert set((await case_of(stack, reference)).followup) == {"contact_made", "police_report_filed"}
         # Closing and taking at once: either order is fine, but a closed case is never reopened by a take.
+        claims_before = [e.kind for e in await events(stack, reference)].count("claimed")
         closing, taking = await asyncio.gather(
             stack.act(reference, "status", status="closed", summary="Afgehandeld."),
             stack.act(reference, "take", client=other))
         case = await case_of(stack, reference)
         assert closing.status == 303 and case.status == "closed" and case.closed_at is not None
-        assert taking.status in (303, 409)
-        assert taking.status == 303 or "afgesloten" in await taking.text()
+        # Which one won is the timeline's order; the take's answer must agree with it.
+        kinds = [e.kind for e in await events(stack, reference)]
+        closed_at = len(kinds) - 1 - kinds[::-1].index("status")
+        taken_before_closing = "claimed" in kinds[:closed_at] and kinds.count("claimed") > claims_before
+        if taken_before_closing:
+            assert taking.status == 303
+        else:
+            assert taking.status == 409 and "afgesloten" in await taking.text()
+            assert kinds.count("claimed") == claims_before  # the refused take left no trace
     finally:
         await stack.close()
 
