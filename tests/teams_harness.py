@@ -362,7 +362,8 @@ class TeamsWorld:
     async def claim_code(self) -> str:
         """A code as `meldbot teams claim-code` makes it, minted in-process (test_teams_claim.py runs the CLI)."""
         import storage
-        from bot.core.engine import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code, utc_now
+        from bot.core.clock import utc_now
+        from bot.core.login import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code
         from storage import repo
 
         code = new_claim_code()

@@ -6,8 +6,9 @@ notifications become platform calls. It never opens a database session and never
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from dialogs import Reply
 
@@ -96,8 +97,10 @@ class Bot(Protocol):
         used or expired one, None when the database cannot tell right now."""
 
 
+@runtime_checkable
 class Adapter(Protocol):
-    """What every platform implements."""
+    """What every platform implements. `isinstance(x, Adapter)` only sees that the names exist;
+    `contract_problems` also compares signatures and which methods are coroutines."""
 
     platform: str
     #: Whether a resend with the same idempotency key is dropped by the platform (Matrix: yes).
@@ -131,3 +134,31 @@ class Adapter(Protocol):
 
     def routes(self) -> list:
         """aiohttp routes this platform serves on the web server (Teams: POST /api/messages)."""
+
+
+#: The attributes (not methods) of `Adapter`, with their types.
+ADAPTER_ATTRIBUTES = {"platform": str, "idempotent_sends": bool}
+
+
+def contract_problems(adapter: object) -> list[str]:
+    """How `adapter` falls short of `Adapter`: missing or mistyped attributes, missing methods, a
+    method that is (or is not) a coroutine unlike the protocol's, or other parameters (names and
+    kinds, `self` left out). Empty when it conforms."""
+    problems = []
+    for name, kind in ADAPTER_ATTRIBUTES.items():
+        if not isinstance(getattr(adapter, name, None), kind):
+            problems.append(f"{name}: not a {kind.__name__}")
+    for name, wanted in vars(Adapter).items():
+        if name.startswith("_") or not inspect.isfunction(wanted):
+            continue
+        found = getattr(adapter, name, None)
+        if not callable(found):
+            problems.append(f"{name}: missing")
+            continue
+        if inspect.iscoroutinefunction(wanted) != inspect.iscoroutinefunction(found):
+            problems.append(f"{name}: {'must' if inspect.iscoroutinefunction(wanted) else 'must not'} be async")
+        expected = [(p.name, p.kind) for p in list(inspect.signature(wanted).parameters.values())[1:]]
+        actual = [(p.name, p.kind) for p in inspect.signature(found).parameters.values()]
+        if expected != actual:
+            problems.append(f"{name}: parameters {[n for n, _ in actual]}, expected {[n for n, _ in expected]}")
+    return problems

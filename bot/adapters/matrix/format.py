@@ -7,6 +7,7 @@ from html import escape
 
 from dialogs import Reply
 
+from bot.adapters.common import option_rows
 from bot.adapters.contract import Notification
 
 HTML = "org.matrix.custom.html"
@@ -38,11 +39,8 @@ def reply_content(reply: Reply) -> dict:
         parts.append(f"<p><strong>{escape(reply.title)}</strong></p>")
     parts.append(_paragraphs(reply.text))
     if reply.options:
-        marks = any(o.selected for o in reply.options)
         start = reply.options[0].number
-        items = "".join(
-            f"<li>{'☑ ' if o.selected else ('☐ ' if marks else '')}{escape(o.label)}</li>" for o in reply.options
-        )
+        items = "".join(f"<li>{mark}{escape(label)}</li>" for _, mark, label in option_rows(reply.options))
         parts.append(f'<ol start="{start}">{items}</ol>' if start != 1 else f"<ol>{items}</ol>")
     if reply.hint:
         parts.append(f"<p><em>{escape(reply.hint)}</em></p>")

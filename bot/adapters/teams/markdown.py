@@ -12,6 +12,8 @@ from typing import Sequence
 
 from dialogs import Reply
 
+from bot.adapters.common import option_rows
+
 #: Markdown syntax characters, shown literally with a backslash.
 _MARKDOWN = re.compile(r"([\\`*_~\[\]()#|])")
 #: HTML is written as entities (so are entities themselves: `&amp;` shows as typed).
@@ -45,9 +47,8 @@ def reply_markdown(reply: Reply) -> str:
     if reply.text:
         parts.append(escape(reply.text))
     if reply.options:
-        marks = any(o.selected for o in reply.options)
-        parts.append("\n".join(f"{o.number}. {('☑ ' if o.selected else '☐ ') if marks else ''}{escape(o.label)}"
-                               for o in reply.options))
+        rows = option_rows(reply.options)
+        parts.append("\n".join(f"{number}. {mark}{escape(label)}" for number, mark, label in rows))
     if reply.hint:
         parts.append(f"_{escape(reply.hint)}_")
     return "\n\n".join(parts)

@@ -24,8 +24,9 @@ from referencing.jsonschema import DRAFT4
 
 from bot.config import ConfigError, Settings
 
-#: Template, icons and schema (a repository directory, not package data).
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "teams"
+#: Template, icons and schema (a repository directory, not package data): the repository's
+#: deploy/teams, three levels above this file (bot/adapters/teams/package.py).
+PACKAGE_DIR = Path(__file__).resolve().parents[3] / "deploy" / "teams"
 TEMPLATE = PACKAGE_DIR / "manifest.template.json"
 SCHEMA = PACKAGE_DIR / "schema" / "MicrosoftTeams.schema.json"
 

@@ -1,0 +1,116 @@
+"""Outbound: proactive sends from the outbox, new personal chats and channel posts (conversation
+creation), with the Bot Connector's failures raised as `DeliveryError`s (the SDK would only log them)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.schema import (
+    Activity,
+    Attachment,
+    ChannelAccount,
+    ConversationAccount,
+    ConversationParameters,
+    ConversationReference,
+)
+
+from dialogs import Reply
+
+from bot.adapters.common import http_delivery_error
+from bot.adapters.contract import DeliveryError, Notification
+from bot.adapters.teams.cards import CONTENT_TYPE, notification_card
+from bot.adapters.teams.markdown import combined_markdown, escape
+
+
+class OutboundMixin:
+    """Part of `TeamsAdapter`: what the outbox delivers."""
+
+    async def _proactive(self, reference: ConversationReference, activities: list[Activity]) -> str:
+        """Send activities into an existing conversation; failures are raised, not only logged."""
+        sent: list[str] = []
+        failures: list[BaseException] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            try:
+                for activity in activities:
+                    response = await turn_context.send_activity(activity)
+                    sent.append(getattr(response, "id", "") or "")
+            except Exception as error:  # the SDK would only log it
+                failures.append(error)
+
+        try:
+            await self.cloud.continue_conversation(reference, logic, self.settings.app_id)
+        except Exception as error:
+            failures.append(error)
+        if failures:
+            raise http_delivery_error(failures[0]) from failures[0]
+        return sent[-1] if sent else ""
+
+    async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
+        data = address.get("reference")
+        if not data:
+            raise DeliveryError("no conversation reference for this person", permanent=True)
+        reference = ConversationReference().deserialize(data)
+        return await self._proactive(reference, [MessageFactory.text(combined_markdown(replies))])
+
+    async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
+        """Create the 1:1 chat with the sender of a channel message (`POST /v3/conversations`); returns
+        the address `send_replies` takes."""
+        user_id, service_url = address.get("teams_id"), address.get("service_url") or self.state.get("service_url")
+        if not user_id or not service_url:
+            raise DeliveryError("not enough to open a direct chat with this person", permanent=True)
+        tenant = self.settings.tenant_id or address.get("tenant_id")
+        bot = ChannelAccount(id=address.get("bot_id") or f"28:{self.settings.app_id}")
+        parameters = ConversationParameters(is_group=False, bot=bot, members=[ChannelAccount(id=user_id)],
+                                            tenant_id=tenant, channel_data={"tenant": {"id": tenant}})
+        created: list[str] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            created.append(turn_context.activity.conversation.id)
+
+        try:
+            await self.cloud.create_conversation(self.settings.app_id, logic, parameters, "msteams", service_url)
+        except Exception as error:
+            raise http_delivery_error(error) from error
+        if not created or not created[0]:
+            raise DeliveryError("the direct chat was not confirmed")
+        reference = ConversationReference(
+            channel_id="msteams", service_url=service_url, bot=bot,
+            user=ChannelAccount(id=user_id, name=address.get("name"), aad_object_id=address.get("aad_object_id")),
+            conversation=ConversationAccount(id=created[0], conversation_type="personal", is_group=False,
+                                             tenant_id=tenant),
+        )
+        return {"reference": reference.serialize()}
+
+    async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
+        self._refuse_retired(destination)
+        service_url = self.state.get("service_url")
+        if not service_url:
+            raise DeliveryError("the Teams service URL is not known yet (no activity received)")
+        activity = MessageFactory.attachment(Attachment(content_type=CONTENT_TYPE,
+                                                        content=notification_card(notification)))
+        activity.text = notification.plain()
+        parameters = ConversationParameters(
+            is_group=True, activity=activity,
+            channel_data={"channel": {"id": destination}, "tenant": {"id": self.settings.tenant_id}},
+        )
+        created: list[str] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            created.append(turn_context.activity.conversation.id)
+
+        try:
+            await self.cloud.create_conversation(self.settings.app_id, logic, parameters, "msteams", service_url)
+        except Exception as error:
+            # A channel post that failed is always retried (never final), unlike a send.
+            raise http_delivery_error(error, may_be_permanent=False) from error
+        if not created:
+            raise DeliveryError("the channel post was not confirmed")
+        return created[0]
+
+    async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
+        self._refuse_retired(destination)
+        # Thread lines carry reporters' words and coordinators' names: shown literally.
+        return await self._proactive(self._channel_reference(root_id), [MessageFactory.text(escape(text))])
+
