@@ -64,6 +64,9 @@ class RecordingPlatform:
     def coordinator_destination(self) -> str | None:
         return self.destination
 
+    def is_room(self, target: str) -> bool:
+        return target.startswith("#")
+
     async def is_coordinator(self, user_id: str) -> bool:
         if self.roster_down:
             raise DeliveryError("roster unavailable")

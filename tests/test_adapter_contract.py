@@ -253,11 +253,6 @@ async def test_proactive_reply_to_a_known_person(harness):
 
 
 async def test_proactive_reply_to_an_unknown_address_is_a_delivery_error(harness, request):
-    if harness.adapter.platform == "matrix":
-        # Found when this test stopped passing on a missing key: Synapse creates the direct chat with
-        # an invite for a user nobody registered, and the adapter "delivers" into that empty room.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Matrix: a reply to an unregistered user "
-                                              "is sent into a new room with nobody in it"))
     # The address has every key a known person's has: only the person is unknown.
     assert set(harness.unknown) == set(harness.address) and harness.unknown != harness.address
     with pytest.raises(DeliveryError):

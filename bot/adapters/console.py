@@ -50,6 +50,9 @@ class ConsoleAdapter:
     def coordinator_destination(self) -> str | None:
         return "coordinator"
 
+    def is_room(self, target: str) -> bool:
+        return target.startswith("#")
+
     async def is_coordinator(self, user_id: str) -> bool:
         return False  # the terminal has no coordinator room: coordinators are listed in [followup]
 

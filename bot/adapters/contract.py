@@ -135,6 +135,10 @@ class Adapter(Protocol):
     def routes(self) -> list:
         """aiohttp routes this platform serves on the web server (Teams: POST /api/messages)."""
 
+    def is_room(self, target: str) -> bool:
+        """Whether a configured target (such as `[followup] backup`) names a room or channel
+        rather than a person, by this platform's ID format."""
+
 
 #: The attributes (not methods) of `Adapter`, with their types.
 ADAPTER_ATTRIBUTES = {"platform": str, "idempotent_sends": bool}

@@ -166,6 +166,9 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
     def coordinator_destination(self) -> str | None:
         return self.coordinator_room_id
 
+    def is_room(self, target: str) -> bool:
+        return target.startswith("!")  # room IDs; aliases (#...) are refused by the config
+
     def routes(self) -> list:
         return []  # Matrix is reached by syncing, not by a webhook
 

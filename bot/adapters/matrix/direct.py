@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import MatrixRoom, RoomCreateResponse
+from nio import MatrixRoom, ProfileGetError, RoomCreateResponse
 from nio.api import RoomPreset, RoomVisibility
 
 from bot.adapters.common import matrix_delivery_error
@@ -107,6 +107,17 @@ class DirectChatsMixin:
             return room_id
 
     async def _create_direct_chat(self, user: str) -> str:
+        # Synapse invites a user ID nobody registered without complaint: the message would go into
+        # a room with nobody in it. Whoever does not exist is a final failure.
+        try:
+            profile = await self.client.get_profile(user)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise DeliveryError(f"looking up the person failed ({type(error).__name__})") from error
+        http_status = getattr(getattr(profile, "transport_response", None), "status", None)
+        if isinstance(profile, ProfileGetError) and (profile.status_code == "M_NOT_FOUND" or http_status == 404):
+            raise DeliveryError("no such Matrix user", permanent=True)
         initial_state = [
             {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}},
             # Whoever is added later cannot read what was said before they were invited.

@@ -64,6 +64,9 @@ class ChannelMixin:
     def coordinator_destination(self) -> str | None:
         return self.state.get("channel_id")
 
+    def is_room(self, target: str) -> bool:
+        return target.startswith("19:")  # channel IDs; people are AAD object IDs
+
     async def is_coordinator(self, user_id: str) -> bool:
         """Coordinators are the members of the coordinator channel (a standard channel's are its team's;
         a private or shared channel has its own roster), never guests or people of another tenant.
