@@ -146,8 +146,12 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
                     clock=clock, casework=casework)
     worker.case_link = casework.case_link
+    def is_room(platform: str, target: str) -> bool:
+        adapter = adapters.get(platform)
+        return adapter is not None and adapter.is_room(target)
+
     timers = TimerWorker(sessions=sessions, casework=casework, language=settings.organisation.language,
-                         on_outbox=worker.wake, clock=clock)
+                         on_outbox=worker.wake, clock=clock, is_room=is_room)
     pages = CasePages(sessions=sessions, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,

@@ -3,6 +3,21 @@
 from importlib import resources
 
 from .coordinator import CoordinatorCommand, parse_coordinator_command
+from .followup import (
+    aftercare_checkin,
+    aftercare_reoffer,
+    case_closed,
+    case_error,
+    draft_expired,
+    draft_reminder,
+    escalation_to_person,
+    files_too_large,
+    limit_notice,
+    login_link,
+    login_notice,
+    status_changed,
+    step_recorded,
+)
 from .flow import discard_draft, late_evidence_case, my_reports, not_saved, open_relay, record_submission, step, submitted
 from .i18n import LANGUAGES, Translator, translator
 from .model import (
@@ -32,4 +47,8 @@ __all__ = [
     "AddEvidence", "AttachmentInfo", "Context", "CoordinatorCommand", "RelayToCoordinator", "DiscardDraft", "Draft", "LANGUAGES", "ListMyReports",
     "Option", "Reply", "State", "SubmitReport", "Translator", "Turn", "UserInput", "builtin_text",
     "my_reports", "not_saved", "open_relay", "parse_coordinator_command", "record_submission", "step", "submitted", "translator",
+    # follow-up texts (dialogs/followup.py)
+    "aftercare_checkin", "aftercare_reoffer", "case_closed", "case_error", "draft_expired", "draft_reminder",
+    "escalation_to_person", "files_too_large", "limit_notice", "login_link", "login_notice", "status_changed",
+    "step_recorded",
 ]

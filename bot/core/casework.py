@@ -14,17 +14,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import dialogs
-from dialogs import Option, Reply, State, Translator
+from dialogs import Reply, State
 from dialogs.coordinator import MAX_RELAY_CHARS, claimed_for_reporter, message_for_reporter
 from dialogs.text import clean
 from storage import repo
 from storage.models import Case
 
 from bot.config import FollowupSettings
+from bot.core import payloads
+from bot.core.payloads import ReporterMessage, ThreadLine, address_of
 from bot.core.worktime import WorkingTime
 
 log = logging.getLogger(__name__)
@@ -62,24 +63,6 @@ class CaseError(Exception):
 def login_digest(token: str) -> str:
     """What the database keeps of a login link or session cookie: never the secret itself."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def payload_of(reply: Reply) -> dict:
-    """A reply in the form the outbox stores (plain values)."""
-    return {"text": reply.text, "title": reply.title, "hint": reply.hint,
-            "options": [[o.number, o.label, o.selected] for o in reply.options]}
-
-
-def address_of(conversation) -> dict:
-    """Where to reach the person of a conversation: the adapter's stored address, plus who they are
-    (so that a platform can open a new direct chat when the old one is no longer private)."""
-    return {"user": conversation.sender, **(conversation.address or {})}
-
-
-def reply_of(data: dict) -> Reply:
-    """The reply an outbox payload holds."""
-    return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
-                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
 
 
 class CaseWork:
@@ -163,8 +146,8 @@ class CaseWork:
             raise CaseError("already_taken", reference=case.reference, name=case.assigned_to or "?")
         await repo.add_case_event(session=session, case=case, kind="claimed", actor=who.actor,
                                   data={"name": who.name}, now=now)
-        await self.post_to_thread(session, case.id, {"event": "claimed", "reference": case.reference,
-                                                     "name": who.name}, now, skip=via)
+        await self.post_to_thread(session, case.id, ThreadLine("claimed", case.reference, name=who.name), now,
+                                  skip=via)
         await self.to_reporter(session, case, claimed_for_reporter(case.language, case.reference, who.name), now)
 
     async def set_status(self, session: AsyncSession, case: Case, who: Coordinator, status: str,
@@ -183,16 +166,13 @@ class CaseWork:
         case.closing_summary = summary if status == "closed" else case.closing_summary
         await repo.add_case_event(session=session, case=case, kind="status", actor=who.actor,
                                   data={"name": who.name, "from": previous, "to": status}, now=now)
-        await self.post_to_thread(session, case.id, {"event": f"status_{status}", "reference": case.reference,
-                                                     "name": who.name}, now)
-        t = Translator(case.language)
+        await self.post_to_thread(session, case.id, ThreadLine(f"status_{status}", case.reference, name=who.name),
+                                  now)
         if status == "closed":
-            reply = Reply(summary, title=t("case.closed_reporter_title", reference=case.reference),
-                          hint=t("case.closed_reporter_hint"))
-            await self.to_reporter(session, case, reply, now, relay=True)
+            await self.to_reporter(session, case, dialogs.case_closed(case.language, case.reference, summary), now,
+                                   relay=True)
         else:
-            await self.to_reporter(session, case, Reply(t(f"case.status_reporter_{status}",
-                                                          reference=case.reference)), now)
+            await self.to_reporter(session, case, dialogs.status_changed(case.language, case.reference, status), now)
 
     async def record_step(self, session: AsyncSession, case: Case, who: Coordinator, step: str,
                           on: dt.date | None, now: dt.datetime) -> None:
@@ -208,11 +188,9 @@ class CaseWork:
         case.followup = followup
         await repo.add_case_event(session=session, case=case, kind="step", actor=who.actor,
                                   data={"name": who.name, "step": step, "date": on.isoformat()}, now=now)
-        await self.post_to_thread(session, case.id, {"event": f"step_{step}", "reference": case.reference,
-                                                     "name": who.name, "date": on.isoformat()}, now)
-        t = Translator(case.language)
-        await self.to_reporter(session, case, Reply(t(f"case.step_reporter_{step}", reference=case.reference,
-                                                      date=_day(on, case.language))), now)
+        await self.post_to_thread(session, case.id, ThreadLine(f"step_{step}", case.reference, name=who.name,
+                                                               date=on), now)
+        await self.to_reporter(session, case, dialogs.step_recorded(case.language, case.reference, step, on), now)
         if step == "aftercare_declined":
             # Offered again two weeks after THIS decline (an earlier pending offer is replaced).
             await repo.cancel_timers(session=session, case_id=case.id, kind="aftercare_reoffer", now=now)
@@ -230,8 +208,7 @@ class CaseWork:
         await repo.add_case_event(session=session, case=case, kind="note", actor=who.actor,
                                   data={"name": who.name, "text": text}, now=now)
         # The thread hears that there is a note, never what it says.
-        await self.post_to_thread(session, case.id, {"event": "note_added", "reference": case.reference,
-                                                     "name": who.name}, now)
+        await self.post_to_thread(session, case.id, ThreadLine("note_added", case.reference, name=who.name), now)
 
     async def message_reporter(self, session: AsyncSession, case: Case, who: Coordinator, text: str,
                                now: dt.datetime, via: tuple[str, str] | None = None) -> None:
@@ -247,8 +224,8 @@ class CaseWork:
                                   data={"name": who.name, "text": text}, now=now)
         await self.to_reporter(session, case, message_for_reporter(case.language, case.reference, who.name, text),
                                now, relay=True)
-        await self.post_to_thread(session, case.id, {"event": "coordinator_message", "reference": case.reference,
-                                                     "name": who.name}, now, skip=via)
+        await self.post_to_thread(session, case.id, ThreadLine("coordinator_message", case.reference, name=who.name),
+                                  now, skip=via)
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -260,11 +237,8 @@ class CaseWork:
         if conversation is None:
             log.warning("reporter of %s cannot be reached: no conversation", case.reference)
             return False
-        await repo.enqueue_message(
-            session=session, kind="reporter_message", platform=conversation.platform, destination=None,
-            payload={"address": address_of(conversation), "replies": [payload_of(reply)]}, now=now,
-            case_id=case.id,
-        )
+        await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply),
+                               platform=conversation.platform, now=now, case_id=case.id)
         if relay:
             state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference,
                                        now)
@@ -272,7 +246,7 @@ class CaseWork:
                                                language=state.language, now=now)
         return True
 
-    async def post_to_thread(self, session: AsyncSession, case_id: int, payload: dict, now: dt.datetime,
+    async def post_to_thread(self, session: AsyncSession, case_id: int, line: ThreadLine, now: dt.datetime,
                              skip: tuple[str, str] | None = None) -> None:
         """Queue a line in the case's own thread(s) (but `skip`); before the first post exists, where it will be."""
         threads = [(t.platform, t.destination) for t in await repo.list_case_threads(session=session,
@@ -280,8 +254,8 @@ class CaseWork:
         for platform, destination in threads or list(self.coordinator_targets()):
             if (platform, destination) == skip:
                 continue
-            await repo.enqueue_message(session=session, kind="case_thread", platform=platform,
-                                       destination=destination, payload=payload, now=now, case_id=case_id)
+            await payloads.enqueue(session, line, platform=platform, destination=destination, now=now,
+                                   case_id=case_id)
 
     async def issue_login_link(self, session: AsyncSession, who: Coordinator, minutes: int,
                                now: dt.datetime) -> str:
@@ -290,7 +264,3 @@ class CaseWork:
         await repo.add_login_link(session=session, digest=login_digest(token), coordinator=who.identity,
                                   name=who.name, now=now, expires_at=now + dt.timedelta(minutes=minutes))
         return f"{self.public_url}/login/{token}"
-
-
-def _day(day: dt.date, language: str) -> str:
-    return format_date(day, "d MMMM y", locale=language)

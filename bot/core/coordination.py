@@ -63,7 +63,7 @@ class Coordination:
         allowed_now = self.throttle.admit((message.platform, message.sender))
         if allowed_now is not True:
             log.warning("coordinator command refused: over the rate limit platform=%s", message.platform)
-            return [Reply(dialogs.translator(language)("limits.slow_down"))] if allowed_now is None else []
+            return [dialogs.limit_notice(language, "slow_down")] if allowed_now is None else []
         message = replace(message, sender_name=clean_name(message.sender_name) or None)
         who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
         # Asked of the platform before the transaction: it may take seconds, and the transaction
@@ -130,4 +130,4 @@ class Coordination:
             if error.code in ("already_taken", "already_yours"):
                 return thread_reply(language, "already_claimed", reference=case.reference,
                                     name=case.assigned_to or who.name)
-            return Reply(dialogs.translator(language)(f"case.error_{error.code}", **error.values))
+            return dialogs.case_error(language, error.code, **error.values)

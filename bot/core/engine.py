@@ -19,17 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import dialogs
 from dialogs import Context, Reply
 from dialogs.coordinator import is_login_command
-from storage import repo, transaction
+from storage import transaction
 
 from bot.adapters.contract import CoordinatorMessage, InboundMessage
 from bot.config import FollowupSettings, LimitsSettings
 from bot.core.batcher import Batcher, Pending
-from bot.core.casework import CaseWork, payload_of
+from bot.core import payloads
+from bot.core.casework import CaseWork
 from bot.core.clock import Clock, utc_now
 from bot.core.coordination import Coordination
 from bot.core.errors import DATABASE_ERRORS, TurnFailed, error_reference, is_turn_specific
 from bot.core.limits import TURN_TIMEOUT_S, Quotas, Throttle
 from bot.core.login import Login
+from bot.core.payloads import ReporterMessage
 from bot.core.turns import ReporterTurns, TurnResult, cleaned
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ class Engine:
         if allowed is not True:
             log.warning("message refused: over the rate limit platform=%s event=%s", message.platform,
                         message.event_id)
-            return [Reply(dialogs.translator(language)("limits.slow_down"))] if allowed is None else []
+            return [dialogs.limit_notice(language, "slow_down")] if allowed is None else []
         message = cleaned(message)
         reference = error_reference()
         if message.form is None and not message.attachments and is_login_command(message.text):
@@ -162,11 +164,7 @@ class Engine:
         """Replies an adapter could not send right now: the outbox delivers them when it can."""
         now = self.clock()
         async with transaction(self.sessions) as session:
-            payload = {"address": address, "replies": [payload_of(r) for r in replies]}
-            if any(r.secret for r in replies):
-                payload["secret"] = True
-            await repo.enqueue_message(session=session, kind="reporter_message", platform=platform, destination=None,
-                                       payload=payload, now=now)
+            await payloads.enqueue(session, ReporterMessage.to(address, *replies), platform=platform, now=now)
         self._wake_outbox()
 
     def case_link(self, reference: str) -> str:

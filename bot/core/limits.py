@@ -79,20 +79,20 @@ class Quotas:
     async def within_file_quota(self, session: AsyncSession, message: InboundMessage, state: State,
                                 files: list[InboundAttachment], now: dt.datetime
                                 ) -> tuple[list[InboundAttachment], list[tuple[str, str, int]]]:
-        """The files of this message that fit the `[limits]`, and for the others which limit (catalog
-        key), their names and the limit. Checked before the dialogue sees the files, so it never
+        """The files of this message that fit the `[limits]`, and for the others which limit (a name of
+        `dialogs.followup.LIMITS`), their names and the limit. Checked before the dialogue sees the files, so it never
         confirms a file that is not kept."""
         if not files:
             return files, []
         limits = self.limits
         refused: list[tuple[str, str, int]] = []
 
-        def refuse(key: str, dropped: list[InboundAttachment], limit: int) -> None:
+        def refuse(name: str, dropped: list[InboundAttachment], limit: int) -> None:
             if dropped:
-                refused.append((key, ", ".join(f.filename for f in dropped), limit))
+                refused.append((name, ", ".join(f.filename for f in dropped), limit))
 
         kept = files[:limits.files_per_message]
-        refuse("limits.files_per_message", files[limits.files_per_message:], limits.files_per_message)
+        refuse("files_per_message", files[limits.files_per_message:], limits.files_per_message)
         evidence_for = dialogs.late_evidence_case(state, now)
         if evidence_for:
             case = await repo.get_case(session=session, reference=evidence_for)
@@ -100,7 +100,7 @@ class Quotas:
         else:
             in_report = len(state.draft.attachments) if state.draft and state.step != "idle" else 0
         room = max(0, limits.files_per_report - in_report)
-        refuse("limits.files_per_report", kept[room:], limits.files_per_report)
+        refuse("files_per_report", kept[room:], limits.files_per_report)
         kept = kept[:room]
         day = now.astimezone(self.timezone).date().isoformat()
         count, size = await repo.get_file_usage(session=session, platform=message.platform, sender=message.sender,
@@ -116,8 +116,8 @@ class Quotas:
                 accepted.append(f)
                 count += 1
                 size += len(f.content)
-        refuse("limits.files_per_day", by_count, limits.files_per_day)
-        refuse("limits.megabytes_per_day", by_size, limits.megabytes_per_day)
+        refuse("files_per_day", by_count, limits.files_per_day)
+        refuse("megabytes_per_day", by_size, limits.megabytes_per_day)
         if accepted:
             await repo.add_file_usage(session=session, platform=message.platform, sender=message.sender, day=day,
                                       files=len(accepted), size=sum(len(f.content) for f in accepted))

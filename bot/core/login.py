@@ -19,10 +19,12 @@ from storage import repo, transaction
 
 from bot.adapters.contract import CoordinatorMessage, InboundMessage
 from bot.config import FollowupSettings
-from bot.core.casework import CaseWork, Coordinator, address_of, payload_of
+from bot.core import payloads
+from bot.core.casework import CaseWork, Coordinator
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, error_reference, is_duplicate_event
 from bot.core.limits import COORDINATOR_CHECK_TIMEOUT_S, TURN_TIMEOUT_S
+from bot.core.payloads import ReporterMessage, address_of
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,8 @@ def claim_digest(code: str) -> str:
     return hashlib.sha256(f"claim:{letters}".encode()).hexdigest()
 
 
-def login_reply(language: str, link: str, minutes: int) -> Reply:
-    """The message holding a single-use login link."""
-    t = dialogs.translator(language)
-    return Reply(t("login.link", link=link, minutes=minutes), title=t("login.title"), secret=True)
+#: The message holding a single-use login link (built in dialogs; the name is kept for callers).
+login_reply = dialogs.login_link
 
 
 class Login:
@@ -89,13 +89,13 @@ class Login:
 
     async def in_direct_chat(self, message: InboundMessage) -> list[Reply]:
         """`login` in a direct chat: a single-use link to the case pages, for coordinators only."""
-        t = dialogs.translator(self.context.default_language)
+        language = self.context.default_language
         allowed = await self.coordinator_allowed(message.platform, message.sender)
         if allowed is None:
-            return [Reply(t("login.check_failed"))]
+            return [dialogs.login_notice(language, "check_failed")]
         if not allowed:
             log.info("login refused: not a coordinator platform=%s", message.platform)
-            return [Reply(t("login.not_coordinator"))]
+            return [dialogs.login_notice(language, "not_coordinator")]
         now = self.clock()
         who = Coordinator(f"{message.platform}:{message.sender}", message.sender_name or message.sender)
         try:
@@ -113,34 +113,31 @@ class Login:
         except DATABASE_ERRORS as error:
             reference = error_reference()
             log.error("login link not saved error=%s cause=%s", reference, type(error).__name__)
-            return list(dialogs.not_saved(self.context.default_language, reference))
+            return list(dialogs.not_saved(language, reference))
         log.info("login link issued platform=%s", message.platform)
-        return [login_reply(self.context.default_language, link, self.login_link_minutes)]
+        return [dialogs.login_link(language, link, self.login_link_minutes)]
 
     async def from_room(self, session: AsyncSession, message: CoordinatorMessage, who: Coordinator,
                         allowed: bool | None, now: dt.datetime, address: dict | None) -> Reply:
         """`login` in the coordinator room: the link goes to the coordinator's direct chat, never the room.
 
         `address`: the direct chat the adapter opened, when the coordinator had none with the bot."""
-        t = dialogs.translator(self.context.default_language)
+        language = self.context.default_language
         if not allowed:
-            return Reply(t("login.check_failed" if allowed is None else "login.not_coordinator"))
+            return dialogs.login_notice(language, "check_failed" if allowed is None else "not_coordinator")
         if address is None:
             conversation = await repo.find_conversation(session=session, platform=message.platform,
                                                         sender=message.sender)
             address = address_of(conversation) if conversation is not None else None
         if not address:
-            return Reply(t("login.need_direct_chat"))
+            return dialogs.login_notice(language, "need_direct_chat")
         link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)
-        await repo.enqueue_message(
-            session=session, kind="reporter_message", platform=message.platform, destination=None, now=now,
-            payload={"address": address, "secret": True,
-                     "replies": [payload_of(login_reply(self.context.default_language, link,
-                                                         self.login_link_minutes))]},
-        )
+        # The link is a secret reply, so the message is secret: its stored copy is emptied once delivered.
+        reply = dialogs.login_link(language, link, self.login_link_minutes)
+        await payloads.enqueue(session, ReporterMessage.to(address, reply), platform=message.platform, now=now)
         await repo.add_audit(session=session, actor=who.identity, action="login_link", now=now,
                              detail={"via": message.platform})
-        return Reply(t("login.sent_to_direct_chat"))
+        return dialogs.login_notice(language, "sent_to_direct_chat")
 
     async def direct_chat_for(self, message: CoordinatorMessage) -> dict | None:
         """The address of a direct chat with the sender of a room message: None when they already

@@ -1,4 +1,4 @@
-"""What coordinators see in their room or channel: built from stored outbox payloads.
+"""What coordinators see in their room or channel: built from the outbox payloads (`bot.core.payloads`).
 
 Payloads hold codes (kinds, place, flags), never text the reporter wrote, so a notification can
 only ever show the minimum: reference, categories, flags and the link to the case page.
@@ -7,7 +7,6 @@ only ever show the minimum: reference, categories, flags and the link to the cas
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from babel.dates import format_datetime
 
@@ -15,6 +14,7 @@ from dialogs import Translator
 from dialogs.categories import is_urgent
 
 from bot.adapters.contract import Notification
+from bot.core.payloads import CaseNotification, ThreadLine
 
 
 def case_flags(*, kinds: list[str], contact: bool | None, aftercare: str | None, police_came: bool | None,
@@ -41,14 +41,14 @@ def case_flags(*, kinds: list[str], contact: bool | None, aftercare: str | None,
 
 
 def case_notification_payload(*, reference: str, kinds: list[str], occurred_at: dt.datetime, place: str | None,
-                              flags: list[str], link: str) -> dict[str, Any]:
-    """The stored form of a coordinator notification (codes only)."""
-    return {"reference": reference, "kinds": kinds, "occurred_at": occurred_at.isoformat(), "place": place,
-            "flags": flags, "link": link}
+                              flags: list[str], link: str) -> CaseNotification:
+    """A coordinator notification (codes only)."""
+    return CaseNotification(reference=reference, kinds=tuple(kinds), occurred_at=occurred_at, place=place,
+                            flags=tuple(flags), link=link)
 
 
-def payload_for_case(case, *, link: str, evidence: bool, extra_flags: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The notification payload of a stored case (what the reporter's answers flag, as codes)."""
+def payload_for_case(case, *, link: str, evidence: bool, extra_flags: tuple[str, ...] = ()) -> CaseNotification:
+    """The notification of a stored case (what the reporter's answers flag, as codes)."""
     kinds = case.kind_codes
     flags = list(extra_flags) + case_flags(
         kinds=kinds, contact=case.contact_wanted, aftercare=case.aftercare, police_came=case.police_came,
@@ -58,34 +58,32 @@ def payload_for_case(case, *, link: str, evidence: bool, extra_flags: tuple[str,
                                      place=case.place, flags=flags, link=link)
 
 
-def render_case_notification(payload: dict[str, Any], language: str, tz: dt.tzinfo | None) -> Notification:
+def render_case_notification(notification: CaseNotification, language: str, tz: dt.tzinfo | None) -> Notification:
     """A notification in the organisation's language."""
     t = Translator(language)
-    occurred = dt.datetime.fromisoformat(payload["occurred_at"])
+    occurred = notification.occurred_at
     if tz is not None:
         occurred = occurred.astimezone(tz)
-    flags = payload.get("flags") or []
-    title = t("notify.new_case", reference=payload["reference"])
+    flags = notification.flags
+    title = t("notify.new_case", reference=notification.reference)
     if "urgent" in flags:
         title = f"{t('flag.urgent')}: {title}"
     if "escalation" in flags:
         title = f"{t('flag.escalation')}: {title}"
     lines = [
-        (t("notify.kinds"), ", ".join(t(f"kind.{k}") for k in payload.get("kinds") or []) or "—"),
+        (t("notify.kinds"), ", ".join(t(f"kind.{k}") for k in notification.kinds) or "—"),
         (t("notify.when"), format_datetime(occurred, "d MMM y HH:mm", locale=t.language)),
-        (t("notify.where"), t(f"place.{payload['place']}") if payload.get("place") else "—"),
+        (t("notify.where"), t(f"place.{notification.place}") if notification.place else "—"),
     ]
     other_flags = [t(f"flag.{f}") for f in flags if f not in ("urgent", "escalation")]
     if other_flags:
         lines.append((t("notify.flags"), ", ".join(other_flags)))
     return Notification(
-        reference=payload["reference"], title=title, lines=tuple(lines), link=payload["link"],
+        reference=notification.reference, title=title, lines=tuple(lines), link=notification.link,
         link_label=t("notify.open"), urgent="urgent" in flags,
     )
 
 
-def render_thread_event(payload: dict[str, Any], language: str) -> str:
+def render_thread_event(line: ThreadLine, language: str) -> str:
     """A later case event as one line for the case thread."""
-    t = Translator(language)
-    values = {k: v for k, v in payload.items() if k != "event"}
-    return t(f"event.{payload['event']}", **values)
+    return Translator(language)(f"event.{line.event}", **line.values())

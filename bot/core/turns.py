@@ -30,11 +30,13 @@ from storage import repo, transaction
 
 from bot.adapters.contract import InboundAttachment, InboundMessage
 from bot.config import FollowupSettings
+from bot.core import payloads
 from bot.core.casework import CaseWork
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, TurnFailed
 from bot.core.limits import Quotas
 from bot.core.notifications import payload_for_case
+from bot.core.payloads import ThreadLine
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +116,12 @@ class ReporterTurns:
             # Kept as it was before this turn (at its summary): it can be sent once the day is over.
             log.warning("report not sent: over the daily report limit platform=%s event=%s", message.platform,
                         message.event_id)
-            turn = dialogs.Turn(replies=(Reply(dialogs.translator(state.language)(
-                "limits.reports_per_day", limit=self.quotas.limits.reports_per_day)),), state=state, effects=())
-        replies = [Reply(dialogs.translator(turn.state.language)("evidence.too_large", files=too_large))] \
-            if too_large else []
-        replies += [Reply(dialogs.translator(turn.state.language)(key, files=names, limit=limit))
-                    for key, names, limit in over_quota]
+            turn = dialogs.Turn(replies=(dialogs.limit_notice(state.language, "reports_per_day",
+                                                              limit=self.quotas.limits.reports_per_day),),
+                                state=state, effects=())
+        replies = [dialogs.files_too_large(turn.state.language, too_large)] if too_large else []
+        replies += [dialogs.limit_notice(turn.state.language, limit_name, files=names, limit=limit)
+                    for limit_name, names, limit in over_quota]
         replies += list(turn.replies)
         new_state = turn.state
         queued = False
@@ -194,10 +196,10 @@ class ReporterTurns:
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
                                                    draft_id=draft.draft_id, case_id=case.id) \
             if draft.attachments else 0
-        payload = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=linked > 0)
+        notification = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=linked > 0)
         for platform, destination in self.coordinator_targets():
-            await repo.enqueue_message(session=session, kind="case_notification", platform=platform,
-                                       destination=destination, payload=payload, now=now, case_id=case.id)
+            await payloads.enqueue(session, notification, platform=platform, destination=destination, now=now,
+                                   case_id=case.id)
         log.info("case created reference=%s kinds=%s urgent=%s", case.reference, ",".join(kinds), case.urgent)
         return case.reference, not self.delivery_healthy()
 
@@ -211,8 +213,8 @@ class ReporterTurns:
                                       content=f.content, now=now, case_id=case.id)
         await repo.add_case_event(session=session, case=case, kind="evidence_added", actor="reporter",
                                   data={"count": len(files)}, now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": "evidence_added", "reference": case.reference,
-                                                              "count": len(files)}, now)
+        await self.casework.post_to_thread(session, case.id, ThreadLine("evidence_added", case.reference,
+                                                                        count=len(files)), now)
         return True
 
     async def _relay_to_coordinator(self, session: AsyncSession, message: InboundMessage,
@@ -225,8 +227,8 @@ class ReporterTurns:
             return False
         await repo.add_case_event(session=session, case=case, kind="reporter_message", actor="reporter",
                                   data={"text": effect.text}, now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": "reporter_message",
-                                                              "reference": case.reference, "text": effect.text}, now)
+        await self.casework.post_to_thread(session, case.id, ThreadLine("reporter_message", case.reference,
+                                                                        text=effect.text), now)
         return True
 
 

@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage import repo, transaction
 from storage.models import OutboxMessage
 
-from bot.core.casework import reply_of
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
+from bot.core.payloads import (CaseNotification, OutboxPayload, ReporterMessage, ThreadLine, UnknownPayloadKind,
+                               from_payload)
 from bot.adapters.contract import Adapter, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,16 @@ class OutboxWorker:
         adapter = self.adapters[message.platform]
         current = adapter.coordinator_destination()
         destination = message.destination or current
-        if message.kind == "case_notification" and current and "escalation" not in (message.payload.get("flags") or []):
-            # The coordinator room/channel may have moved since this was queued: it goes where they are now.
-            destination = current
+        payload: OutboxPayload | None = None
         try:
-            result = await self._send(adapter, message, destination)
+            try:
+                payload = from_payload(message.kind, message.payload)
+            except UnknownPayloadKind:
+                raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True) from None
+            if isinstance(payload, CaseNotification) and current and not payload.escalation:
+                # The coordinator room/channel may have moved since this was queued: it goes where they are now.
+                destination = current
+            result = await self._send(adapter, message, payload, destination)
         except DeliveryError as error:
             if error.permanent:
                 # Retrying soon changes nothing (e.g. the bot was removed): try again hourly, and
@@ -116,10 +122,10 @@ class OutboxWorker:
         async with transaction(self.sessions) as session:
             # A login link is a secret: once delivered, the database keeps no copy of it.
             await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result,
-                                              scrub=bool(message.payload.get("secret")))
+                                              scrub=isinstance(payload, ReporterMessage) and payload.secret)
             # An escalation copy in a backup room is a pointer to the case, not a second thread.
-            if message.kind == "case_notification" and message.case_id is not None and destination \
-                    and "escalation" not in (message.payload.get("flags") or []):
+            if isinstance(payload, CaseNotification) and message.case_id is not None and destination \
+                    and not payload.escalation:
                 await repo.set_case_thread(session=session, case_id=message.case_id, platform=message.platform,
                                            destination=destination, root_id=result, now=now)
         self.healthy = True
@@ -127,14 +133,14 @@ class OutboxWorker:
                  message.platform, message.attempts)
         return 1
 
-    async def _send(self, adapter: Adapter, message: OutboxMessage, destination: str | None) -> str:
-        payload = message.payload
-        if message.kind == "case_notification":
+    async def _send(self, adapter: Adapter, message: OutboxMessage, payload: OutboxPayload,
+                    destination: str | None) -> str:
+        if isinstance(payload, CaseNotification):
             if not destination:
                 raise DeliveryError(f"no coordinator room or channel known yet on {message.platform}")
             notification = render_case_notification(payload, self.language, self.timezone)
             return await adapter.post_case_notification(destination, notification, message.idempotency_key)
-        if message.kind == "case_thread":
+        if isinstance(payload, ThreadLine):
             async with self.sessions() as session:
                 threads = [t for t in await repo.list_case_threads(session=session, case_id=message.case_id or 0)
                            if t.platform == message.platform
@@ -147,9 +153,8 @@ class OutboxWorker:
                 destination, root = current, await self._thread_in(adapter, message, current)
             return await adapter.post_in_case_thread(destination, root, render_thread_event(payload, self.language),
                                                      message.idempotency_key)
-        if message.kind == "reporter_message":
-            replies = [reply_of(r) for r in payload.get("replies", [])]
-            return await adapter.send_replies(payload.get("address") or {}, replies, message.idempotency_key)
+        if isinstance(payload, ReporterMessage):
+            return await adapter.send_replies(dict(payload.address), list(payload.replies), message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
 
     async def _thread_in(self, adapter: Adapter, message: OutboxMessage, destination: str) -> str:

@@ -15,14 +15,16 @@ from typing import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import dialogs
-from dialogs import Reply, State, Translator
+from dialogs import Reply, State
 from storage import repo, transaction
 from storage.models import Case, Conversation, Timer
 
-from bot.core.casework import CaseWork, address_of, payload_of
+from bot.core import payloads
+from bot.core.casework import CaseWork
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case
+from bot.core.payloads import ReporterMessage, ThreadLine, address_of
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,11 @@ class TimerWorker:
         on_outbox: Callable[[], None] | None = None,
         poll: float = 30.0,
         lease: dt.timedelta = dt.timedelta(minutes=2),
+        is_room: Callable[[str, str], bool] = lambda platform, target: False,
     ):
         self.sessions = sessions
+        #: Whether a `platform:target` backup names a room (the platform's adapter knows its ID formats).
+        self.is_room = is_room
         self.casework = casework
         self.language = language
         self.clock = clock
@@ -139,8 +144,7 @@ class TimerWorker:
             return "not_needed"
         await repo.add_case_event(session=session, case=case, kind="claim_reminder", actor="meldbot", data={},
                                   now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": "claim_reminder",
-                                                              "reference": case.reference}, now)
+        await self.casework.post_to_thread(session, case.id, ThreadLine("claim_reminder", case.reference), now)
         await repo.schedule_timer(session=session, key=f"claim_escalation:{case.id}", kind="claim_escalation",
                                   case_id=case.id, due_at=self.casework.claim_interval_end(now, case.urgent),
                                   now=now)
@@ -152,58 +156,52 @@ class TimerWorker:
         backup = self.casework.settings.backup
         if not backup:
             log.warning("case %s not taken in time and no [followup] backup is configured", case.reference)
-            await self.casework.post_to_thread(session, case.id, {"event": "claim_no_backup",
-                                                                  "reference": case.reference}, now)
+            await self.casework.post_to_thread(session, case.id, ThreadLine("claim_no_backup", case.reference), now)
             return "no_backup"
         platform, _, target = backup.partition(":")
-        if not is_room(platform, target):
+        if not self.is_room(platform, target):
             # A person: their direct chat with the bot.
             conversation = await repo.find_conversation(session=session, platform=platform, sender=target)
             if conversation is None:
                 log.error("escalation of %s: backup %s has never talked to the bot", case.reference, backup)
-                await self.casework.post_to_thread(session, case.id, {"event": "claim_no_backup",
-                                                                      "reference": case.reference}, now)
+                await self.casework.post_to_thread(session, case.id, ThreadLine("claim_no_backup", case.reference),
+                                                   now)
                 return "backup_unreachable"
-            t = Translator(self.language)
-            reply = Reply(t("timer.escalation_person", reference=case.reference,
-                            link=self.casework.case_link(case.reference)), title=t("timer.escalation_title"))
-            await repo.enqueue_message(session=session, kind="reporter_message", platform=platform,
-                                       destination=None, case_id=case.id, now=now,
-                                       payload={"address": address_of(conversation), "replies": [payload_of(reply)]})
+            reply = dialogs.escalation_to_person(self.language, case.reference, self.casework.case_link(case.reference))
+            await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply), platform=platform,
+                                   case_id=case.id, now=now)
         else:
-            payload = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=False,
-                                       extra_flags=("escalation",))
-            await repo.enqueue_message(session=session, kind="case_notification", platform=platform,
-                                       destination=target, payload=payload, now=now, case_id=case.id)
+            notification = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=False,
+                                            extra_flags=("escalation",))
+            await payloads.enqueue(session, notification, platform=platform, destination=target, now=now,
+                                   case_id=case.id)
         await repo.add_case_event(session=session, case=case, kind="escalated", actor="meldbot",
                                   data={"to": backup}, now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": "escalated", "reference": case.reference},
-                                           now)
+        await self.casework.post_to_thread(session, case.id, ThreadLine("escalated", case.reference), now)
         return "escalated"
 
     async def _aftercare_checkin(self, session: AsyncSession, case: Case, now: dt.datetime) -> str:
-        return await self._aftercare_message(session, case, now, "aftercare_checkin")
+        return await self._aftercare_message(session, case, now, "aftercare_checkin",
+                                             dialogs.aftercare_checkin(case.language, case.reference))
 
     async def _aftercare_reoffer(self, session: AsyncSession, case: Case, now: dt.datetime) -> str:
-        return await self._aftercare_message(session, case, now, "aftercare_reoffer")
+        return await self._aftercare_message(session, case, now, "aftercare_reoffer",
+                                             dialogs.aftercare_reoffer(case.language, case.reference))
 
-    async def _aftercare_message(self, session: AsyncSession, case: Case, now: dt.datetime, kind: str) -> str:
+    async def _aftercare_message(self, session: AsyncSession, case: Case, now: dt.datetime, kind: str,
+                                 reply: Reply) -> str:
         if "aftercare_accepted" in (case.followup or {}):
             return "not_needed"  # aftercare is under way
-        t = Translator(case.language)
-        reply = Reply(t(f"timer.{kind}", reference=case.reference), title=t("timer.aftercare_title"),
-                      hint=t("coord.message_hint"))
         if not await self.casework.to_reporter(session, case, reply, now, relay=True):
             return "unreachable"
         await repo.add_case_event(session=session, case=case, kind=kind, actor="meldbot", data={}, now=now)
-        await self.casework.post_to_thread(session, case.id, {"event": kind, "reference": case.reference}, now)
+        await self.casework.post_to_thread(session, case.id, ThreadLine(kind, case.reference), now)
         return "sent"
 
     # -- unfinished reports ---------------------------------------------------------------------------
 
     async def _draft(self, session: AsyncSession, conversation: Conversation, now: dt.datetime) -> str:
         state = State.from_dict(conversation.state, conversation.language)
-        t = Translator(state.language)
         if state.draft is None or state.step == "idle":
             await repo.set_draft_timers(session=session, conversation=conversation, reminder_at=None,
                                         expires_at=None)
@@ -215,33 +213,22 @@ class TimerWorker:
             new_state = dialogs.discard_draft(state)
             await repo.save_conversation_state(session=session, conversation=conversation, state=new_state.to_dict(),
                                                language=new_state.language, now=now, draft_timers=(None, None))
-            await self._tell(session, conversation, Reply(t("timer.draft_expired",
-                                                            days=self._draft_days())), now)
+            await self._tell(session, conversation, dialogs.draft_expired(state.language, self._draft_days()), now)
             return "expired"
         state.draft.reminded = True
         await repo.save_conversation_state(session=session, conversation=conversation, state=state.to_dict(),
                                            language=state.language, now=conversation.updated_at,
                                            draft_timers=(None, expires))
-        await self._tell(session, conversation, Reply(t("timer.draft_reminder"), hint=t("timer.draft_hint")), now)
+        await self._tell(session, conversation, dialogs.draft_reminder(state.language), now)
         return "reminded"
 
     def _draft_days(self) -> int:
         return self.casework.settings.draft_days
 
     async def _tell(self, session: AsyncSession, conversation: Conversation, reply: Reply, now: dt.datetime) -> None:
-        await repo.enqueue_message(session=session, kind="reporter_message", platform=conversation.platform,
-                                   destination=None, now=now,
-                                   payload={"address": address_of(conversation), "replies": [payload_of(reply)]})
+        await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply),
+                               platform=conversation.platform, now=now)
 
-
-def is_room(platform: str, target: str) -> bool:
-    """Whether a backup target is a room/channel (else a person): Matrix room IDs start with `!`,
-    Teams channel IDs with `19:`; on other platforms a leading `#` marks a room."""
-    if platform == "matrix":
-        return target.startswith("!")
-    if platform == "teams":
-        return target.startswith("19:")
-    return target.startswith("#")
 
 
 class _AlreadyDone(Exception):
