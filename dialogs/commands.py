@@ -3,6 +3,8 @@ stop/cancel (and its confirmation), back and skip."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import text as tx
 from .i18n import LANGUAGES
 from .model import DiscardDraft, ListMyReports, Reply
@@ -59,12 +61,14 @@ def start_report(c: TurnContext) -> None:
     if c.in_dialogue():
         c.say("report.already_busy")
         repeat_question(c)
-        return
-    if not c.state.introduced:
-        c.state.introduced = True
-        c.say("intro", organisation=c.ctx.organisation)
-    c.start_draft()
-    ask(c, "story", push=False)
+    else:
+        if not c.state.introduced:
+            c.state.introduced = True
+            c.say("intro", organisation=c.ctx.organisation)
+        c.start_draft()
+        ask(c, "story", push=False)
+    if c.replies:
+        c.replies[-1] = replace(c.replies[-1], offer_form=True)
 
 
 def cancel(c: TurnContext) -> None:

@@ -125,7 +125,7 @@ def submitted(language: str, reference: str, draft: Draft, context: Context, def
     parts.append(aftercare)
     parts.append(t("submitted.emergency"))
     parts.append(t("submitted.more"))
-    return (Reply("\n\n".join(parts), title=t("submitted.title")),)
+    return (Reply("\n\n".join(parts), title=t("submitted.title"), reference=reference),)
 
 
 def my_reports(language: str, cases: list[dict]) -> tuple[Reply, ...]:

@@ -31,6 +31,10 @@ class Reply:
     title: str = ""
     #: Holds a secret (a login link): whatever stores it for later delivery forgets it once sent.
     secret: bool = False
+    #: The case this reply confirms was saved (a platform may show it on a card).
+    reference: str | None = None
+    #: The reply starts a report: a platform with forms may offer the whole report as one form.
+    offer_form: bool = False
 
     def plain(self) -> str:
         """The reply as plain text, as a console or a `body` fallback shows it."""

@@ -452,3 +452,21 @@ def test_relay_to_the_coordinator_ends_after_three_quiet_days():
     later.send("Ik werd weer uitgescholden aan de balie")
     assert not later.last.effects and later.state.relay_reference is None
     assert later.draft.kinds == ["verbal"]  # a new report, not a relay
+
+
+def test_replies_carry_what_a_platform_needs_as_data_not_text():
+    """A platform with forms learns from the reply itself that a report starts (to offer the form)
+    and which case a confirmation is about (to show it on a card): nothing is parsed from text."""
+    import datetime as dt
+
+    from dialogs import Context, UserInput, step
+
+    now = dt.datetime(2026, 11, 23, 9, 15, tzinfo=dt.timezone.utc)
+    turn = step(None, UserInput(text="melden", now=now), Context())
+    assert turn.replies[-1].offer_form and not any(r.offer_form for r in turn.replies[:-1])
+    later = step(turn.state, UserInput(text="hallo daar", now=now), Context())
+    assert not any(r.offer_form for r in later.replies)
+    from dialogs import Draft, submitted
+
+    (confirmation,) = submitted("nl", "MB-7KQ-4XP", Draft(draft_id="d1"), Context())
+    assert confirmation.reference == "MB-7KQ-4XP"

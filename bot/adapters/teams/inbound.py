@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 import aiohttp
@@ -17,7 +16,7 @@ from botbuilder.schema import Activity, ActivityTypes, AdaptiveCardInvokeRespons
 from msrest.exceptions import DeserializationError
 
 from dialogs import Reply, Translator
-from dialogs.text import clean_name, parse_command
+from dialogs.text import clean_name
 
 from bot.adapters.common import http_status, send_or_defer
 from bot.adapters.contract import InboundAttachment, InboundMessage
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-REFERENCE_RE = re.compile(r"\bMB-[0-9A-Z]{3}-[0-9A-Z]{3}\b")
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
 MAX_FILE = 20 * 1024 * 1024
 #: At most this many refused file names are listed back to the reporter.
@@ -94,10 +92,7 @@ class InboundMixin:
             listed = ", ".join(not_taken[:NAMES_LISTED]) + (", …" if len(not_taken) > NAMES_LISTED else "")
             replies.insert(0, Reply(Translator(self.language)("teams.files_not_taken", limit=self.files_per_message,
                                                               files=listed)))
-        command = parse_command(text) if text else None
-        card = None
-        if command and command.name == "report" and replies:
-            card = report_card(self.language)
+        card = report_card(self.language) if any(r.offer_form for r in replies) else None
         await self._reply(turn_context, replies, card)
         return replies
 
@@ -203,7 +198,7 @@ class InboundMixin:
             return AdaptiveCardInvokeResponse(status_code=400, type="application/vnd.microsoft.error",
                                               value={"code": "BadRequest", "message": "unknown action"})
         replies = await self.on_personal_message(turn_context, form=form)
-        found = next((m.group(0) for r in replies for m in [REFERENCE_RE.search(r.text)] if m), None)
+        found = next((r.reference for r in replies if r.reference), None)
         if found:
             return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE,
                                               value=sent_card(self.language, found))
