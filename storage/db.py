@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import weakref
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from alembic import command
 from alembic.config import Config
@@ -37,14 +35,18 @@ def _sqlite_pragmas(busy_timeout_ms: int):
     return apply
 
 
-_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("meldbot_sqlite_writing", default=False)
+#: Execution option set by `transaction()` on its connection: the transaction will write.
+WRITING = "meldbot_writing"
+#: Where a sessionmaker keeps its SQLite write lock (in its `info`).
+WRITE_LOCK = "meldbot_write_lock"
 
 
 def _sqlite_begin(connection) -> None:
     # Inside `transaction()`: BEGIN IMMEDIATE takes the write lock at the start, so a turn that read
     # first and writes later waits its turn instead of failing at once (SQLITE_BUSY_SNAPSHOT) when
     # another turn committed in between. Plain reads begin a normal (deferred) transaction.
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
+    writing = connection.get_execution_options().get(WRITING)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs) -> AsyncEngine:
@@ -59,7 +61,6 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
                                      hide_parameters=True, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        _WRITE_LOCKS[engine.sync_engine] = asyncio.Lock()
         return engine
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_S, "command_timeout": 30}
@@ -69,27 +70,23 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-# SQLite has one writer at a time. Waiting in an asyncio queue is fair; waiting in SQLite's busy
-# handler is not (a writer can starve past the timeout under load). One lock per engine.
-_WRITE_LOCKS: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
+    """Sessions that keep loaded objects usable after commit. Build one per engine and share it:
+    on SQLite it holds the in-process write lock that `transaction()` queues writers on."""
+    # SQLite has one writer at a time. Waiting in an asyncio queue is fair; waiting in SQLite's busy
+    # handler is not (a writer can starve past the timeout under load).
+    info = {WRITE_LOCK: asyncio.Lock()} if engine.dialect.name == "sqlite" else {}
+    return async_sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextlib.asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session in a transaction that commits on success; on SQLite, writers queue in-process."""
-    bind = sessions.kw.get("bind")
-    lock = _WRITE_LOCKS.get(bind.sync_engine) if bind is not None else None
+    lock = (sessions.kw.get("info") or {}).get(WRITE_LOCK)
     async with lock if lock is not None else contextlib.nullcontext():
-        token = _WRITING.set(True)
-        try:
-            async with sessions() as session, session.begin():
-                yield session
-        finally:
-            _WRITING.reset(token)
+        async with sessions() as session, session.begin():
+            # Before the first statement: the BEGIN that follows sees that this transaction writes.
+            await session.connection(execution_options={WRITING: True})
+            yield session
 
 
 def alembic_config() -> Config:
