@@ -1,4 +1,8 @@
-"""The report conversation: pure functions and plain values, no I/O (see ARCHITECTURE.md)."""
+"""The report conversation: pure functions and plain values, no I/O (see ARCHITECTURE.md).
+
+`flow.step` runs one turn over a `turn.TurnContext`: `commands`, `questions`, `answers`, `summary`,
+`form` and `evidence` handle its parts; `followup` builds every later message to a reporter;
+`categories`, `when`, `text` and the catalogs (`locale/`) are the vocabulary."""
 
 from importlib import resources
 

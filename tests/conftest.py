@@ -66,7 +66,7 @@ def database_url(request, tmp_path):
 
 
 def pytest_generate_tests(metafunc):
-    if "database_url" in metafunc.fixturenames and "database_kind" not in metafunc.fixturenames:
+    if "database_url" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("both_databases")
         if marker is not None:
             metafunc.parametrize("database_url", _database_params(), indirect=True)

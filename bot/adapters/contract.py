@@ -13,6 +13,10 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from dialogs import Reply
 
 
+#: The largest file a person can send (the database keeps files up to this size; larger ones are
+#: refused by name). Adapters stop downloading past it.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
 @dataclass(frozen=True)
 class InboundAttachment:
     """A file as received from the platform (already decrypted/downloaded by the adapter)."""

@@ -13,10 +13,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
-from storage.repo import MAX_INLINE_ATTACHMENT
+from bot.adapters.contract import MAX_FILE_BYTES
 
 #: The largest file kept; the engine refuses larger ones, so nothing larger is fetched at all.
-MAX_FILE_BYTES = MAX_INLINE_ATTACHMENT
 #: Whole download, and longest silence while reading, in seconds.
 DOWNLOAD_TIMEOUT_S = 120.0
 STALL_TIMEOUT_S = 30.0

@@ -19,7 +19,7 @@ from dialogs import Reply, Translator
 from dialogs.text import clean_name
 
 from bot.adapters.common import http_status, send_or_defer
-from bot.adapters.contract import InboundAttachment, InboundMessage
+from bot.adapters.contract import InboundAttachment, InboundMessage, MAX_FILE_BYTES
 from bot.adapters.teams.auth import activity_tenant
 from bot.adapters.teams.cards import CONTENT_TYPE, form_values, report_card, sent_card
 from bot.adapters.teams.files import download, token_allowed
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
-MAX_FILE = 20 * 1024 * 1024
 #: At most this many refused file names are listed back to the reporter.
 NAMES_LISTED = 20
 
@@ -169,14 +168,14 @@ class InboundMixin:
                 token = await self._connector_token(turn_context)
             try:
                 fetched = await download(self._http, url, service_url=activity.service_url,
-                                         token=token if use_token else None, limit=MAX_FILE)
+                                         token=token if use_token else None, limit=MAX_FILE_BYTES)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 log.warning("teams: attachment download failed (%s)", type(error).__name__)
                 continue
             if fetched is None:
                 continue
             # Over the limit: passed on whole-sized so the engine refuses it by name.
-            content = b"\0" * (MAX_FILE + 1) if fetched.too_large else fetched.content
+            content = b"\0" * (MAX_FILE_BYTES + 1) if fetched.too_large else fetched.content
             files.append(InboundAttachment(filename=name[:255], media_type=fetched.media_type or media_type,
                                            content=content))
         return files, [name for name, *_ in extra]
