@@ -23,6 +23,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
+import pytest
 from aiohttp import web
 from botframework.connector.auth import ServiceClientCredentialsFactory
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -390,3 +391,12 @@ class TeamsWorld:
 
     def channel_posts(self) -> list[dict]:
         return [r for r in self.connector.requests if r["kind"] == "create"]
+
+
+@pytest.fixture
+async def world(keys, tmp_path):
+    world = TeamsWorld(keys, tmp_path)
+    try:
+        yield world
+    finally:
+        await world.close()

@@ -16,17 +16,9 @@ from bot.config import ConfigError, TeamsSettings
 from bot.adapters.teams.adapter import TeamsAdapter
 from storage import repo
 from storage.models import Attachment, Case, ClaimCode, HandledEvent, LoginLink
-from teams_harness import (APP_ID, CHANNEL, CONNECTOR_TOKEN, STORY, TEAM, TeamsWorld, activity, json_body,
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import (APP_ID, CHANNEL, CONNECTOR_TOKEN, STORY, TEAM, activity, json_body,
                            reference_in, shown)
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 async def test_full_text_report_in_personal_chat(world):

@@ -9,10 +9,10 @@ import logging
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy.exc import OperationalError
 
 from storage import repo
+from teams_harness import world  # noqa: F401 - the `world` fixture
 from teams_harness import APP_ID, CHANNEL, TEAM, TENANT, TeamsWorld, shown
 
 OTHER_CHANNEL = "19:algemeen-andere-afdeling@thread.tacv2"
@@ -21,15 +21,6 @@ THIRD_CHANNEL = "19:nog-een-team@thread.tacv2"
 THIRD_TEAM = "19:team-nog-een@thread.tacv2"
 CLAIMED = "nu het coördinatiekanaal"
 HOW_TO = "meldbot teams claim-code"
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 async def cli_claim_code(world: TeamsWorld) -> str:

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from botbuilder.schema import ConversationReference
 
 from dialogs import Reply
-from teams_harness import APP_ID, CHANNEL, TEAM, TENANT, TeamsWorld
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import APP_ID, CHANNEL, TEAM, TENANT
 
 LINK_RE = re.compile(r"https://meldbot\.example\.nl/login/[A-Za-z0-9_-]+")
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 async def test_login_in_the_channel_opens_a_direct_chat_and_the_link_goes_only_there(world):

@@ -11,18 +11,10 @@ from bot.adapters.teams import files
 from bot.adapters.teams.files import fetch_allowed, token_allowed
 from storage import repo
 from storage.models import Attachment
-from teams_harness import CONNECTOR_TOKEN, STORY, FakeConnector, TeamsWorld, reference_in, shown
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import CONNECTOR_TOKEN, STORY, FakeConnector, reference_in, shown
 
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 @pytest.fixture

@@ -8,16 +8,8 @@ import pytest
 from msrest.serialization import Deserializer
 
 from storage.models import Case, HandledEvent
-from teams_harness import STORY, TeamsWorld, activity
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import STORY, activity
 
 
 @pytest.fixture

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from bot.adapters.teams.markdown import escape, reply_markdown
 from dialogs import Option, Reply
-from teams_harness import CHANNEL, TEAM, TeamsWorld, activity, shown
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import CHANNEL, TEAM, activity, shown
 
 LINK = "[Log opnieuw in](https://evil.example/login)"
 ANCHOR = '<a href="https://evil.example">klik</a>'
 IMAGE = "![logo](https://evil.example/logo.png)"
 #: Markup Teams would turn into a link or an image: `[text](url)`, `![alt](src)`, `[text][ref]`, `<a`, `<img`.
 MARKUP = re.compile(r"(?<!\\)\[[^\]]*(?<!\\)\]\s*[(\[]|<\s*(a|img)\b|\]\(", re.IGNORECASE)
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 def assert_literal(markdown: str, *texts: str) -> None:

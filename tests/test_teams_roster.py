@@ -7,23 +7,14 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from sqlalchemy import select
 
 from storage import repo
 from storage.models import LoginLink
-from teams_harness import CHANNEL, TEAM, TeamsWorld, shown
+from teams_harness import world  # noqa: F401 - the `world` fixture
+from teams_harness import CHANNEL, TEAM, shown
 
 LINK_RE = re.compile(r"https://meldbot\.example\.nl/login/[A-Za-z0-9_-]+")
-
-
-@pytest.fixture
-async def world(keys, tmp_path):
-    world = TeamsWorld(keys, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 def lookups(world) -> list[tuple[str, str]]:
