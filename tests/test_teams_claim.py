@@ -5,6 +5,7 @@ explanation and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 from sqlalchemy.exc import OperationalError
 
 from storage import repo
+from storage.models import Case, Conversation
 from teams_harness import world  # noqa: F401 - the `world` fixture
-from teams_harness import APP_ID, CHANNEL, TEAM, TENANT, TeamsWorld, shown
+from teams_harness import APP_ID, CHANNEL, TEAM, TENANT, TeamsWorld, activity, shown
 
 OTHER_CHANNEL = "19:algemeen-andere-afdeling@thread.tacv2"
 OTHER_TEAM = "19:team-andere-afdeling@thread.tacv2"
@@ -173,3 +175,45 @@ async def test_a_redelivered_claim_is_answered_once(world):
     await world.post(body)  # Teams resends after a slow answer
     texts = world.connector.texts(CHANNEL)
     assert len(texts) == 1 and CLAIMED in texts[0]
+
+
+async def test_a_claim_written_in_the_personal_chat_is_not_kept(world):
+    await world.start()
+    code = await world.claim_code()
+    said = await world.say(f"coordinatiekanaal {code}")
+    assert any("niet hier" in shown(s) for s in said)
+    assert await world.count(Conversation) == 0  # the code did not land in a draft
+    assert world.adapter.coordinator_destination() is None
+    # A story that merely starts with the word is a story.
+    said = await world.say("Coordinatiekanaal van de gemeente werd door een bezoeker volgescholden bij de balie")
+    assert not any("niet hier" in shown(s) for s in said) and await world.count(Conversation) == 1
+
+
+async def test_a_report_card_acted_on_outside_the_personal_chat_files_nothing(world):
+    await world.start()
+    await world.set_channel()
+    data = {"meldbot": "report", "form_id": "f-group", "story": "Ik werd uitgescholden aan de balie"}
+    invoke = activity(world.connector.url, None, activity_type="invoke", name="adaptiveCard/action",
+                      conversation="19:groepschat@thread.v2", conversation_type="groupChat",
+                      value={"action": {"type": "Action.Execute", "verb": "submitReport", "data": data}})
+    async with world.http.post(f"http://127.0.0.1:{world.port}/api/messages", data=json.dumps(invoke).encode(),
+                               headers={"Content-Type": "application/json", "Authorization":
+                                        f"Bearer {world.keys.token(world.connector.url)}"}) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["type"] == "application/vnd.microsoft.card.adaptive" and "privé" in str(body["value"])
+    assert await world.count(Case) == 0 and await world.count(Conversation) == 0
+
+
+async def test_a_form_that_files_nothing_is_answered_on_the_card(world):
+    await world.start()
+    data = {"meldbot": "report", "form_id": "f-empty", "story": ""}
+    invoke = activity(world.connector.url, None, activity_type="invoke", name="adaptiveCard/action",
+                      value={"action": {"type": "Action.Execute", "verb": "submitReport", "data": data}})
+    async with world.http.post(f"http://127.0.0.1:{world.port}/api/messages", data=json.dumps(invoke).encode(),
+                               headers={"Content-Type": "application/json", "Authorization":
+                                        f"Bearer {world.keys.token(world.connector.url)}"}) as response:
+        assert response.status == 200  # before: 500 (a plain string cannot be serialised as the body)
+        body = await response.json()
+    assert body["type"] == "application/vnd.microsoft.card.adaptive" and body["value"]["body"][0]["text"]
+    assert await world.count(Case) == 0

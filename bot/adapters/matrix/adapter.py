@@ -17,17 +17,21 @@ import aiohttp
 from nio import AsyncClient, AsyncClientConfig, JoinError, JoinResponse, LoginResponse, SyncResponse
 
 from bot.adapters.common import JsonFile, prepare_store, read_text
-from bot.adapters.contract import Bot
+from bot.adapters.contract import Bot, DeliveryError
 from bot.adapters.matrix import media
 from bot.adapters.matrix.direct import DirectChatsMixin
 from bot.adapters.matrix.inbound import InboundMixin
 from bot.adapters.matrix.outbound import OutboundMixin
-from bot.adapters.matrix.sync import SyncMixin, _Batch, maintain_keys
+from bot.adapters.matrix.sync import SYNC_TIMEOUT_MS, SyncMixin, _Batch, maintain_keys
 from bot.config import MatrixSettings
 
 __all__ = ["MatrixAdapter", "maintain_keys"]
 
 log = logging.getLogger(__name__)
+
+#: A view of the coordinator room older than this (two long-polls and some) is not trusted to say
+#: who is a member: the sync loop has been failing.
+MEMBERSHIP_STALE_S = 2 * SYNC_TIMEOUT_MS / 1000 + 30
 
 #: Files downloaded at the same time (each up to media.MAX_FILE_BYTES in memory).
 PARALLEL_DOWNLOADS = 8
@@ -59,6 +63,8 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         self._ignore_before_ms = 0
         self._token: str | None = None  # the last token saved (all events up to it handled)
         self._since: str | None = None  # the last token fetched (the next sync starts there)
+        #: When a sync last succeeded (monotonic seconds): how fresh the bot's view of the rooms is.
+        self.synced_at = -MEMBERSHIP_STALE_S
         self._background: set[asyncio.Task] = set()
         self._batches: deque[_Batch] = deque()
         self._queues: dict[str, deque] = {}
@@ -123,6 +129,7 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         # On a first start everything already in the rooms is history: it is never answered.
         self._ignore_before_ms = int(time.time() * 1000) if first_start else 0
         response = await self.client.sync(timeout=0, full_state=True, since=previous)
+        self.synced_at = time.monotonic() if isinstance(response, SyncResponse) else self.synced_at
         if not isinstance(response, SyncResponse):
             raise RuntimeError(f"Matrix sync failed: {getattr(response, 'message', response)}")
         await self._keys_safely()
@@ -173,7 +180,11 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         return []  # Matrix is reached by syncing, not by a webhook
 
     async def is_coordinator(self, user_id: str) -> bool:
-        """Coordinators are the joined members of the coordinator room (invited is not enough)."""
+        """Coordinators are the joined members of the coordinator room (invited is not enough).
+        Raises when the bot has not synced for a while: its view of the room may be out of date
+        (someone removed since), so it cannot tell (and sessions fail closed)."""
+        if time.monotonic() - self.synced_at > MEMBERSHIP_STALE_S:
+            raise DeliveryError("the coordinator room's members are not known: no sync for a while")
         room = self.client.rooms.get(self.coordinator_room_id) if self.client and self.coordinator_room_id else None
         return bool(room and user_id in room.users and user_id not in room.invited_users
                     and user_id != self.settings.user_id)

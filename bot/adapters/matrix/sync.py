@@ -4,6 +4,7 @@ the sync token, saved only once every event up to it has been handled."""
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from collections import deque
 from pathlib import Path
@@ -13,6 +14,13 @@ from nio import AsyncClient, MegolmEvent, MessageDirection, RoomMessagesResponse
 from bot.adapters.common import write_private
 
 log = logging.getLogger(__name__)
+
+#: Pages of 100 events fetched at most to fill one room's gap in a `limited` sync.
+BACKFILL_PAGES = 20
+
+
+class BackfillFailed(Exception):
+    """The homeserver did not give the events a `limited` sync left out (the batch is fetched again)."""
 
 SYNC_TIMEOUT_MS = 30_000
 
@@ -85,6 +93,7 @@ class SyncMixin:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self.synced_at = time.monotonic()
             async with self._synced:
                 self._synced.notify_all()  # sends waiting for a new room to appear
             await self._keys_safely()
@@ -166,15 +175,21 @@ class SyncMixin:
         """Events a `limited` sync left out, oldest first, from `start` back to the previous sync."""
         events: list = []
         token = start
-        for _ in range(20):
+        for _ in range(BACKFILL_PAGES):
             response = await self.client.room_messages(room_id, start=token, end=until,
                                                        direction=MessageDirection.back, limit=100)
-            if not isinstance(response, RoomMessagesResponse) or not response.chunk:
+            if not isinstance(response, RoomMessagesResponse):
+                # Never save the token past a gap: the whole batch is fetched again.
+                raise BackfillFailed(getattr(response, "status_code", None) or type(response).__name__)
+            if not response.chunk:
                 break
             events.extend(response.chunk)
             if not response.end or response.end == token:
                 break
             token = response.end
+        else:
+            log.warning("matrix: a limited sync left more than %d events out; the oldest are not answered",
+                        BACKFILL_PAGES * 100)
         decrypted = []
         for event in reversed(events):
             if isinstance(event, MegolmEvent):

@@ -54,6 +54,12 @@ def sent_card(language: str, reference: str) -> dict:
                       "weight": "Bolder"}]}
 
 
+def notice_card(text: str) -> dict:
+    """A card that only says something (the answer to a form that filed nothing)."""
+    return {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "version": CARD_VERSION, "body": [{"type": "TextBlock", "text": text, "wrap": True}]}
+
+
 def notification_card(notification: Notification) -> dict:
     """The coordinator channel post: the facts and a button that opens the case page."""
     return {

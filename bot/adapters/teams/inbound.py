@@ -4,6 +4,8 @@ activity types."""
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import json
 import logging
@@ -21,7 +23,8 @@ from dialogs.text import clean_name
 from bot.adapters.common import http_status, send_or_defer
 from bot.adapters.contract import InboundAttachment, InboundMessage, MAX_FILE_BYTES
 from bot.adapters.teams.auth import activity_tenant
-from bot.adapters.teams.cards import CONTENT_TYPE, form_values, report_card, sent_card
+from bot.adapters.teams.cards import CONTENT_TYPE, form_values, notice_card, report_card, sent_card
+from bot.adapters.teams.channel import parse_claim
 from bot.adapters.teams.files import download, token_allowed
 from bot.adapters.teams.markdown import combined_markdown, escape
 
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from bot.adapters.teams.adapter import TeamsAdapter
 
 log = logging.getLogger(__name__)
+#: What a code from `meldbot teams claim-code` looks like once folded (12 letters and digits).
+CODE_SHAPE = re.compile(r"[a-z0-9]{4}-?[a-z0-9]{4}-?[a-z0-9]{4}")
 
 MAX_BODY = 1024 * 1024
 FILE_INFO = "application/vnd.microsoft.teams.file.download.info"
@@ -78,6 +83,10 @@ class InboundMixin:
     async def on_personal_message(self, turn_context: TurnContext, form: dict | None = None) -> list[Reply]:
         activity = turn_context.activity
         self._remember_service_url(activity)
+        if form is None and looks_like_claim(activity.text or ""):
+            # A claim belongs in the channel; here the code would end up in a report draft.
+            await self._say(turn_context, "teams.claim_in_personal_chat")
+            return []
         files, not_taken = await self._attachments(turn_context)
         text = (activity.text or "").strip() if form is None else ""
         message = InboundMessage(
@@ -192,6 +201,12 @@ class InboundMixin:
             return None
 
     async def on_form_invoke(self, turn_context: TurnContext) -> AdaptiveCardInvokeResponse:
+        conversation = turn_context.activity.conversation
+        if (conversation.conversation_type if conversation else None) not in (None, "personal"):
+            # A card acted on outside the personal chat (forwarded, say) files nothing: that chat is
+            # shared, and answers or login links must never go there.
+            return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE,
+                                              value=notice_card(Translator(self.language)("group.dm_only")))
         form = form_values(turn_context.activity.value)
         if form is None:
             return AdaptiveCardInvokeResponse(status_code=400, type="application/vnd.microsoft.error",
@@ -201,8 +216,9 @@ class InboundMixin:
         if found:
             return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE,
                                               value=sent_card(self.language, found))
-        return AdaptiveCardInvokeResponse(status_code=200, type="application/vnd.microsoft.activity.message",
-                                          value="\n\n".join(r.text for r in replies))
+        # Nothing was filed (a question back, a limit): the card says why instead.
+        return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE,
+                                          value=notice_card("\n\n".join(r.plain() for r in replies)))
 
     async def on_installed(self, turn_context: TurnContext) -> None:
         """Added to a personal chat: greet once and keep the conversation reference."""
@@ -223,6 +239,13 @@ def _activity_for_authentication(body: dict) -> Activity:
     data = body.get("channelData")
     return Activity(type=text("type"), service_url=text("serviceUrl"), channel_id=text("channelId"),
                     channel_data=data if isinstance(data, dict) else None)
+
+
+def looks_like_claim(text: str) -> bool:
+    """`coordinatiekanaal` alone or with something shaped like a claim code (not a story that
+    merely starts with the word)."""
+    code = parse_claim(re.sub(r"<at>[^<]*</at>", "", text).strip())
+    return code is not None and (code == "" or CODE_SHAPE.fullmatch(code.replace(" ", "")) is not None)
 
 
 class _Handler(ActivityHandler):
