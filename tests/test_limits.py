@@ -3,6 +3,7 @@ they already gave is lost. Runs the whole engine (bot.app.build) on SQLite and P
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -199,3 +200,26 @@ def test_the_throttle_forgets_quiet_senders_and_stays_bounded():
     assert throttle.admit(("chat", "x")) is None and throttle.admit(("chat", "x")) is False
     clock.now += 60
     assert throttle.admit(("chat", "x")) is True
+
+
+async def test_housekeeping_forgets_old_file_counts_and_expired_claim_codes(make_stack):
+    from bot.core.login import claim_digest, new_claim_code
+    from storage import transaction
+    from storage.models import ClaimCode, FileUsage
+
+    stack = await make_stack()
+    await stack.say("anna", STORY)
+    await stack.say("anna", "", attachments=(photo("a.png"),))
+    async with transaction(stack.meldbot.sessions) as session:
+        await repo.add_claim_code(session=session, platform="teams", digest=claim_digest(new_claim_code()),
+                                  now=stack.clock.now, expires_at=stack.clock.now + dt.timedelta(minutes=30))
+
+    async def rows(model) -> int:
+        async with stack.meldbot.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(model))
+
+    await stack.meldbot.timers.housekeeping()
+    assert await rows(FileUsage) == 1 and await rows(ClaimCode) == 1  # today's count, a valid code
+    stack.clock.advance(days=3)
+    await stack.meldbot.timers.housekeeping()
+    assert await rows(FileUsage) == 0 and await rows(ClaimCode) == 0

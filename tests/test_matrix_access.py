@@ -17,7 +17,7 @@ from aiohttp import web
 from bot.devtools.chatclient import ChatClient
 from bot.adapters.contract import DeliveryError
 from dialogs import Reply
-from test_matrix import World, accept_invite
+from test_matrix import World, accept_invite, world  # noqa: F401 - the `world` fixture
 
 MB = 1024 * 1024
 
@@ -77,15 +77,6 @@ class MediaServer:
         finally:
             self.open -= 1
             self.finished.set()
-
-
-@pytest.fixture
-async def world(synapse, tmp_path):
-    world = World(synapse, tmp_path)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 @pytest.fixture

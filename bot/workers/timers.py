@@ -93,11 +93,16 @@ class TimerWorker:
 
     async def housekeeping(self) -> int:
         """Forget what is no longer needed: handled event IDs after 30 days (platforms redeliver
-        within minutes), login links and sessions a day after they expired. Returns rows removed."""
+        within minutes), login links, sessions and claim codes a day after they expired, daily file
+        counts once their day is over. Returns rows removed."""
         now = self.clock()
         async with transaction(self.sessions) as session:
             removed = await repo.prune_handled_events(session=session, before=now - HANDLED_EVENTS_KEPT)
             removed += await repo.prune_logins(session=session, before=now - dt.timedelta(days=1))
+            removed += await repo.prune_claim_codes(session=session, before=now - dt.timedelta(days=1))
+            # Two days back: a day in the organisation's time zone is over by then wherever it is.
+            removed += await repo.prune_file_usage(session=session,
+                                                   before_day=(now - dt.timedelta(days=2)).date().isoformat())
         self._housekept = now
         if removed:
             log.info("housekeeping removed %s rows", removed)

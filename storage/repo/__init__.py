@@ -22,7 +22,6 @@ from .attachments import (  # noqa: F401
     MAX_INLINE_ATTACHMENT,
     add_attachment,
     count_case_files,
-    count_draft_files,
     delete_draft_attachments,
     get_case_attachment,
     link_draft_attachments,

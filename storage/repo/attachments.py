@@ -76,13 +76,6 @@ async def read_attachment_chunk(*, session: AsyncSession, attachment_id: int, of
     return await session.scalar(select(chunk).where(Attachment.id == attachment_id))
 
 
-async def count_draft_files(*, session: AsyncSession, conversation_id: int, draft_id: str) -> int:
-    """Files attached to one unfinished report."""
-    query = select(func.count(Attachment.id)).where(Attachment.conversation_id == conversation_id,
-                                                    Attachment.draft_id == draft_id)
-    return int(await session.scalar(query) or 0)
-
-
 async def count_case_files(*, session: AsyncSession, case_id: int) -> int:
     """Files of one case."""
     return int(await session.scalar(select(func.count(Attachment.id)).where(Attachment.case_id == case_id)) or 0)

@@ -64,21 +64,13 @@ class OutboundMixin:
         bot = ChannelAccount(id=address.get("bot_id") or f"28:{self.settings.app_id}")
         parameters = ConversationParameters(is_group=False, bot=bot, members=[ChannelAccount(id=user_id)],
                                             tenant_id=tenant, channel_data={"tenant": {"id": tenant}})
-        created: list[str] = []
-
-        async def logic(turn_context: TurnContext) -> None:
-            created.append(turn_context.activity.conversation.id)
-
-        try:
-            await self.cloud.create_conversation(self.settings.app_id, logic, parameters, "msteams", service_url)
-        except Exception as error:
-            raise http_delivery_error(error) from error
-        if not created or not created[0]:
+        conversation_id = await self._create_conversation(parameters, service_url)
+        if not conversation_id:
             raise DeliveryError("the direct chat was not confirmed")
         reference = ConversationReference(
             channel_id="msteams", service_url=service_url, bot=bot,
             user=ChannelAccount(id=user_id, name=address.get("name"), aad_object_id=address.get("aad_object_id")),
-            conversation=ConversationAccount(id=created[0], conversation_type="personal", is_group=False,
+            conversation=ConversationAccount(id=conversation_id, conversation_type="personal", is_group=False,
                                              tenant_id=tenant),
         )
         return {"reference": reference.serialize()}
@@ -95,6 +87,15 @@ class OutboundMixin:
             is_group=True, activity=activity,
             channel_data={"channel": {"id": destination}, "tenant": {"id": self.settings.tenant_id}},
         )
+        # A channel post that failed is always retried (never final), unlike a send.
+        conversation_id = await self._create_conversation(parameters, service_url, may_be_permanent=False)
+        if conversation_id is None:
+            raise DeliveryError("the channel post was not confirmed")
+        return conversation_id
+
+    async def _create_conversation(self, parameters: ConversationParameters, service_url: str,
+                                   may_be_permanent: bool = True) -> str | None:
+        """POST /v3/conversations; the new conversation's ID (None when the SDK did not confirm it)."""
         created: list[str] = []
 
         async def logic(turn_context: TurnContext) -> None:
@@ -103,11 +104,8 @@ class OutboundMixin:
         try:
             await self.cloud.create_conversation(self.settings.app_id, logic, parameters, "msteams", service_url)
         except Exception as error:
-            # A channel post that failed is always retried (never final), unlike a send.
-            raise http_delivery_error(error, may_be_permanent=False) from error
-        if not created:
-            raise DeliveryError("the channel post was not confirmed")
-        return created[0]
+            raise http_delivery_error(error, may_be_permanent=may_be_permanent) from error
+        return created[0] if created else None
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         self._refuse_retired(destination)
