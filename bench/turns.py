@@ -28,6 +28,7 @@ from bot.config import Settings  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.adapters.contract import InboundMessage  # noqa: E402
 
+BENCH_MASTER_KEY = bytes(32)
 DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
 
 
@@ -38,8 +39,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def measure(url: str, reports: int) -> tuple[list[float], list[float]]:
     db = storage.create_engine(url)
-    await storage.upgrade(db)
-    sessions = storage.create_sessionmaker(db)
+    vault = await storage.prepare(db, BENCH_MASTER_KEY)
+    sessions = storage.create_sessionmaker(db, vault)
     engine = Engine(sessions=sessions, context=build_context(Settings()), public_url="http://127.0.0.1:8080",
                     coordinator_targets=lambda: [("console", "coordinator")])
     ours: list[float] = []

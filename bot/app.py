@@ -22,6 +22,7 @@ from bot.core.casework import CaseWork
 from bot.core.clock import utc_now
 from bot.core.engine import Engine
 from bot.logs import silence_content_loggers
+from bot.masterkey import open_storage
 from bot.web.cases import CasePages
 from bot.workers.outbox import OutboxWorker
 from bot.adapters.contract import Adapter
@@ -111,16 +112,14 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     `clock` is the one source of "now" for every part (tests move it by hand)."""
     silence_content_loggers()  # whoever configured logging: SQL parameters (report content) stay out
     context = build_context(settings)
-    db = storage.create_engine(settings.database.url)
-    if settings.database.auto_migrate:
-        await storage.upgrade(db)
-    else:
-        current = await storage.current_revision(db)
-        if current != storage.head_revision():
-            await db.dispose()
-            raise ConfigError(f"database schema is at {current}, expected {storage.head_revision()}: "
-                              "run `meldbot db upgrade`")
-    sessions = storage.create_sessionmaker(db)
+    opened = await open_storage(settings)
+    db, sessions = opened.db, opened.sessions
+    for name, adapter in adapters.items():
+        # Platform stores (Matrix's encryption store, adapter state files) are sealed with a key of
+        # their own, derived from the keyring (stable when the master key is rotated).
+        use_store_key = getattr(adapter, "use_store_key", None)
+        if use_store_key is not None:
+            use_store_key(opened.vault.derive(f"store:{name}"))
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
                           timezone=context.timezone, clock=clock)
 
@@ -152,7 +151,8 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
 
     timers = TimerWorker(sessions=sessions, casework=casework, language=settings.organisation.language,
                          on_outbox=worker.wake, clock=clock, is_room=is_room)
-    pages = CasePages(sessions=sessions, casework=casework, web_settings=settings.web,
+    # The case pages never hold the key that links an anonymous case to its reporter.
+    pages = CasePages(sessions=opened.restricted, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,
                       is_coordinator=engine.coordinator_allowed)

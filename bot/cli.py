@@ -1,4 +1,4 @@
-"""The `meldbot` command: run, chat, cases list, db upgrade."""
+"""The `meldbot` command: run, chat, cases list, db upgrade, keys rotate, retention purge."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import storage
+from bot.masterkey import open_storage
 from dialogs import Translator
 from storage import repo
 
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["new", "in_progress", "closed"])
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply database migrations"))
+    keys = sub.add_parser("keys", help="the master key").add_subparsers(dest="keys_command", required=True)
+    rotate = with_config(keys.add_parser("rotate", help="rewrap every data key with a new master key (resumable)"))
+    rotate.add_argument("--new-key-file", help="where the new key is written (default: beside the current one, "
+                                               "KEY_FILE.next); a run that was interrupted goes on with it")
+    retention = sub.add_parser("retention", help="retention periods").add_subparsers(dest="retention_command",
+                                                                                      required=True)
+    purge = with_config(retention.add_parser("purge", help="purge the cases whose retention period is over"))
+    purge.add_argument("--dry-run", action="store_true", help="list what is due, purge nothing")
     return parser
 
 
@@ -121,9 +130,10 @@ async def _run(settings: Settings) -> int:
 
 
 async def _cases_list(settings: Settings, as_json: bool, status: str | None) -> int:
-    db = storage.create_engine(settings.database.url)
+    opened = await open_storage(settings, create_key=False)
+    db = opened.db
     try:
-        async with storage.transaction(storage.create_sessionmaker(db)) as session:
+        async with storage.transaction(opened.restricted) as session:
             cases = await repo.list_cases(session=session, status=status)
             rows = [{"reference": c.reference, "status": c.status, "kinds": c.kind_codes,
                      "created_at": c.created_at.isoformat()} for c in cases]
@@ -154,13 +164,12 @@ async def _teams_claim_code(settings: Settings) -> int:
     if settings.teams.coordinator_channel:
         raise ConfigError("[teams] coordinator_channel is set: that channel is the coordinator channel and "
                           "cannot be moved from chat. Remove the key to claim a channel with a code instead.")
-    db = storage.create_engine(settings.database.url)
+    opened = await open_storage(settings)
+    db = opened.db
     code = new_claim_code()
     now = utc_now()
     try:
-        if settings.database.auto_migrate:
-            await storage.upgrade(db)
-        async with storage.transaction(storage.create_sessionmaker(db)) as session:
+        async with storage.transaction(opened.restricted) as session:
             await repo.add_claim_code(session=session, platform="teams", digest=claim_digest(code), now=now,
                                       expires_at=now + CLAIM_CODE_VALIDITY)
             await repo.add_audit(session=session, actor=_cli_actor(), action="claim_code_issued", now=now)
@@ -175,9 +184,8 @@ async def _teams_claim_code(settings: Settings) -> int:
 
 
 async def _db_upgrade(settings: Settings) -> int:
-    db = storage.create_engine(settings.database.url)
+    db = (await open_storage(settings, migrate=True)).db
     try:
-        await storage.upgrade(db)
         revision = await storage.current_revision(db)
     finally:
         await db.dispose()
@@ -206,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cases_list(settings, args.json, args.status))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
+        if args.command == "keys":
+            from bot.commands.keys import rotate_command
+
+            return asyncio.run(rotate_command(settings, args.new_key_file))
+        if args.command == "retention":
+            from bot.commands.retention import purge_command
+
+            return asyncio.run(purge_command(settings, dry_run=args.dry_run))
         if args.command == "teams":
             return asyncio.run(_teams_claim_code(settings))
         if args.command == "teams-package":

@@ -11,7 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -191,6 +191,24 @@ class LimitsSettings(_Section):
     reports_per_day: int = Field(10, ge=1, le=1000)
 
 
+class PrivacySettings(_Section):
+    """`[privacy]`: the master key that encrypts what is stored, and how long it is kept."""
+
+    #: The master key file (created on the first start with the embedded SQLite default when no key
+    #: is configured: beside the database, `<database>.key`). Back it up apart from the database.
+    key_file: Path | None = None
+    #: The master key itself, for container secrets (`MELDBOT_PRIVACY__KEY`); wins over `key_file`.
+    key: SecretStr | None = None
+    #: A closed case is purged this many years after closing (personnel-file practice: 5).
+    closed_years: int = Field(5, ge=1, le=30)
+    #: A withdrawn report's personal data goes after this many days.
+    withdrawn_days: int = Field(7, ge=1, le=365)
+    #: The case thread hears this many days before a case is purged.
+    purge_notice_days: int = Field(14, ge=1, le=90)
+    #: When the daily purge runs (organisation's time zone).
+    purge_time: str = Field("03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
 class MatrixSettings(_Section):
     """`[matrix]`: the bot's account on a Matrix homeserver."""
 
@@ -268,6 +286,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     followup: FollowupSettings = FollowupSettings()
     limits: LimitsSettings = LimitsSettings()
+    privacy: PrivacySettings = PrivacySettings()
     console: ConsoleSettings = ConsoleSettings()
     matrix: MatrixSettings | None = None
     teams: TeamsSettings | None = None

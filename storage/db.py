@@ -15,6 +15,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from .models import VAULT
+
 #: How long a SQLite writer waits for a lock before it reports the database as busy (ms).
 SQLITE_BUSY_TIMEOUT_MS = 5000
 #: How long a PostgreSQL connection attempt may take before the database counts as down (s).
@@ -69,13 +71,28 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername} (use sqlite+aiosqlite or postgresql+asyncpg)")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit. Build one per engine and share it:
-    on SQLite it holds the in-process write lock that `transaction()` queues writers on."""
+def create_sessionmaker(engine: AsyncEngine, vault, *, like: async_sessionmaker | None = None
+                        ) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit and open sealed fields with `vault`
+    (a `storage.crypto.Vault`). Build one per engine and share it: on SQLite it holds the
+    in-process write lock that `transaction()` queues writers on. `like`: another sessionmaker of
+    the same engine whose write lock to share (a second vault, e.g. one without the anonymous key)."""
     # SQLite has one writer at a time. Waiting in an asyncio queue is fair; waiting in SQLite's busy
     # handler is not (a writer can starve past the timeout under load).
-    info = {WRITE_LOCK: asyncio.Lock()} if engine.dialect.name == "sqlite" else {}
+    info: dict = {VAULT: vault}
+    if like is not None and WRITE_LOCK in (like.kw.get("info") or {}):
+        info[WRITE_LOCK] = like.kw["info"][WRITE_LOCK]
+    elif engine.dialect.name == "sqlite":
+        info[WRITE_LOCK] = asyncio.Lock()
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
+
+
+def vault_of(session: AsyncSession):
+    """The vault of a session's sessionmaker."""
+    vault = session.info.get(VAULT)
+    if vault is None:
+        raise LookupError("session without a vault: build sessionmakers with storage.db.create_sessionmaker")
+    return vault
 
 
 @contextlib.asynccontextmanager
@@ -96,16 +113,18 @@ def alembic_config() -> Config:
     return config
 
 
-def _upgrade(connection, revision: str) -> None:
+def _upgrade(connection, revision: str, master: bytes | None) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    config.attributes["master_key"] = master
     command.upgrade(config, revision)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (default: the newest)."""
+async def upgrade(engine: AsyncEngine, revision: str = "head", *, master: bytes | None = None) -> None:
+    """Bring the schema to `revision` (default: the newest). `master`: the master key, which the
+    migration that encrypts earlier plain-text data needs (and which creates the keyring)."""
     async with engine.begin() as connection:
-        await connection.run_sync(_upgrade, revision)
+        await connection.run_sync(_upgrade, revision, master)
 
 
 def _current(connection) -> str | None:

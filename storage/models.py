@@ -20,7 +20,13 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .crypto import open_with, seal_with
+
+#: Where a sessionmaker keeps the vault (in its `info`); loaded rows open their sealed fields with it.
+VAULT = "meldbot_vault"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -58,19 +64,90 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
-class Conversation(Base):
-    """One chat between the bot and one person on one platform, with the dialogue state."""
+_DEFAULTS: dict[str, Any] = {"state": {}, "address": {}, "answers": {}, "payload": {}}
+
+
+class Sealed:
+    """Fields kept in one sealed JSON column (`sealed`) and read and written as plain attributes.
+
+    `_sealed_key` names the organisation key of the vault (None: the row's own data key in
+    `wrapped_key`). A row loaded by a session gets that session's vault; a new row gets it from the
+    repository function that makes it (`bind_vault`)."""
+
+    _sealed_key: str | None = "state"
+    _sealed_purpose: str = ""
+    _sealed_fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        for name in cls.__dict__.get("_sealed_fields", ()):
+            setattr(cls, name, property(lambda self, n=name: self._plain().get(n, _copy_default(n)),
+                                        lambda self, value, n=name: self.set_sealed(**{n: value})))
+        super().__init_subclass__(**kwargs)
+
+    def bind_vault(self, vault) -> None:
+        """Give a row made in code (not loaded) the vault its fields are sealed with."""
+        self.__dict__["_vault"] = vault
+
+    def _cipher(self):
+        vault = self.__dict__.get("_vault")
+        if vault is None:
+            raise LookupError(f"{type(self).__name__} has no vault: load it through a session built by "
+                              "storage.db.create_sessionmaker")
+        if self._sealed_key is None:
+            return vault.data_cipher(self.wrapped_key, self._sealed_purpose)
+        return vault._cipher(self._sealed_key)
+
+    def _plain(self) -> dict[str, Any]:
+        plain = self.__dict__.get("_opened")
+        if plain is None:
+            blob = self.__dict__.get("sealed")
+            plain = open_with(self._cipher(), blob, self._sealed_purpose) if blob else {}
+            self.__dict__["_opened"] = plain
+        return plain
+
+    def set_sealed(self, **values: Any) -> None:
+        """Change sealed fields (re-sealed at once, so the row is flushed like any other change)."""
+        self.sealed = self.resealed(**values)
+
+    def resealed(self, **values: Any) -> bytes:
+        """The sealed column with `values` changed, for a repository's own UPDATE (the row object
+        reads the new values at once)."""
+        plain = {**self._plain(), **values}
+        blob = seal_with(self._cipher(), plain, self._sealed_purpose)
+        self.__dict__["_opened"] = plain
+        return blob
+
+
+def _copy_default(name: str) -> Any:
+    value = _DEFAULTS.get(name)
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _on_load(target, context, *_args) -> None:
+    target.__dict__.pop("_opened", None)
+    target.__dict__.pop("_filename", None)
+    vault = context.session.info.get(VAULT) if context.session is not None else None
+    if vault is not None:
+        target.__dict__["_vault"] = vault
+
+
+class Conversation(Sealed, Base):
+    """One chat between the bot and one person on one platform, with the dialogue state.
+
+    The platform's conversation key and the sender are kept only as keyed hashes (for lookups) and,
+    with the dialogue state and the reply address, sealed under the state key."""
 
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("platform", "conversation_key", "sender", name="uq_conversations_key"),)
+    __table_args__ = (UniqueConstraint("platform", "key_hash", "sender_hash", name="uq_conversations_key"),)
+    _sealed_purpose = "conversation"
+    _sealed_fields = ("conversation_key", "sender", "state", "address")
 
     id: Mapped[int] = mapped_column(primary_key=True)
     platform: Mapped[str] = mapped_column(String(32))
-    conversation_key: Mapped[str] = mapped_column(String(255))
-    sender: Mapped[str] = mapped_column(String(255))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    sender_hash: Mapped[str] = mapped_column(String(64), index=True)
     language: Mapped[str] = mapped_column(String(8), default="nl")
-    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    address: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     #: Durable timers of an unfinished report: one reminder, then expiry (NULL: nothing pending).
@@ -78,30 +155,42 @@ class Conversation(Base):
     draft_expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
 
 
-class Reporter(Base):
-    """Who reported: kept apart from the case so that access and retention can differ."""
+class Reporter(Sealed, Base):
+    """Who reported (not anonymously): kept apart from the case so that access and retention can
+    differ. The user ID is a keyed hash for lookups; ID and name are sealed under the people key."""
 
     __tablename__ = "reporters"
-    __table_args__ = (UniqueConstraint("platform", "platform_user_id", name="uq_reporters_identity"),)
+    __table_args__ = (UniqueConstraint("platform", "identity_hash", name="uq_reporters_identity"),)
+    _sealed_key = "people"
+    _sealed_purpose = "reporter"
+    _sealed_fields = ("platform_user_id", "display_name")
 
     id: Mapped[int] = mapped_column(primary_key=True)
     platform: Mapped[str] = mapped_column(String(32))
-    platform_user_id: Mapped[str] = mapped_column(String(255))
-    display_name: Mapped[str | None] = mapped_column(String(255))
+    identity_hash: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime]
 
 
-class Case(Base):
-    """A submitted report and its follow-up."""
+class Case(Sealed, Base):
+    """A submitted report and its follow-up.
+
+    The story, the free answers and the closing summary are sealed under the case's own data key
+    (`wrapped_key`, wrapped by the master key). An anonymous case has no reporter row and no
+    conversation: `contact` (sealed under the anonymous key) says where to reach its reporter."""
 
     __tablename__ = "cases"
+    _sealed_key = None  # the case's own data key
+    _sealed_purpose = "case"
+    _sealed_fields = ("story", "answers", "closing_summary")
 
     id: Mapped[int] = mapped_column(primary_key=True)
     reference: Mapped[str] = mapped_column(String(16), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
-    story: Mapped[str] = mapped_column(Text)
-    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_master: Mapped[str] = mapped_column(String(16), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     occurred_at: Mapped[dt.datetime]
     place: Mapped[str | None] = mapped_column(String(32))
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -111,8 +200,14 @@ class Case(Base):
     police_report_wanted: Mapped[bool | None] = mapped_column(Boolean)
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
     language: Mapped[str] = mapped_column(String(8), default="nl")
-    reporter_id: Mapped[int] = mapped_column(ForeignKey("reporters.id", ondelete="RESTRICT"), index=True)
+    reporter_id: Mapped[int | None] = mapped_column(ForeignKey("reporters.id", ondelete="RESTRICT"), index=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    #: The platform the report came from (where its reporter is answered).
+    platform: Mapped[str | None] = mapped_column(String(32))
+    #: Anonymous cases: where the reporter is reached, sealed under the anonymous key ...
+    contact: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: ... and a keyed hash (anonymous key) of who reported, for the reporter's own commands.
+    reporter_tag: Mapped[str | None] = mapped_column(String(64), index=True)
     assigned_to: Mapped[str | None] = mapped_column(String(255))
     #: Who has the case, as `platform:user id` (the name above is for display).
     assigned_to_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -120,10 +215,15 @@ class Case(Base):
     followup: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: When the case counts as overdue if nobody has taken it.
     claim_due_at: Mapped[dt.datetime | None]
-    closing_summary: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
     updated_at: Mapped[dt.datetime]
     closed_at: Mapped[dt.datetime | None]
+    #: The reporter withdrew the report: personal data goes after the withdrawal retention.
+    withdrawn_at: Mapped[dt.datetime | None]
+    #: Under legal hold (police report or proceedings pending): never purged while set.
+    legal_hold_since: Mapped[dt.datetime | None]
+    #: When the case thread was told that the case will be purged.
+    purge_notice_at: Mapped[dt.datetime | None]
 
     kinds: Mapped[list["CaseKind"]] = relationship(
         back_populates="case", cascade="all, delete-orphan", lazy="selectin", order_by="CaseKind.position"
@@ -148,7 +248,8 @@ class CaseKind(Base):
 
 
 class CaseEvent(Base):
-    """The timeline of a case: everything that happens to it, in order."""
+    """The timeline of a case: everything that happens to it, in order. `sealed` holds the event's
+    data (notes, messages) under the case's data key; `data` is filled in when it is read."""
 
     __tablename__ = "case_events"
     __table_args__ = (Index("ix_case_events_case_time", "case_id", "created_at"),)
@@ -157,12 +258,17 @@ class CaseEvent(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(255))
-    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.__dict__.get("_data", {})
 
 
 class Attachment(Base):
-    """Evidence: a file sent by the reporter, with its digest. Bytes inline or at a file path."""
+    """Evidence: a file sent by the reporter, with the SHA-256 of the original. The name and the bytes
+    (in chunks, see `storage.crypto.seal_file`) are sealed under the file's own data key."""
 
     __tablename__ = "attachments"
     __table_args__ = (Index("ix_attachments_draft", "conversation_id", "draft_id"),)
@@ -171,7 +277,9 @@ class Attachment(Base):
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     draft_id: Mapped[str | None] = mapped_column(String(40))
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_master: Mapped[str] = mapped_column(String(16), index=True)
+    sealed_name: Mapped[bytes] = mapped_column(LargeBinary)
     media_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -179,6 +287,17 @@ class Attachment(Base):
     content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     path: Mapped[str | None] = mapped_column(String(1024))
     received_at: Mapped[dt.datetime]
+
+    @property
+    def filename(self) -> str:
+        cached = self.__dict__.get("_filename")
+        if cached is None:
+            vault = self.__dict__.get("_vault")
+            if vault is None:
+                raise LookupError("attachment loaded without a vault")
+            cipher = vault.data_cipher(self.wrapped_key, "file")
+            cached = self.__dict__["_filename"] = open_with(cipher, self.sealed_name, "file name")
+        return cached
 
 
 class HandledEvent(Base):
@@ -193,7 +312,7 @@ class HandledEvent(Base):
     handled_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
-class OutboxMessage(Base):
+class OutboxMessage(Sealed, Base):
     """A message that must reach someone. Written in the same transaction as the change that
     caused it; a worker delivers it with retries and marks it delivered once."""
 
@@ -205,8 +324,11 @@ class OutboxMessage(Base):
     platform: Mapped[str] = mapped_column(String(32))
     destination: Mapped[str | None] = mapped_column(String(255))
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The payload, sealed under the state key; emptied once delivered.
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    _sealed_purpose = "outbox"
+    _sealed_fields = ("payload",)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime]
     locked_until: Mapped[dt.datetime | None]
@@ -306,6 +428,41 @@ class ClaimCode(Base):
     used_at: Mapped[dt.datetime | None]
 
 
+class KeyringEntry(Base):
+    """An organisation key (see `storage.crypto`), wrapped by the master key `key_master`."""
+
+    __tablename__ = "keyring"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    key_master: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime]
+
+
+class CaseFact(Base):
+    """What the yearly overview needs of a purged case: codes and months only, no free text, no
+    identity, not even the reference (it would link back to chat history)."""
+
+    __tablename__ = "case_facts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Months as `YYYY-MM` in the organisation's time zone.
+    occurred_month: Mapped[str] = mapped_column(String(7), index=True)
+    reported_month: Mapped[str] = mapped_column(String(7), index=True)
+    kinds: Mapped[list[Any]] = mapped_column(default=list)
+    place: Mapped[str | None] = mapped_column(String(32))
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Codes from the report (consequences, perpetrator kind, ...) that identify nobody.
+    codes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Follow-up milestones: step code -> working hours after the report (None: done, time unknown).
+    milestones: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: `closed`, `withdrawn` or `erased` (on request), and when (month).
+    outcome: Mapped[str] = mapped_column(String(16))
+    ended_month: Mapped[str | None] = mapped_column(String(7))
+    purged_at: Mapped[dt.datetime]
+
+
 class FileUsage(Base):
     """Files and bytes one person sent on one day: the daily file quota (`[limits]`)."""
 
@@ -317,3 +474,8 @@ class FileUsage(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     files: Mapped[int] = mapped_column(Integer, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+for _model in (Conversation, Reporter, Case, OutboxMessage, Attachment):
+    event.listen(_model, "load", _on_load)
+    event.listen(_model, "refresh", _on_load)

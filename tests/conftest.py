@@ -76,20 +76,33 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
 
 
+#: The master key of the test databases.
+TEST_MASTER_KEY = bytes(range(32))
+
+
 @pytest.fixture
 async def db(database_url):
-    """A migrated async engine."""
+    """A migrated async engine (its vault: the `vault` fixture)."""
     engine = storage.create_engine(database_url)
-    await storage.upgrade(engine)
+    _VAULTS[id(engine)] = await storage.prepare(engine, TEST_MASTER_KEY)
     try:
         yield engine
     finally:
+        _VAULTS.pop(id(engine), None)
         await engine.dispose()
 
 
+_VAULTS: dict = {}
+
+
 @pytest.fixture
-def sessions(db):
-    return storage.create_sessionmaker(db)
+def vault(db):
+    return _VAULTS[id(db)]
+
+
+@pytest.fixture
+def sessions(db, vault):
+    return storage.create_sessionmaker(db, vault)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 import storage
+from conftest import TEST_MASTER_KEY
+from storage.models import VAULT
 from bot.adapters.console import ConsoleAdapter
 from bot.core.engine import Engine
 from bot.logs import silence_content_loggers
@@ -257,12 +259,11 @@ async def test_backoff_grows_with_jitter_and_respects_retry_after(sessions):
 async def test_sqlite_locked_database_gives_not_saved_and_loses_nothing(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
     db = storage.create_engine(url, sqlite_busy_timeout_ms=200)
-    await storage.upgrade(db)
-    sessions = storage.create_sessionmaker(db)
+    sessions = storage.create_sessionmaker(db, await storage.prepare(db, TEST_MASTER_KEY))
     bot = Bot(sessions)
     await bot.report(STORY, "ok")
     blocker = storage.create_engine(url, sqlite_busy_timeout_ms=200)  # another process, as it were
-    async with storage.transaction(storage.create_sessionmaker(blocker)) as held:
+    async with storage.transaction(storage.create_sessionmaker(blocker, sessions.kw["info"][VAULT])) as held:
         await held.execute(text("SELECT 1"))  # a writing transaction begins IMMEDIATE: it holds the lock
         said = await bot.say("verzenden")
         assert "lukte me niet om dit op te slaan" in said and "Foutcode" in said
@@ -275,17 +276,17 @@ async def test_sqlite_locked_database_gives_not_saved_and_loses_nothing(tmp_path
     await db.dispose()
 
 
-async def test_database_unreachable_gives_not_saved(tmp_path):
+async def test_database_unreachable_gives_not_saved(tmp_path, vault):
     for url in (f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}",
                 "postgresql+asyncpg://postgres@127.0.0.1:1/meldbot"):
         db = storage.create_engine(url)
-        bot = Bot(storage.create_sessionmaker(db))
+        bot = Bot(storage.create_sessionmaker(db, vault))
         said = await bot.say(STORY)
         assert "Probeer het over een minuut opnieuw" in said
         await db.dispose()
 
 
-async def test_logs_never_contain_report_content(sessions, caplog, tmp_path):
+async def test_logs_never_contain_report_content(sessions, vault, caplog, tmp_path):
     silence_content_loggers()  # what `meldbot` does at start: aiosqlite would log the parameters
     caplog.set_level(logging.DEBUG)
     bot = Bot(sessions)
@@ -294,7 +295,7 @@ async def test_logs_never_contain_report_content(sessions, caplog, tmp_path):
     assert "opgeslagen" in said
     await bot.worker.run_once()
     db = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'nope' / 'x.db'}")
-    broken = Bot(storage.create_sessionmaker(db))
+    broken = Bot(storage.create_sessionmaker(db, vault))
     await broken.say(secret)
     await db.dispose()
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -507,8 +508,7 @@ async def test_a_cancelled_turn_never_shares_a_batch_with_the_next_turn_of_its_c
 
 async def test_a_locked_database_is_not_retried_turn_by_turn(tmp_path):
     db = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}", sqlite_busy_timeout_ms=200)
-    await storage.upgrade(db)
-    sessions = storage.create_sessionmaker(db)
+    sessions = storage.create_sessionmaker(db, await storage.prepare(db, TEST_MASTER_KEY))
     bot = Bot(sessions)
     transactions = []
     original = bot.engine._turns

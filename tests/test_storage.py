@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 import storage
+from conftest import TEST_MASTER_KEY
 from storage import repo
 from storage.models import Base, Case, OutboxMessage
 
@@ -49,7 +50,7 @@ async def test_migrations_reach_head_and_match_the_models(db):
 
 
 async def test_upgrade_twice_is_harmless(db):
-    await storage.upgrade(db)
+    await storage.upgrade(db, master=TEST_MASTER_KEY)
     assert await storage.current_revision(db) == storage.head_revision()
 
 
@@ -254,8 +255,7 @@ async def test_follow_up_migration_keeps_old_claims_and_reminds_of_old_untaken_c
                     " reporter_id, assigned_to, created_at, updated_at) VALUES (:r, :s, 'x', '{}', :t, false, false,"
                     " 'nl', :n, :a, :t, :t)"), {"r": f"MB-AAA-AA{number + 2}", "s": status, "t": T0,
                                                 "n": number + 1, "a": assigned})
-        await storage.upgrade(db)
-        sessions = storage.create_sessionmaker(db)
+        sessions = storage.create_sessionmaker(db, await storage.prepare(db, TEST_MASTER_KEY))
         async with sessions() as session:
             claimed = await repo.get_case(session=session, reference="MB-AAA-AA2")
             untaken = await repo.get_case(session=session, reference="MB-AAA-AA3")

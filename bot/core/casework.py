@@ -25,7 +25,7 @@ from storage.models import Case
 
 from bot.config import FollowupSettings
 from bot.core import payloads
-from bot.core.payloads import ReporterMessage, ThreadLine, address_of
+from bot.core.payloads import ReporterMessage, ThreadLine
 from bot.core.worktime import WorkingTime
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class CaseWork:
         text = clean(text, MAX_RELAY_CHARS).text
         if not text:
             raise CaseError("empty_message")
-        if case.conversation_id is None:
+        if case.conversation_id is None and case.contact is None:
             raise CaseError("unreachable")
         await repo.add_case_event(session=session, case=case, kind="coordinator_message", actor=who.actor,
                                   data={"name": who.name, "text": text}, now=now)
@@ -232,12 +232,18 @@ class CaseWork:
     async def to_reporter(self, session: AsyncSession, case: Case, reply: Reply, now: dt.datetime,
                           relay: bool = False) -> bool:
         """Queue a message to the reporter in their own chat; with `relay`, their answer comes back."""
-        conversation = await repo.get_conversation(session=session, conversation_id=case.conversation_id,
-                                                   for_update=relay) if case.conversation_id else None
+        if case.anonymous and case.contact is not None:
+            # Who that is stays sealed here: the sending worker finds the chat (and opens the relay).
+            await payloads.enqueue(session, ReporterMessage.to_reporter_of(case.id, reply, relay=relay),
+                                   platform=case.platform or "", now=now, case_id=case.id)
+            return True
+        conversation_id = case.conversation_id
+        conversation = await repo.get_conversation(session=session, conversation_id=conversation_id,
+                                                   for_update=relay) if conversation_id else None
         if conversation is None:
             log.warning("reporter of %s cannot be reached: no conversation", case.reference)
             return False
-        await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply),
+        await payloads.enqueue(session, ReporterMessage.to_conversation(conversation, reply),
                                platform=conversation.platform, now=now, case_id=case.id)
         if relay:
             state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language), case.reference,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 import hashlib
 import logging
 import secrets
@@ -24,7 +25,7 @@ from bot.core.casework import CaseWork, Coordinator
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, error_reference, is_duplicate_event
 from bot.core.limits import COORDINATOR_CHECK_TIMEOUT_S, TURN_TIMEOUT_S
-from bot.core.payloads import ReporterMessage, address_of
+from bot.core.payloads import ReporterMessage
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,16 @@ class Login:
         if address is None:
             conversation = await repo.find_conversation(session=session, platform=message.platform,
                                                         sender=message.sender)
-            address = address_of(conversation) if conversation is not None else None
-        if not address:
+            target = ReporterMessage.to_conversation(conversation) if conversation is not None else None
+        else:
+            target = ReporterMessage.to(address)
+        if target is None:
             return dialogs.login_notice(language, "need_direct_chat")
         link = await self.casework.issue_login_link(session, who, self.login_link_minutes, now)
         # The link is a secret reply, so the message is secret: its stored copy is emptied once delivered.
         reply = dialogs.login_link(language, link, self.login_link_minutes)
-        await payloads.enqueue(session, ReporterMessage.to(address, reply), platform=message.platform, now=now)
+        await payloads.enqueue(session, replace(target, replies=(reply,), secret=True), platform=message.platform,
+                               now=now)
         await repo.add_audit(session=session, actor=who.identity, action="login_link", now=now,
                              detail={"via": message.platform})
         return dialogs.login_notice(language, "sent_to_direct_chat")

@@ -8,8 +8,12 @@ earlier versions wrote, so rows queued before an upgrade are still delivered:
   (codes only, never text the reporter wrote);
 - `case_thread`: `{"event", "reference"}` plus, only where the event has them, `"name"`, `"date"`
   (ISO date), `"count"`, `"text"`;
-- `reporter_message`: `{"address", "replies": [{"text", "title", "hint", "options": [[n, label, selected]]}]}`
-  plus `"secret": true` when it holds a secret (a login link; the row is scrubbed once delivered).
+- `reporter_message`: `{"conversation": id}` or `{"case": id, "relay": bool}` (opaque references,
+  resolved to the platform address when it is sent; earlier versions and adapters' own deferred replies: `{"address"}`) and
+  `"replies": [{"text", "title", "hint", "options": [[n, label, selected]]}]`, plus `"secret": true`
+  when it holds a secret (a login link).
+
+The whole payload is sealed in the database and emptied once delivered.
 """
 
 from __future__ import annotations
@@ -128,21 +132,46 @@ class ReporterMessage:
     address: Mapping[str, Any]
     replies: tuple[Reply, ...] = field(default=())
     secret: bool = False
+    #: The conversation (row ID) to send to, resolved to its address at send time.
+    conversation: int | None = None
+    #: Or: the reporter of this case (row ID), resolved at send time through the case's sealed
+    #: contact (anonymous cases: only the sending worker holds that key) ...
+    case: int | None = None
+    #: ... and whether their answer is to come back to the case.
+    relay: bool = False
 
     @classmethod
     def to(cls, address: Mapping[str, Any], *replies: Reply) -> ReporterMessage:
-        """A message of `replies` to `address`, secret when one of them is."""
+        """A message of `replies` to a platform `address`, secret when one of them is."""
         return cls(address=dict(address), replies=tuple(replies), secret=any(r.secret for r in replies))
 
+    @classmethod
+    def to_conversation(cls, conversation, *replies: Reply) -> ReporterMessage:
+        """A message to the person of a stored conversation: the outbox keeps only its ID."""
+        return cls(address={}, conversation=conversation.id, replies=tuple(replies),
+                   secret=any(r.secret for r in replies))
+
+    @classmethod
+    def to_reporter_of(cls, case_id: int, *replies: Reply, relay: bool = False) -> ReporterMessage:
+        """A message to the reporter of a case, found when it is sent."""
+        return cls(address={}, case=case_id, relay=relay, replies=tuple(replies))
+
     def to_payload(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"address": dict(self.address), "replies": [payload_of(r) for r in self.replies]}
+        if self.case is not None:
+            payload: dict[str, Any] = {"case": self.case, "relay": self.relay}
+        elif self.conversation is not None:
+            payload = {"conversation": self.conversation}
+        else:
+            payload = {"address": dict(self.address)}
+        payload["replies"] = [payload_of(r) for r in self.replies]
         if self.secret or any(r.secret for r in self.replies):
             payload["secret"] = True
         return payload
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> ReporterMessage:
-        return cls(address=dict(data.get("address") or {}),
+        return cls(address=dict(data.get("address") or {}), conversation=data.get("conversation"),
+                   case=data.get("case"), relay=bool(data.get("relay")),
                    replies=tuple(reply_of(r) for r in data.get("replies", [])), secret=bool(data.get("secret")))
 
 

@@ -175,7 +175,8 @@ class ReporterTurns:
     async def _submit(self, session: AsyncSession, message: InboundMessage, conversation_id: int,
                       effect: SubmitReport, language: str, now: dt.datetime) -> tuple[str, bool]:
         draft = effect.draft
-        reporter_id = await repo.upsert_reporter(
+        # An anonymous report leaves no reporter row: only a sealed link to the conversation.
+        reporter_id = None if draft.anonymous else await repo.upsert_reporter(
             session=session, platform=message.platform, platform_user_id=message.sender,
             display_name=message.sender_name, conversation_id=conversation_id, now=now,
         )
@@ -191,7 +192,8 @@ class ReporterTurns:
             anonymous=draft.anonymous, claim_due_at=self.casework.claim_interval_end(now, urgent),
         )
         case = await repo.create_case(session=session, new=new, reporter_id=reporter_id,
-                                      conversation_id=conversation_id, now=now)
+                                      conversation_id=conversation_id, now=now,
+                                      reporter=(message.platform, message.sender))
         await self.casework.schedule_new_case(session, case, now)
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
                                                    draft_id=draft.draft_id, case_id=case.id) \
@@ -220,9 +222,8 @@ class ReporterTurns:
     async def _relay_to_coordinator(self, session: AsyncSession, message: InboundMessage,
                                     effect: RelayToCoordinator, now: dt.datetime) -> bool:
         case = await repo.get_case(session=session, reference=effect.reference)
-        reporter = await repo.get_reporter(session=session, reporter_id=case.reporter_id) if case else None
-        if case is None or reporter is None or (reporter.platform, reporter.platform_user_id) != (
-                message.platform, message.sender):
+        if case is None or not await repo.is_reporter_of(session=session, case=case, platform=message.platform,
+                                                         platform_user_id=message.sender):
             log.warning("relay refused: not the reporter of the case event=%s", message.event_id)
             return False
         await repo.add_case_event(session=session, case=case, kind="reporter_message", actor="reporter",

@@ -234,22 +234,19 @@ class CasePages(SessionPages):
         response.headers["Cache-Control"] = "no-store"
         await response.prepare(request)
         if request.method != "HEAD":
-            await self._send_bytes(response, attachment.id, length)
+            await self._send_bytes(response, attachment)
         return response
 
-    async def _send_bytes(self, response: web.StreamResponse, attachment_id: int, length: int) -> None:
-        """Writes the file chunk by chunk, each read in its own short read (no connection is held
-        while a slow browser receives)."""
-        offset = 0
+    async def _send_bytes(self, response: web.StreamResponse, attachment) -> None:
+        """Writes the file chunk by chunk, each read and opened in its own short read (no connection
+        is held while a slow browser receives)."""
         try:
-            while offset < length:
+            for index in range(repo.attachment_chunks(attachment)):
                 async with self.sessions() as session:
-                    chunk = await repo.read_attachment_chunk(session=session, attachment_id=attachment_id,
-                                                             offset=offset, size=min(CHUNK_BYTES, length - offset))
-                if not chunk:
+                    chunk = await repo.read_attachment_chunk(session=session, attachment=attachment, index=index)
+                if chunk is None:
                     raise LookupError("attachment removed while being sent")
                 await response.write(chunk)
-                offset += len(chunk)
         except (*DATABASE_ERRORS, LookupError) as error:
             # The headers are sent, a 503 page cannot follow: closing the connection short of
             # Content-Length tells the browser the file is incomplete.

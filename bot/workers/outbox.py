@@ -16,6 +16,8 @@ from typing import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import dialogs
+from dialogs import State
 from storage import repo, transaction
 from storage.models import OutboxMessage
 
@@ -23,7 +25,7 @@ from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
 from bot.core.payloads import (CaseNotification, OutboxPayload, ReporterMessage, ThreadLine, UnknownPayloadKind,
-                               from_payload)
+                               address_of, from_payload)
 from bot.adapters.contract import Adapter, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -120,9 +122,8 @@ class OutboxWorker:
             return 0
         now = self.clock()
         async with transaction(self.sessions) as session:
-            # A login link is a secret: once delivered, the database keeps no copy of it.
-            await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result,
-                                              scrub=isinstance(payload, ReporterMessage) and payload.secret)
+            # Once delivered, the database keeps no copy of what was sent (a login link, relayed text).
+            await repo.mark_message_delivered(session=session, message_id=message.id, now=now, result=result)
             # An escalation copy in a backup room is a pointer to the case, not a second thread.
             if isinstance(payload, CaseNotification) and message.case_id is not None and destination \
                     and not payload.escalation:
@@ -154,8 +155,35 @@ class OutboxWorker:
             return await adapter.post_in_case_thread(destination, root, render_thread_event(payload, self.language),
                                                      message.idempotency_key)
         if isinstance(payload, ReporterMessage):
-            return await adapter.send_replies(dict(payload.address), list(payload.replies), message.idempotency_key)
+            return await adapter.send_replies(await self._address(payload), list(payload.replies),
+                                              message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
+
+    async def _address(self, payload: ReporterMessage) -> dict:
+        """Where a message to a person goes: the outbox row names only the conversation, or the case
+        whose reporter it is for (whose conversation only this worker's vault can open)."""
+        if payload.case is not None:
+            async with transaction(self.sessions) as session:
+                case = await repo.get_case_by_id(session=session, case_id=payload.case)
+                conversation_id = repo.reporter_conversation_id(session=session, case=case) if case else None
+                conversation = await repo.get_conversation(session=session, conversation_id=conversation_id,
+                                                           for_update=True) if conversation_id else None
+                if conversation is None:
+                    raise DeliveryError("the reporter of this case can no longer be reached", permanent=True)
+                if payload.relay:
+                    state = dialogs.open_relay(State.from_dict(conversation.state, conversation.language),
+                                               case.reference, self.clock())
+                    await repo.save_conversation_state(session=session, conversation=conversation,
+                                                       state=state.to_dict(), language=state.language,
+                                                       now=self.clock())
+            return address_of(conversation)
+        if payload.conversation is None:
+            return dict(payload.address)
+        async with self.sessions() as session:
+            conversation = await repo.get_conversation(session=session, conversation_id=payload.conversation)
+        if conversation is None:
+            raise DeliveryError("the conversation of this message no longer exists", permanent=True)
+        return address_of(conversation)
 
     async def _thread_in(self, adapter: Adapter, message: OutboxMessage, destination: str) -> str:
         """The case's thread in the coordinators' current room/channel: after the role moved (Teams,

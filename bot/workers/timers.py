@@ -24,7 +24,7 @@ from bot.core.casework import CaseWork
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case
-from bot.core.payloads import ReporterMessage, ThreadLine, address_of
+from bot.core.payloads import ReporterMessage, ThreadLine
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class TimerWorker:
                                                    now)
                 return "backup_unreachable"
             reply = dialogs.escalation_to_person(self.language, case.reference, self.casework.case_link(case.reference))
-            await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply), platform=platform,
+            await payloads.enqueue(session, ReporterMessage.to_conversation(conversation, reply), platform=platform,
                                    case_id=case.id, now=now)
         else:
             notification = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=False,
@@ -231,7 +231,7 @@ class TimerWorker:
         return self.casework.settings.draft_days
 
     async def _tell(self, session: AsyncSession, conversation: Conversation, reply: Reply, now: dt.datetime) -> None:
-        await payloads.enqueue(session, ReporterMessage.to(address_of(conversation), reply),
+        await payloads.enqueue(session, ReporterMessage.to_conversation(conversation, reply),
                                platform=conversation.platform, now=now)
 
 

@@ -24,8 +24,10 @@ from .attachments import (  # noqa: F401
     count_case_files,
     delete_draft_attachments,
     get_case_attachment,
+    attachment_chunks,
     link_draft_attachments,
     list_attachments,
+    read_attachment,
     read_attachment_chunk,
 )
 from .cases import (  # noqa: F401
@@ -38,12 +40,14 @@ from .cases import (  # noqa: F401
     create_case,
     get_case,
     get_case_by_id,
+    is_reporter_of,
     list_case_events,
     list_cases,
     list_cases_for_reporter,
     lock_case,
     new_reference,
     normalise_reference,
+    reporter_conversation_id,
 )
 from .conversations import (  # noqa: F401
     due_draft_conversation,
@@ -76,6 +80,7 @@ from .quotas import (  # noqa: F401
     prune_file_usage,
 )
 from .reporters import (  # noqa: F401
+    find_reporter,
     get_reporter,
     upsert_reporter,
 )
@@ -93,4 +98,8 @@ from .timers import (  # noqa: F401
     list_timers,
     next_timer_due,
     schedule_timer,
+)
+from .retention import (  # noqa: F401
+    fact_of,
+    purge_case,
 )

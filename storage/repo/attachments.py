@@ -8,6 +8,8 @@ import hashlib
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .. import crypto
+from ..db import vault_of
 from ..models import Attachment
 
 #: Files up to this size are kept inside the database; larger ones need a file store.
@@ -18,14 +20,19 @@ async def add_attachment(
     *, session: AsyncSession, filename: str, media_type: str, content: bytes, now: dt.datetime,
     conversation_id: int | None = None, draft_id: str | None = None, case_id: int | None = None,
 ) -> Attachment:
-    """Store a file with its SHA-256, size, media type and time received."""
+    """Store a file with the SHA-256 of the original, its size, media type and time received; name
+    and bytes sealed under a data key of its own."""
     if len(content) > MAX_INLINE_ATTACHMENT:
         raise ValueError("attachment too large to store inline")
+    vault = vault_of(session)
+    cipher, wrapped = vault.new_data_key("file")
     attachment = Attachment(
-        conversation_id=conversation_id, draft_id=draft_id, case_id=case_id, filename=filename[:255],
+        conversation_id=conversation_id, draft_id=draft_id, case_id=case_id, wrapped_key=wrapped,
+        key_master=vault.master_id, sealed_name=crypto.seal_with(cipher, filename[:255], "file name"),
         media_type=media_type[:127] or "application/octet-stream", size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(), content=content, received_at=now,
+        sha256=hashlib.sha256(content).hexdigest(), content=crypto.seal_file(cipher, content), received_at=now,
     )
+    attachment.__dict__["_vault"] = vault
     session.add(attachment)
     await session.flush()
     return attachment
@@ -59,21 +66,46 @@ async def list_attachments(*, session: AsyncSession, case_id: int) -> list[Attac
 
 async def get_case_attachment(*, session: AsyncSession, case_id: int, attachment_id: int
                               ) -> tuple[Attachment, int | None] | None:
-    """One file of a case without its bytes, with the length of the bytes stored in the database
-    (None when they are not stored inline); None for a file of another case or none at all."""
+    """One file of a case without its bytes, with the length of its plain bytes (None when they are
+    not stored); None for a file of another case or none at all."""
     # length() of a blob/bytea reads the stored size, not the bytes (SQLite and PostgreSQL).
     row = (await session.execute(
         select(Attachment, func.length(Attachment.content))
         .where(Attachment.id == attachment_id, Attachment.case_id == case_id)
     )).one_or_none()
-    return (row[0], row[1]) if row is not None else None
+    if row is None:
+        return None
+    attachment, stored = row
+    return attachment, (attachment.size if stored == crypto.sealed_file_size(attachment.size) else None)
 
 
-async def read_attachment_chunk(*, session: AsyncSession, attachment_id: int, offset: int, size: int
-                                ) -> bytes | None:
-    """`size` bytes of a file's content from `offset` (0-based): one chunk, never the whole file."""
-    chunk = func.substr(Attachment.content, offset + 1, size, type_=Attachment.content.type)
-    return await session.scalar(select(chunk).where(Attachment.id == attachment_id))
+def attachment_chunks(attachment: Attachment) -> int:
+    """How many chunks `read_attachment_chunk` reads a file in."""
+    return max(1, -(-attachment.size // crypto.FILE_CHUNK))
+
+
+async def read_attachment_chunk(*, session: AsyncSession, attachment: Attachment, index: int) -> bytes | None:
+    """Chunk `index` (0-based, `storage.crypto.FILE_CHUNK` plain bytes each) of a file, opened: one
+    chunk is read from the database, never the whole file. None when the file is gone."""
+    count = attachment_chunks(attachment)
+    start = index * crypto.SEALED_CHUNK
+    chunk = func.substr(Attachment.content, start + 1, crypto.SEALED_CHUNK, type_=Attachment.content.type)
+    blob = await session.scalar(select(chunk).where(Attachment.id == attachment.id))
+    if blob is None:
+        return None
+    cipher = vault_of(session).data_cipher(attachment.wrapped_key, "file")
+    return crypto.open_file_chunk(cipher, blob, index, index == count - 1)
+
+
+async def read_attachment(*, session: AsyncSession, attachment: Attachment) -> bytes | None:
+    """A whole file, opened (for images shown on the case page; downloads stream by chunk)."""
+    parts = []
+    for index in range(attachment_chunks(attachment)):
+        part = await read_attachment_chunk(session=session, attachment=attachment, index=index)
+        if part is None:
+            return None
+        parts.append(part)
+    return b"".join(parts)
 
 
 async def count_case_files(*, session: AsyncSession, case_id: int) -> int:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case as case_when
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .. import crypto
+from ..db import vault_of
 from ..models import (
     Case,
     CaseEvent,
@@ -19,7 +21,7 @@ from ..models import (
     Conversation,
     Reporter,
 )
-from ._common import _prebuilt_insert
+from ._common import _prebuilt_insert, sender_hash
 
 # No 0/O, 1/I/L or U: a reference must survive being read out over the phone.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -80,21 +82,35 @@ class NewCase:
 
 
 async def create_case(
-    *, session: AsyncSession, new: NewCase, reporter_id: int, conversation_id: int | None,
-    now: dt.datetime, reference: str | None = None,
+    *, session: AsyncSession, new: NewCase, reporter_id: int | None, conversation_id: int | None,
+    now: dt.datetime, reference: str | None = None, reporter: tuple[str, str] | None = None,
 ) -> Case:
-    """Insert a case with a fresh unique reference and its first timeline event."""
+    """Insert a case with a fresh unique reference, its own data key and its first timeline event.
+
+    An anonymous case (`new.anonymous`) keeps no reporter row and no conversation in the clear: the
+    conversation is sealed under the anonymous key and `reporter` (platform, user ID) only leaves a
+    keyed hash under that key, by which the reporter's own commands find it."""
+    vault = vault_of(session)
+    contact = tag = None
+    if new.anonymous:
+        contact = vault.seal_json("anonymous", {"conversation_id": conversation_id}, "contact")
+        tag = vault.anonymous_tag(*reporter) if reporter else None
+        reporter_id = conversation_id = None
     for attempt in range(10):
+        cipher, wrapped = vault.new_data_key(Case._sealed_purpose)
         case = Case(
             reference=reference if reference and attempt == 0 else new_reference(),
-            status="new", story=new.story, answers=new.answers, occurred_at=new.occurred_at,
+            status="new", occurred_at=new.occurred_at, wrapped_key=wrapped, key_master=vault.master_id,
+            sealed=crypto.seal_with(cipher, {"story": new.story, "answers": new.answers, "closing_summary": None},
+                                    Case._sealed_purpose),
             place=new.place, urgent=new.urgent, contact_wanted=new.contact_wanted, aftercare=new.aftercare,
             police_came=new.police_came, police_report_wanted=new.police_report_wanted,
             anonymous=new.anonymous, language=new.language, claim_due_at=new.claim_due_at,
-            reporter_id=reporter_id,
+            reporter_id=reporter_id, contact=contact, reporter_tag=tag, platform=reporter[0] if reporter else None,
             conversation_id=conversation_id, created_at=now, updated_at=now,
             kinds=[CaseKind(kind=kind, position=i) for i, kind in enumerate(new.kinds)],
         )
+        case.bind_vault(vault)
         try:
             async with session.begin_nested():
                 session.add(case)
@@ -113,7 +129,8 @@ async def add_case_event(
     """Append an event to a case's timeline (one plain INSERT)."""
     if case.id is None:
         await session.flush()
-    await session.execute(_ADD_EVENT, {"case_id": case.id, "kind": kind, "actor": actor, "data": data,
+    sealed = crypto.seal_with(case._cipher(), data, "event")
+    await session.execute(_ADD_EVENT, {"case_id": case.id, "kind": kind, "actor": actor, "sealed": sealed,
                                        "created_at": now})
     if case.updated_at != now:  # a new case already has it: no UPDATE for nothing
         case.updated_at = now
@@ -128,8 +145,11 @@ async def lock_case(*, session: AsyncSession, case: Case) -> Case:
     """Lock a case for a change (PostgreSQL; SQLite's write transaction already excludes others) and
     reload it. The reporter's conversation is locked first: a reporter's turn takes the same two
     locks in that order, so the two never deadlock."""
-    if case.conversation_id is not None:
-        await session.get(Conversation, case.conversation_id, with_for_update=True)
+    conversation_id = case.conversation_id
+    if conversation_id is None and case.contact is not None and vault_of(session).has_anonymous:
+        conversation_id = reporter_conversation_id(session=session, case=case)
+    if conversation_id is not None:
+        await session.get(Conversation, conversation_id, with_for_update=True)
     locked = await session.get(Case, case.id, with_for_update=True, populate_existing=True)
     assert locked is not None
     return locked
@@ -158,24 +178,50 @@ async def list_cases(
     return list(await session.scalars(query))
 
 
+def _own_cases(session: AsyncSession, platform: str, platform_user_id: str):
+    """Whether a case is this person's: reported in their name, or anonymously by them."""
+    vault = vault_of(session)
+    named = Case.reporter_id.in_(select(Reporter.id).where(
+        Reporter.platform == platform, Reporter.identity_hash == sender_hash(vault, platform, platform_user_id)))
+    return or_(named, Case.reporter_tag == vault.anonymous_tag(platform, platform_user_id))
+
+
 async def list_cases_for_reporter(*, session: AsyncSession, platform: str, platform_user_id: str) -> list[Case]:
-    """A reporter's own cases, newest first."""
-    query = (
-        select(Case)
-        .join(Reporter, Case.reporter_id == Reporter.id)
-        .where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id)
-        .order_by(Case.created_at.desc(), Case.id.desc())
-    )
+    """A reporter's own cases (anonymous ones included), newest first."""
+    query = (select(Case).where(_own_cases(session, platform, platform_user_id))
+             .order_by(Case.created_at.desc(), Case.id.desc()))
     return list(await session.scalars(query))
+
+
+async def is_reporter_of(*, session: AsyncSession, case: Case, platform: str, platform_user_id: str) -> bool:
+    """Whether this person reported the case (in their name or anonymously)."""
+    vault = vault_of(session)
+    if case.anonymous:
+        return case.reporter_tag is not None and case.reporter_tag == vault.anonymous_tag(platform, platform_user_id)
+    reporter = await session.get(Reporter, case.reporter_id) if case.reporter_id else None
+    return reporter is not None and reporter.platform == platform and \
+        reporter.identity_hash == sender_hash(vault, platform, platform_user_id)
+
+
+def reporter_conversation_id(*, session: AsyncSession, case: Case) -> int | None:
+    """The conversation the reporter of a case is reached in. For an anonymous case this opens its
+    sealed contact with the anonymous key (NoAccess in a vault without it)."""
+    if case.conversation_id is not None or case.contact is None:
+        return case.conversation_id
+    return vault_of(session).open_json("anonymous", case.contact, "contact").get("conversation_id")
 
 
 async def list_case_events(*, session: AsyncSession, case: Case) -> list[CaseEvent]:
-    """A case's timeline, oldest first."""
+    """A case's timeline, oldest first, with each event's data opened."""
     query = select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.created_at, CaseEvent.id)
-    return list(await session.scalars(query))
+    events = list(await session.scalars(query))
+    cipher = case._cipher() if events else None
+    for event in events:
+        event.__dict__["_data"] = crypto.open_with(cipher, event.sealed, "event")
+    return events
 
 
-_ADD_EVENT = _prebuilt_insert(CaseEvent.__table__, ("case_id", "kind", "actor", "data", "created_at"))
+_ADD_EVENT = _prebuilt_insert(CaseEvent.__table__, ("case_id", "kind", "actor", "sealed", "created_at"))
 
 
 async def get_case_by_id(*, session: AsyncSession, case_id: int) -> Case | None:
@@ -185,8 +231,7 @@ async def get_case_by_id(*, session: AsyncSession, case_id: int) -> Case | None:
 
 async def count_recent_reports(*, session: AsyncSession, platform: str, platform_user_id: str,
                                since: dt.datetime) -> int:
-    """Reports one person made since `since`."""
-    query = (select(func.count(Case.id)).join(Reporter, Reporter.id == Case.reporter_id)
-             .where(Reporter.platform == platform, Reporter.platform_user_id == platform_user_id,
-                    Case.created_at >= since))
+    """Reports one person made since `since` (anonymous ones included)."""
+    query = (select(func.count(Case.id))
+             .where(_own_cases(session, platform, platform_user_id), Case.created_at >= since))
     return int(await session.scalar(query) or 0)

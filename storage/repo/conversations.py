@@ -9,8 +9,9 @@ from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..db import vault_of
 from ..models import Conversation
-from ._common import _insert
+from ._common import _insert, conversation_hash, sender_hash
 
 
 async def get_or_create_conversations(
@@ -21,24 +22,37 @@ async def get_or_create_conversations(
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    identity = tuple_(Conversation.platform, Conversation.conversation_key, Conversation.sender)
+    vault = vault_of(session)
+    hashed = {(p, conversation_hash(vault, p, k), sender_hash(vault, p, s)): (p, k, s) for p, k, s in wanted}
+    identity = tuple_(Conversation.platform, Conversation.key_hash, Conversation.sender_hash)
 
     async def load(subset):
         # Locked in ID order, in every process: batches of other processes wait, never deadlock.
         query = select(Conversation).where(identity.in_(subset)).order_by(Conversation.id).with_for_update()
-        return {(c.platform, c.conversation_key, c.sender): c for c in await session.scalars(query)}
+        return {hashed[(c.platform, c.key_hash, c.sender_hash)]: c for c in await session.scalars(query)}
 
-    found = await load(wanted)
-    missing = sorted(key for key in wanted if key not in found)
+    found = await load(list(hashed))
+    missing = sorted(key for key, plain in hashed.items() if plain not in found)
     if missing:
         await session.execute(
             _insert(session, Conversation).values([
-                {"platform": p, "conversation_key": k, "sender": s, "language": language, "state": {},
-                 "address": {}, "created_at": now, "updated_at": now} for p, k, s in missing])
-            .on_conflict_do_nothing(index_elements=["platform", "conversation_key", "sender"])
+                {"platform": p, "key_hash": k, "sender_hash": s, "language": language, "created_at": now,
+                 "updated_at": now,
+                 "sealed": vault.seal_json("state", {"conversation_key": hashed[(p, k, s)][1],
+                                                     "sender": hashed[(p, k, s)][2], "state": {}, "address": {}},
+                                           Conversation._sealed_purpose)} for p, k, s in missing])
+            .on_conflict_do_nothing(index_elements=["platform", "key_hash", "sender_hash"])
         )
         found.update(await load(missing))
     return found
+
+
+def _sealed_values(conversation: Conversation, values: dict[str, Any]) -> dict[str, Any]:
+    """Column values with `state` and `address` folded into the conversation's sealed column."""
+    plain = {name: values.pop(name) for name in ("state", "address") if name in values}
+    if plain:
+        values["sealed"] = conversation.resealed(**plain)
+    return values
 
 
 async def save_conversation_states(*, session: AsyncSession, rows: list[dict[str, Any]],
@@ -47,6 +61,7 @@ async def save_conversation_states(*, session: AsyncSession, rows: list[dict[str
     columns to set, the same columns in every row)."""
     if not rows:
         return
+    rows = [_sealed_values(conversations[row["id"]], dict(row)) for row in rows]
     await session.execute(update(Conversation), rows)
     for row in rows:
         conversation = conversations[row["id"]]
@@ -67,6 +82,7 @@ async def save_conversation_state(
         values["draft_reminder_at"], values["draft_expires_at"] = draft_timers
     if address is not None and address != conversation.address:
         values["address"] = address
+    values = _sealed_values(conversation, values)
     # A plain UPDATE (every turn does this); the loaded object is brought up to date without a flush.
     await session.execute(update(Conversation).where(Conversation.id == conversation.id).values(**values)
                           .execution_options(synchronize_session=False))
@@ -82,7 +98,8 @@ async def get_conversation(*, session: AsyncSession, conversation_id: int, for_u
 
 async def find_conversation(*, session: AsyncSession, platform: str, sender: str) -> Conversation | None:
     """The most recent direct conversation of a person with the bot on a platform."""
-    query = (select(Conversation).where(Conversation.platform == platform, Conversation.sender == sender)
+    hashed = sender_hash(vault_of(session), platform, sender)
+    query = (select(Conversation).where(Conversation.platform == platform, Conversation.sender_hash == hashed)
              .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(1))
     return await session.scalar(query)
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db import vault_of
 from ..models import OutboxMessage
 from ._common import _prebuilt_insert
 
@@ -26,16 +27,19 @@ async def enqueue_message(
     *, session: AsyncSession, kind: str, platform: str, destination: str | None, payload: dict[str, Any],
     now: dt.datetime, case_id: int | None = None,
 ) -> QueuedMessage:
-    """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work)."""
+    """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work).
+    The payload is sealed under the state key."""
     key = uuid.uuid4().hex
+    sealed = vault_of(session).seal_json(OutboxMessage._sealed_key, {"payload": payload},
+                                         OutboxMessage._sealed_purpose)
     message_id = await session.scalar(_ENQUEUE, {
-        "kind": kind, "platform": platform, "destination": destination, "payload": payload, "case_id": case_id,
+        "kind": kind, "platform": platform, "destination": destination, "sealed": sealed, "case_id": case_id,
         "idempotency_key": key, "attempts": 0, "next_attempt_at": now, "created_at": now})
     return QueuedMessage(message_id, key)
 
 
 _ENQUEUE = _prebuilt_insert(OutboxMessage.__table__, (
-    "kind", "platform", "destination", "payload", "case_id", "idempotency_key", "attempts", "next_attempt_at",
+    "kind", "platform", "destination", "sealed", "case_id", "idempotency_key", "attempts", "next_attempt_at",
     "created_at")).returning(OutboxMessage.__table__.c.id)
 
 
@@ -98,13 +102,12 @@ async def has_due_messages(*, session: AsyncSession, now: dt.datetime, platforms
 
 
 async def mark_message_delivered(
-    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None, scrub: bool = False
+    *, session: AsyncSession, message_id: int, now: dt.datetime, result: str | None = None
 ) -> None:
-    """Record a delivery; the message is never sent again. `scrub` empties its payload."""
+    """Record a delivery; the message is never sent again, and its payload (which can hold relayed
+    text or a login link) is emptied at once."""
     values: dict[str, Any] = {"delivered_at": now, "locked_until": None, "result": (result or "")[:255],
-                              "last_error": None}
-    if scrub:
-        values["payload"] = {}
+                              "last_error": None, "sealed": None}
     await session.execute(
         update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values)
         .execution_options(synchronize_session=False)

@@ -1,0 +1,1 @@
+"""Command-line commands that have a module of their own (`meldbot keys ...`, `meldbot retention ...`)."""
