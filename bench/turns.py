@@ -47,8 +47,8 @@ async def measure(url: str, reports: int) -> tuple[list[float], list[float]]:
     floor: list[float] = []
     async with db.begin() as connection:
         await connection.execute(text(
-            "INSERT INTO conversations (platform, conversation_key, sender, language, state, address, created_at,"
-            " updated_at) VALUES ('bench', 'k', 's', 'nl', '{}', '{}', :t, :t)"), {"t": dt.datetime(2026, 1, 1)})
+            "INSERT INTO conversations (platform, key_hash, sender_hash, language, sealed, created_at,"
+            " updated_at) VALUES ('bench', 'k', 's', 'nl', :b, :t, :t)"), {"t": dt.datetime(2026, 1, 1), "b": b"{}"})
     for i in range(reports):
         user = f"user-{i}"
         for line in DIALOGUE:
@@ -63,8 +63,9 @@ async def measure(url: str, reports: int) -> tuple[list[float], list[float]]:
                 await session.execute(text("INSERT INTO handled_events (platform, event_id, handled_at) "
                                            "VALUES ('bench', :e, :t)"),
                                       {"e": uuid.uuid4().hex, "t": dt.datetime(2026, 1, 1)})
-                await session.execute(text("UPDATE conversations SET state = :s WHERE platform = 'bench'"),
-                                      {"s": '{"step": "wishes"}'})
+                # The bare turn stores its state as it is; ours seals it (AES-GCM) first.
+                await session.execute(text("UPDATE conversations SET sealed = :s WHERE platform = 'bench'"),
+                                      {"s": b'{"step": "wishes"}'})
             floor.append(time.perf_counter() - start)
     await db.dispose()
     return ours, floor

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply database migrations"))
     keys = sub.add_parser("keys", help="the master key").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="write a new master key file (for PostgreSQL installs; mode 0600)")
+    create.add_argument("--output", required=True, help="the key file to create (never overwritten)")
     rotate = with_config(keys.add_parser("rotate", help="rewrap every data key with a new master key (resumable)"))
     rotate.add_argument("--new-key-file", help="where the new key is written (default: beside the current one, "
                                                "KEY_FILE.next); a run that was interrupted goes on with it")
@@ -193,6 +195,19 @@ async def _db_upgrade(settings: Settings) -> int:
     return 0
 
 
+def _keys_create(path: Path) -> int:
+    from storage import crypto
+    from storage.keys import write_key_file
+
+    try:
+        write_key_file(path, crypto.new_key())
+    except FileExistsError:
+        raise ConfigError(f"{path} exists: a key file is never overwritten") from None
+    print(f"Master key written to {path} (mode 0600). Set [privacy] key_file = \"{path}\", and back the file up "
+          "apart from the database: without it nothing stored can be read.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meldbot` console script."""
     args = _parser().parse_args(argv)
@@ -214,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_cases_list(settings, args.json, args.status))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
+        if args.command == "keys" and args.keys_command == "create":
+            return _keys_create(Path(args.output))
         if args.command == "keys":
             from bot.commands.keys import rotate_command
 

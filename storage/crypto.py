@@ -37,7 +37,7 @@ KEY_BYTES = 32
 #: The organisation keys the master key wraps.
 KEYRING_NAMES = ("lookup", "state", "people", "anonymous", "store")
 #: Files are encrypted in chunks of this many plain bytes, so a download decrypts as it streams.
-FILE_CHUNK = 64 * 1024
+FILE_CHUNK = 1024 * 1024
 SEALED_CHUNK = len(VERSION) + NONCE_BYTES + FILE_CHUNK + 16
 
 

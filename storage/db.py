@@ -123,8 +123,32 @@ def _upgrade(connection, revision: str, master: bytes | None) -> None:
 async def upgrade(engine: AsyncEngine, revision: str = "head", *, master: bytes | None = None) -> None:
     """Bring the schema to `revision` (default: the newest). `master`: the master key, which the
     migration that encrypts earlier plain-text data needs (and which creates the keyring)."""
+    if engine.dialect.name == "sqlite":
+        # Rebuilding a table that others reference (SQLite's way to drop a column) needs foreign keys
+        # off, and that pragma only takes effect outside a transaction; checked again afterwards.
+        async with engine.connect() as connection:
+            await connection.run_sync(_sqlite_foreign_keys, False)
+            try:
+                async with connection.begin():
+                    await connection.run_sync(_upgrade, revision, master)
+                    await connection.run_sync(_check_foreign_keys)
+            finally:
+                await connection.run_sync(_sqlite_foreign_keys, True)
+        return
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, revision, master)
+
+
+def _sqlite_foreign_keys(connection, on: bool) -> None:
+    cursor = connection.connection.dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
+
+
+def _check_foreign_keys(connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"migration left {len(broken)} broken foreign keys (first: {broken[0]})")
 
 
 def _current(connection) -> str | None:

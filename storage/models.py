@@ -123,10 +123,12 @@ def _copy_default(name: str) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
-def _on_load(target, context, *_args) -> None:
-    target.__dict__.pop("_opened", None)
-    target.__dict__.pop("_filename", None)
-    vault = context.session.info.get(VAULT) if context.session is not None else None
+def _on_load(target, context, attrs=None) -> None:
+    if attrs is None or "sealed" in attrs or "sealed_name" in attrs:
+        target.__dict__.pop("_opened", None)
+        target.__dict__.pop("_filename", None)
+    session = getattr(context, "session", None)
+    vault = session.info.get(VAULT) if session is not None else None
     if vault is not None:
         target.__dict__["_vault"] = vault
 

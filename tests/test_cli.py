@@ -111,8 +111,12 @@ def test_environment_overrides_the_file(tmp_path):
 
 def test_unreachable_database_is_a_clear_error(tmp_path):
     result = meldbot("cases", "list", cwd=tmp_path,
-                     env={"MELDBOT_DATABASE__URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"})
+                     env={"MELDBOT_DATABASE__URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x",
+                          "MELDBOT_PRIVACY__KEY": "A" * 43 + "="})
     assert result.returncode == 3 and "Database unavailable" in result.stderr
+    keyless = meldbot("cases", "list", cwd=tmp_path,
+                      env={"MELDBOT_DATABASE__URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"})
+    assert keyless.returncode == 2 and "[privacy] key_file" in keyless.stderr and "Traceback" not in keyless.stderr
 
 
 def test_own_house_rules_file(tmp_path):

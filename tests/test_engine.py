@@ -372,7 +372,7 @@ async def test_relay_only_reaches_the_cases_own_reporter(sessions):
     other = await bot.engine.handle(message("hallo", user="mallory"))
     assert other
     async with sessions() as session, session.begin():
-        conversation = await session.scalar(select(Conversation).where(Conversation.sender == "mallory"))
+        conversation = await repo.find_conversation(session=session, platform="console", sender="mallory")
         conversation.state = open_relay(State.from_dict(conversation.state), reference,
                                         bot.clock()).to_dict()
     await bot.engine.handle(message("Ik ben niet de melder", user="mallory"))

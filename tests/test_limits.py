@@ -35,13 +35,13 @@ def photo(name: str, size: int = 100) -> InboundAttachment:
 
 async def state_of(stack: Stack, user: str) -> State:
     async with stack.meldbot.sessions() as session:
-        row = await session.scalar(select(Conversation).where(Conversation.sender == user))
+        row = await repo.find_conversation(session=session, platform="chat", sender=user)
     return State.from_dict(row.state, "nl")
 
 
 async def files_stored(stack: Stack) -> list[str]:
     async with stack.meldbot.sessions() as session:
-        return list(await session.scalars(select(Attachment.filename).order_by(Attachment.id)))
+        return [a.filename for a in await session.scalars(select(Attachment).order_by(Attachment.id))]
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ async def test_file_names_and_display_names_lose_text_direction_characters(make_
     told = stack.chat.texts_to("anna")[-1]
     assert "Coco IT-beheer" in told and "\u202e" not in told and reference in told
     async with stack.meldbot.sessions() as session:
-        names = list(await session.scalars(select(Reporter.display_name)))
+        names = [r.display_name for r in await session.scalars(select(Reporter))]
     assert names == ["Anna Klik hier"]
 
 

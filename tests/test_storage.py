@@ -142,8 +142,7 @@ async def test_attachments_keep_digest_and_move_from_draft_to_case(sessions):
     async with sessions() as session:
         (stored,) = await repo.list_attachments(session=session, case_id=case.id)
         assert stored.sha256 == hashlib.sha256(content).hexdigest()
-        stored_bytes = await repo.read_attachment_chunk(session=session, attachment_id=stored.id, offset=0,
-                                                        size=len(content) + 10)
+        stored_bytes = await repo.read_attachment(session=session, attachment=stored)
         assert stored.size == len(content) and stored_bytes == content and stored.media_type == "image/png"
         assert stored.received_at == T0
 

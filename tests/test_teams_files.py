@@ -39,8 +39,8 @@ def shared_file(url: str, name: str) -> dict:
 async def stored_files(world, reference: str) -> dict[str, bytes]:
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
-        return dict((await session.execute(select(Attachment.filename, Attachment.content)
-                                           .where(Attachment.case_id == case.id))).all())
+        return {a.filename: await repo.read_attachment(session=session, attachment=a)
+                for a in await repo.list_attachments(session=session, case_id=case.id)}
 
 
 # -- at most files_per_message per message --------------------------------------------------------------------
