@@ -27,6 +27,7 @@ from bot.web.cases import CasePages
 from bot.workers.outbox import OutboxWorker
 from bot.adapters.contract import Adapter
 from bot.workers.timers import TimerWorker
+from bot.workers.retention import KIND as RETENTION_PURGE, RetentionWorker
 from bot.web.server import create_app
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Meldbot:
     timers: TimerWorker
     pages: CasePages
     adapters: dict[str, Adapter]
+    retention: RetentionWorker | None = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -81,6 +83,8 @@ class Meldbot:
             await adapter.start(self.engine)
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
         self._tasks.append(asyncio.create_task(self.timers.run(self.stop_event), name="timers"))
+        if self.retention is not None:
+            self._tasks.append(asyncio.create_task(self.retention.run(self.stop_event), name="retention"))
         if web_server:
             routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
             routes += self.pages.routes()
@@ -151,10 +155,14 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
 
     timers = TimerWorker(sessions=sessions, casework=casework, language=settings.organisation.language,
                          on_outbox=worker.wake, clock=clock, is_room=is_room)
+    # The daily purge is a caseless timer the TimerWorker fires (once across processes).
+    retention = RetentionWorker(sessions=sessions, casework=casework, privacy=settings.privacy,
+                                timezone=context.timezone, clock=clock)
+    timers.jobs[RETENTION_PURGE] = retention.fire
     # The case pages never hold the key that links an anonymous case to its reporter.
     pages = CasePages(sessions=opened.restricted, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,
                       is_coordinator=engine.coordinator_allowed)
     return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
-                   pages=pages, adapters=adapters)
+                   pages=pages, adapters=adapters, retention=retention)

@@ -76,8 +76,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
 
 
-#: The master key of the test databases.
-TEST_MASTER_KEY = bytes(range(32))
+from helpers import TEST_MASTER_KEY  # noqa: E402
 
 
 @pytest.fixture

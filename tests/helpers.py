@@ -60,3 +60,6 @@ def _json_round_trip(data):
 
 def photo(name: str = "scherm.png", size: int = 2048) -> AttachmentInfo:
     return AttachmentInfo(name, "image/png", size)
+
+#: The master key of the test databases (conftest's `db` fixture and tests that open their own engine).
+TEST_MASTER_KEY = bytes(range(32))

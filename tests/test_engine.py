@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 import storage
-from conftest import TEST_MASTER_KEY
+from helpers import TEST_MASTER_KEY
 from storage.models import VAULT
 from bot.adapters.console import ConsoleAdapter
 from bot.core.engine import Engine

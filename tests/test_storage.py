@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 import storage
-from conftest import TEST_MASTER_KEY
+from helpers import TEST_MASTER_KEY
 from storage import repo
 from storage.models import Base, Case, OutboxMessage
 

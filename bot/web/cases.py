@@ -1,4 +1,5 @@
-"""The coordinators' case pages: the case list, the case page with its actions, and evidence.
+"""The coordinators' case pages: the case list and the case page with its actions (evidence and
+the privacy actions are in bot.web.evidence and bot.web.privacy).
 
 Server-rendered (Jinja2, autoescaped), no script at all. Every page view, download, change and
 refusal is written to the audit log; the images a case page shows inline are recorded in that
@@ -10,24 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from importlib import resources
-from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.casework import STATUSES, STEPS, CaseError
-from bot.core.errors import DATABASE_ERRORS
+from bot.core.privacy_actions import ERASE_REASONS, MAX_HOLD_REASON
+from bot.web.evidence import shown_images
 from bot.web.pages import (
     _NOTICES,
     AUDIT_INPUT,
-    CHUNK_BYTES,
     EARLIEST,
     INLINE_TYPES,
     LATEST,
     LIST_LIMIT,
     Viewer,
 )
-from bot.web.sessions import SessionPages
+from bot.web.privacy import PrivacyPages, erased_notice
 from dialogs import Translator, categories
 from storage import repo, transaction
 from storage.models import Case
@@ -35,8 +35,9 @@ from storage.models import Case
 log = logging.getLogger(__name__)
 
 
-class CasePages(SessionPages):
-    """Routes and handlers of the case pages (login and sessions come from SessionPages)."""
+class CasePages(PrivacyPages):
+    """Routes and handlers of the case pages (login and sessions come from SessionPages, files and the
+    privacy actions from EvidencePages and PrivacyPages)."""
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to add to the web application."""
@@ -44,7 +45,7 @@ class CasePages(SessionPages):
             web.get("/cases", self.list_page),
             web.get("/cases/{reference}", self.case_page),
             web.post("/cases/{reference}", self.case_action),
-            web.get("/cases/{reference}/attachments/{attachment_id:\\d+}", self.attachment),
+            *self.privacy_routes(),
             web.get("/login/{token}", self.login_page),
             web.post("/login", self.login),
             web.post("/logout", self.logout),
@@ -89,13 +90,8 @@ class CasePages(SessionPages):
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_list", now=now,
                                  detail={"results": len(rows), "filters": {k: v for k, v in used.items() if v}})
         return self.render("cases.html", viewer.language, viewer=viewer, rows=rows, filters=filters,
-                           statuses=STATUSES, kinds=categories.KINDS, truncated=truncated, limit=LIST_LIMIT)
-
-    async def _case(self, request: web.Request, session: AsyncSession) -> Case | None:
-        reference = request.match_info["reference"]
-        if len(reference) > 20:
-            return None
-        return await repo.get_case(session=session, reference=reference)
+                           statuses=STATUSES, kinds=categories.KINDS, truncated=truncated, limit=LIST_LIMIT,
+                           erased=erased_notice(query.get("erased")))
 
     async def case_page(self, request: web.Request) -> web.Response:
         await self._recheck(request)
@@ -112,19 +108,8 @@ class CasePages(SessionPages):
             # Without the bytes (a deferred column): 30 photos cost 30 small rows here.
             attachments = await repo.list_attachments(session=session, case_id=case.id)
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_case",
-                                 case_reference=case.reference, now=self.clock(), detail=_shown(attachments))
+                                 case_reference=case.reference, now=self.clock(), detail=shown_images(attachments))
             return await self._render_case(session, case, viewer, attachments, notice=request.query.get("done"))
-
-    async def _audit_missing(self, session: AsyncSession, request: web.Request, viewer: Viewer, kind: str,
-                             case_reference: str | None = None) -> None:
-        """Audits a request for a case or file that does not exist (cut: it is arbitrary input)."""
-        detail = {"request": kind}
-        if case_reference is None:
-            detail["reference"] = request.match_info["reference"][:AUDIT_INPUT]
-        if kind == "attachment":
-            detail["attachment"] = request.match_info["attachment_id"][:AUDIT_INPUT]
-        await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_missing",
-                             now=self.clock(), case_reference=case_reference, detail=detail)
 
     async def _render_case(self, session: AsyncSession, case: Case, viewer: Viewer, attachments: list,
                            notice: str | None = None, error: str | None = None, status: int = 200) -> web.Response:
@@ -138,7 +123,7 @@ class CasePages(SessionPages):
             police_due=self.casework.police_report_due(case) if case.police_report_wanted else None,
             statuses=STATUSES, steps=STEPS, notice=notice if notice in _NOTICES else None,
             error=error, today=now.astimezone(self.timezone).date().isoformat(), answers=case.answers or {},
-            inline_types=INLINE_TYPES,
+            inline_types=INLINE_TYPES, erase_reasons=ERASE_REASONS, hold_reason_chars=MAX_HOLD_REASON,
         )
 
     async def case_action(self, request: web.Request) -> web.Response:
@@ -186,7 +171,7 @@ class CasePages(SessionPages):
                 await repo.add_audit(session=session, actor=who.identity, action="refused", now=now,
                                      case_reference=case.reference,
                                      detail={"action": action[:AUDIT_INPUT], "error": failure.code,
-                                             **_shown(attachments)})
+                                             **shown_images(attachments)})
                 message = Translator(viewer.language)(f"case.error_{failure.code}", **failure.values)
                 return await self._render_case(session, case, viewer, attachments, error=message, status=409)
         log.info("case action=%s", action)
@@ -194,76 +179,11 @@ class CasePages(SessionPages):
             self.on_outbox()
         raise web.HTTPSeeOther(f"/cases/{case.reference}?done={action}#timeline")
 
-    async def attachment(self, request: web.Request) -> web.StreamResponse:
-        """One file of a case, streamed from the database in chunks.
-
-        An image shown inline only reads: the case page's own audit entry records the images it
-        shows, so thirty thumbnails take no write lock. (The platform recheck still writes when it
-        is due, once per RECHECK_EVERY; the case page the images are on has usually just done it.)
-        A download writes its own audit entry, in a short transaction before any bytes are read."""
-        await self._recheck(request)
-        raw_id = request.match_info["attachment_id"]
-        async with self.sessions() as session:
-            viewer = await self._viewer(request, session, touch=False)
-            if viewer is None:
-                return self._login_needed(request)
-            case = await self._case(request, session)
-            # More digits than any ID: not a number to give the database (nor to int() unbounded).
-            found = await repo.get_case_attachment(session=session, case_id=case.id, attachment_id=int(raw_id)) \
-                if case is not None and len(raw_id) <= 9 else None
-        if found is None or found[1] is None:
-            async with transaction(self.sessions) as session:
-                await self._audit_missing(session, request, viewer, "attachment",
-                                          case_reference=case.reference if case is not None else None)
-            return self.render("not_found.html", viewer.language, status=404, viewer=viewer)
-        attachment, length = found
-        inline = attachment.media_type in INLINE_TYPES and request.query.get("download") != "1"
-        if not inline:
-            async with transaction(self.sessions) as session:
-                await repo.touch_web_session(session=session, digest=viewer.digest, now=self.clock())
-                await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_attachment",
-                                     case_reference=case.reference, now=self.clock(),
-                                     detail={"attachment": attachment.id})
-        response = web.StreamResponse()
-        response.content_type = attachment.media_type if inline else "application/octet-stream"
-        response.content_length = length
-        response.headers["Content-Disposition"] = \
-            f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(attachment.filename)}"
-        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-        response.headers["Cache-Control"] = "no-store"
-        await response.prepare(request)
-        if request.method != "HEAD":
-            await self._send_bytes(response, attachment)
-        return response
-
-    async def _send_bytes(self, response: web.StreamResponse, attachment) -> None:
-        """Writes the file chunk by chunk, each read and opened in its own short read (no connection
-        is held while a slow browser receives)."""
-        try:
-            for index in range(repo.attachment_chunks(attachment)):
-                async with self.sessions() as session:
-                    chunk = await repo.read_attachment_chunk(session=session, attachment=attachment, index=index)
-                if chunk is None:
-                    raise LookupError("attachment removed while being sent")
-                await response.write(chunk)
-        except (*DATABASE_ERRORS, LookupError) as error:
-            # The headers are sent, a 503 page cannot follow: closing the connection short of
-            # Content-Length tells the browser the file is incomplete.
-            log.warning("case pages: attachment not sent in full cause=%s", type(error).__name__)
-            response.force_close()
-
     async def stylesheet(self, request: web.Request) -> web.Response:
         css = resources.files("bot.web").joinpath("static", "meldbot.css").read_text("utf-8")
         response = web.Response(text=css, content_type="text/css")
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response
-
-
-def _shown(attachments) -> dict[str, list[int]]:
-    """Audit detail: the files a case page shows inline (their bytes are fetched without an entry)."""
-    images = [a.id for a in attachments if a.media_type in INLINE_TYPES]
-    return {"attachments_shown": images} if images else {}
 
 
 def _date(value: str | None) -> dt.date | None:

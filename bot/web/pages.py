@@ -119,7 +119,7 @@ class PageBase:
         def audit_text(entry) -> str:
             if entry.action == "refused":
                 action = entry.detail.get("action")
-                return t("web.audit_refused", action=t(f"audit.{action}") if action in _NOTICES else "—")
+                return t("web.audit_refused", action=t(f"audit.{action}") if action in _REFUSABLE else "—")
             return t(f"audit.{entry.action}")
 
         html = self.templates.get_template(template).render(
@@ -139,4 +139,6 @@ class PageBase:
         return viewer.language if viewer else self.language
 
 
-_NOTICES = frozenset({"take", "status", "step", "note", "message"})
+_NOTICES = frozenset({"take", "status", "step", "note", "message", "legal_hold", "legal_hold_lifted"})
+#: Actions whose refusal the case page's audit list names (a refusal's action is request input).
+_REFUSABLE = _NOTICES | {"export_reporter", "erase"}

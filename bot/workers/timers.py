@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,6 +57,8 @@ class TimerWorker:
         self.poll = poll
         self.lease = lease
         self._housekept: dt.datetime | None = None
+        #: Timers without a case, by kind: (session, timer, now) -> outcome (the daily retention purge).
+        self.jobs: dict[str, Callable[[AsyncSession, Timer, dt.datetime], Awaitable[str]]] = {}
 
     async def run_due(self, limit: int = 100) -> int:
         """Fire everything due now; returns how many timers fired (including ones with nothing to do)."""
@@ -134,6 +136,8 @@ class TimerWorker:
     # -- case timers --------------------------------------------------------------------------------
 
     async def _fire(self, session: AsyncSession, timer: Timer, now: dt.datetime) -> str:
+        if timer.kind in self.jobs:
+            return await self.jobs[timer.kind](session, timer, now)
         case = await session.get(Case, timer.case_id) if timer.case_id else None
         if case is None:
             return "no_case"

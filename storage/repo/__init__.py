@@ -103,3 +103,11 @@ from .retention import (  # noqa: F401
     fact_of,
     purge_case,
 )
+from .retention import (  # noqa: F401
+    DuePurge,
+    RetentionRules,
+    list_due_notices,
+    list_due_purges,
+    lock_for_purge,
+    mark_purge_notice,
+)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import vault_of
 from ..models import (
@@ -16,6 +18,7 @@ from ..models import (
     CaseEvent,
     CaseFact,
     CaseThread,
+    Conversation,
     OutboxMessage,
     Reporter,
     Timer,
@@ -61,6 +64,7 @@ async def purge_case(*, session: AsyncSession, case: Case, outcome: str, now: dt
     for model in (Attachment, CaseEvent, CaseThread, Timer, OutboxMessage):
         await session.execute(delete(model).where(model.case_id == case.id))
     await session.execute(delete(AuditEntry).where(AuditEntry.case_reference == case.reference))
+    await _forget_in_conversation(session, case)
     reporter_id = case.reporter_id
     await session.execute(delete(Case).where(Case.id == case.id))
     if reporter_id is not None:
@@ -69,3 +73,131 @@ async def purge_case(*, session: AsyncSession, case: Case, outcome: str, now: dt
             await session.execute(delete(Reporter).where(Reporter.id == reporter_id))
     vault_of(session).forget(case.wrapped_key)
     session.expunge(case) if case in session else None
+
+
+def _conversation_id(session: AsyncSession, case: Case) -> int | None:
+    """The reporter's conversation; of an anonymous case only with the anonymous key (bot side)."""
+    vault = vault_of(session)
+    if case.conversation_id is None and case.contact is not None and vault.has_anonymous:
+        return vault.open_json("anonymous", case.contact, "contact").get("conversation_id")
+    return case.conversation_id
+
+
+async def _forget_in_conversation(session: AsyncSession, case: Case) -> None:
+    """The reporter's dialogue state names the case (last report, pending relay, submitted forms):
+    those mentions go with it (an anonymous case's only where the anonymous key is at hand)."""
+    conversation_id = _conversation_id(session, case)
+    conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+    if conversation is None:
+        return
+    state = dict(conversation.state or {})
+    changed = False
+    for name, paired in (("last_reference", "last_submitted_at"), ("relay_reference", "relay_until")):
+        if state.get(name) == case.reference:
+            state[name] = state[paired] = None
+            changed = True
+    forms = state.get("submitted_forms")
+    if isinstance(forms, dict) and case.reference in forms.values():
+        state["submitted_forms"] = {form: ref for form, ref in forms.items() if ref != case.reference}
+        changed = True
+    if changed:
+        conversation.state = state
+
+
+# -- what is due ----------------------------------------------------------------------------------------
+
+#: The retention rules a purge is due under (`[privacy]` in the configuration).
+CLOSED, WITHDRAWN = "closed", "withdrawn"
+
+
+@dataclass(frozen=True)
+class RetentionRules:
+    """How long cases are kept: closed cases `closed_years` calendar years after closing, withdrawn
+    reports `withdrawn_days` days after withdrawal; the case thread hears `notice_days` before."""
+
+    closed_years: int = 5
+    withdrawn_days: int = 7
+    notice_days: int = 14
+
+    def describe(self, rule: str) -> str:
+        """The rule as the configuration names it, e.g. `closed_years=5` (for the audit and the CLI)."""
+        return f"closed_years={self.closed_years}" if rule == CLOSED else f"withdrawn_days={self.withdrawn_days}"
+
+    def due(self, case: Case) -> tuple[str, dt.datetime] | None:
+        """The rule that removes `case` first and when (None: no rule applies yet). A legal hold is
+        not considered here: the queries below leave held cases out."""
+        moments = []
+        if case.withdrawn_at is not None:
+            moments.append((case.withdrawn_at + dt.timedelta(days=self.withdrawn_days), WITHDRAWN))
+        if case.status == "closed" and case.closed_at is not None:
+            moments.append((add_years(case.closed_at, self.closed_years), CLOSED))
+        if not moments:
+            return None
+        moment, rule = min(moments)
+        return rule, moment
+
+
+def add_years(moment: dt.datetime, years: int) -> dt.datetime:
+    """The same moment `years` calendar years later (29 February becomes 1 March: never early)."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, month=3, day=1)
+
+
+@dataclass(frozen=True)
+class DuePurge:
+    """A case whose retention is over (or soon will be), the rule, and the moment it ends."""
+
+    case: Case
+    rule: str
+    due_at: dt.datetime
+
+
+async def _candidates(session: AsyncSession, rules: RetentionRules, before: dt.datetime) -> list[DuePurge]:
+    """Cases not under legal hold whose retention ends at or before `before`, earliest first.
+
+    The SQL is a coarse filter (N calendar years are at least N*365 days); `rules.due` decides."""
+    closed_by = before - dt.timedelta(days=365 * rules.closed_years)
+    withdrawn_by = before - dt.timedelta(days=rules.withdrawn_days)
+    query = select(Case).where(
+        Case.legal_hold_since.is_(None),
+        or_(and_(Case.status == "closed", Case.closed_at <= closed_by), Case.withdrawn_at <= withdrawn_by),
+    ).order_by(Case.id)
+    found = []
+    for case in await session.scalars(query):
+        due = rules.due(case)
+        if due is not None and due[1] <= before:
+            found.append(DuePurge(case=case, rule=due[0], due_at=due[1]))
+    return sorted(found, key=lambda item: (item.due_at, item.case.id))
+
+
+async def list_due_purges(*, session: AsyncSession, now: dt.datetime, rules: RetentionRules) -> list[DuePurge]:
+    """Cases to purge now: retention over, not under legal hold."""
+    return await _candidates(session, rules, now)
+
+
+async def list_due_notices(*, session: AsyncSession, now: dt.datetime, rules: RetentionRules) -> list[DuePurge]:
+    """Cases whose thread is to hear now that they will be purged: retention ends within
+    `notice_days` (but has not ended), no legal hold, and no notice since that window opened (a case
+    reopened and closed again, or a changed rule, gets a new one)."""
+    window = dt.timedelta(days=rules.notice_days)
+    return [item for item in await _candidates(session, rules, now + window)
+            if item.due_at > now and (item.case.purge_notice_at is None
+                                      or item.case.purge_notice_at < item.due_at - window)]
+
+
+async def mark_purge_notice(*, session: AsyncSession, case: Case, now: dt.datetime) -> None:
+    """Record that the case thread was told about the purge."""
+    await session.execute(update(Case).where(Case.id == case.id).values(purge_notice_at=now)
+                          .execution_options(synchronize_session=False))
+    set_committed_value(case, "purge_notice_at", now)
+
+
+async def lock_for_purge(*, session: AsyncSession, case: Case) -> Case | None:
+    """Lock a case before purging it (its reporter's conversation first, in the order a turn takes
+    them) and reload it; None when it is gone already (another purge got there first)."""
+    conversation_id = _conversation_id(session, case)
+    if conversation_id is not None:
+        await session.get(Conversation, conversation_id, with_for_update=True)
+    return await session.get(Case, case.id, with_for_update=True, populate_existing=True)
