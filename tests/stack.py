@@ -16,6 +16,8 @@ from bot.config import Settings
 from bot.adapters.contract import DeliveryError, InboundMessage, Notification
 from bot.web.server import create_app
 from dialogs import Reply
+from helpers import TEST_MASTER_KEY
+from storage.crypto import encode_key
 
 _ids = itertools.count()
 LINK_RE = re.compile(r"https?://\S+/login/[A-Za-z0-9_\-]+")
@@ -122,7 +124,7 @@ class Stack:
         settings = Settings(
             organisation={"name": "Gemeente Testdam"}, database={"url": database_url},
             web={"public_url": "http://meldbot.test", **(web or {})}, followup=followup or {},
-            limits=limits or {},
+            limits=limits or {}, privacy={"key": encode_key(TEST_MASTER_KEY)},
         )
         chat = RecordingPlatform(coordinators=set(coordinators))
         meldbot = await build(settings, {"chat": chat}, clock=clock)

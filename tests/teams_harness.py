@@ -286,7 +286,10 @@ class TeamsWorld:
         return f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"
 
     def settings(self, **teams):
-        from bot.config import DatabaseSettings, OrganisationSettings, Settings, TeamsSettings, WebSettings
+        from bot.config import (DatabaseSettings, OrganisationSettings, PrivacySettings, Settings, TeamsSettings,
+                                WebSettings)
+        from helpers import TEST_MASTER_KEY
+        from storage.crypto import encode_key
 
         values = dict(app_id=APP_ID, app_password="unused", tenant_id=TENANT, store_dir=self.tmp / "teams",
                       openid_metadata_url=self.keys.metadata_url)
@@ -295,7 +298,7 @@ class TeamsWorld:
             organisation=OrganisationSettings(name="Gemeente Testdam"),
             database=DatabaseSettings(url=self.database_url),
             web=WebSettings(listen=f"127.0.0.1:{self.port}", public_url="https://meldbot.example.nl"),
-            teams=TeamsSettings(**values),
+            teams=TeamsSettings(**values), privacy=PrivacySettings(key=encode_key(TEST_MASTER_KEY)),
         )
 
     async def start(self, files_per_message: int = 10, **teams) -> "TeamsWorld":

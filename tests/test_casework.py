@@ -356,8 +356,12 @@ async def test_evidence_is_served_safely(stack):
     body = await (await stack.client.get(f"/cases/{reference}")).text()
     ids = re.findall(rf"/cases/{reference}/attachments/(\d+)", body)
     assert len(set(ids)) == 2
+    # The page shows a re-encoded copy (this "PNG" cannot be decoded: an image saying so), never the file.
+    shown = await stack.client.get(f"/cases/{reference}/attachments/{ids[0]}/preview")
+    assert shown.status == 200 and shown.content_type == "image/svg+xml" and png not in await shown.read()
+    assert "sandbox" in shown.headers["Content-Security-Policy"]
     image = await stack.client.get(f"/cases/{reference}/attachments/{ids[0]}")
-    assert image.status == 200 and await image.read() == png and image.content_type == "image/png"
+    assert image.status == 200 and await image.read() == png and image.content_type == "application/octet-stream"
     other = await stack.client.get(f"/cases/{reference}/attachments/{sorted(set(ids))[-1]}")
     assert other.headers["Content-Disposition"].startswith("attachment")
     assert other.content_type == "application/octet-stream"

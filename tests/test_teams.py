@@ -212,8 +212,9 @@ async def test_attachments_in_personal_chat_are_stored(world):
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
         stored = {a.filename: a for a in await repo.list_attachments(session=session, case_id=case.id)}
-        inline = await session.scalar(select(Attachment.content).where(Attachment.id == stored["inline.png"].id))
-        assert inline == b"\x89PNG inline image"
+        sealed = await session.scalar(select(Attachment.content).where(Attachment.id == stored["inline.png"].id))
+        assert b"PNG inline image" not in sealed  # encrypted at rest under the case's data key
+        assert await repo.read_attachment(session=session, attachment=stored["inline.png"]) == b"\x89PNG inline image"
     assert stored["report.pdf"].sha256 == hashlib.sha256(b"%PDF-1.7 screenshot export").hexdigest()
 
 

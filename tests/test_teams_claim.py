@@ -12,7 +12,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from helpers import TEST_MASTER_KEY
 from storage import repo
+from storage.crypto import encode_key
 from storage.models import Case, Conversation
 from teams_harness import world  # noqa: F401 - the `world` fixture
 from teams_harness import APP_ID, CHANNEL, TEAM, TENANT, TeamsWorld, activity, shown
@@ -29,7 +31,8 @@ async def cli_claim_code(world: TeamsWorld) -> str:
     """`meldbot teams claim-code --config FILE`, the real command in its own process, on the bot's database."""
     config = world.tmp / "claim.toml"
     config.write_text(f'[database]\nurl = "{world.database_url}"\n\n'
-                      f'[teams]\napp_id = "{APP_ID}"\ntenant_id = "{TENANT}"\n')
+                      f'[teams]\napp_id = "{APP_ID}"\ntenant_id = "{TENANT}"\n\n'
+                      f'[privacy]\nkey = "{encode_key(TEST_MASTER_KEY)}"\n')
     meldbot = Path(sys.executable).with_name("meldbot")
     command = [str(meldbot)] if meldbot.exists() else [sys.executable, "-m", "bot.cli"]
     process = await asyncio.create_subprocess_exec(*command, "teams", "claim-code", "--config", str(config),

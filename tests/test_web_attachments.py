@@ -80,7 +80,10 @@ async def test_a_case_page_with_thirty_large_images_loads_no_bytes_and_images_ta
         page = await stack.client.get(f"/cases/{reference}")
         body = await page.text()
     assert page.status == 200
-    assert sorted({int(i) for i in re.findall(rf'<img src="/cases/{reference}/attachments/(\d+)"', body)}) == ids
+    # The page shows each image's metadata-free copy; the original is a separate download.
+    assert sorted({int(i) for i in re.findall(rf'<img src="/cases/{reference}/attachments/(\d+)/preview"', body)}) == ids
+    assert sorted({int(i) for i in re.findall(rf'href="/cases/{reference}/attachments/(\d+)" class="original"',
+                                              body)}) == ids
     assert not [s for s in sql if reads_content(s)], sql
     async with stack.meldbot.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
@@ -97,17 +100,15 @@ async def test_a_case_page_with_thirty_large_images_loads_no_bytes_and_images_ta
     try:
         writer.execute("BEGIN IMMEDIATE")
         with statements(stack) as sql:
-            for attachment_id, photo in list(zip(ids, photos))[:3]:
-                image = await stack.client.get(f"/cases/{reference}/attachments/{attachment_id}")
+            for attachment_id in ids[:3]:
+                image = await stack.client.get(f"/cases/{reference}/attachments/{attachment_id}/preview")
                 assert image.status == 200, await image.text()
-                served = await image.read()
-                assert hashlib.sha256(served).hexdigest() == hashlib.sha256(photo).hexdigest()
-                assert image.headers["Content-Length"] == str(MB) and image.content_type == "image/jpeg"
                 assert image.headers["Content-Disposition"].startswith("inline")
+                served = await image.read()
+                assert photos[ids.index(attachment_id)][:4096] not in served  # never the original's bytes
     finally:
         writer.execute("ROLLBACK")
         writer.close()
-    assert not [s for s in sql if reads_content(s)], sql
     assert not [s for s in sql if re.match(r"\s*(INSERT|UPDATE|DELETE)", s)], sql
     assert len(await audit(stack)) == entries and await last_seen(stack) == seen_at
 
@@ -120,25 +121,24 @@ async def test_a_file_is_streamed_in_chunks_and_a_download_is_audited(stack):
                                                                  ("verslag.pdf", "application/pdf", content)])
     await stack.log_in()
     await stack.client.get(f"/cases/{reference}")
-    before = len(await audit(stack))
+    before = [a for a in await audit(stack) if a.action == "download_original"]
+    assert before == []
 
     with statements(stack) as sql:
         image = await stack.client.get(f"/cases/{reference}/attachments/{image_id}")
         served = await image.read()
     assert image.status == 200 and hashlib.sha256(served).digest() == hashlib.sha256(content).digest()
     assert image.headers["Content-Length"] == str(len(content))
+    assert image.content_type == "application/octet-stream"
+    assert image.headers["Content-Disposition"].startswith("attachment")
     assert sum("substr" in s.lower() for s in sql) == 3  # three chunks, never the whole file at once
     assert not [s for s in sql if reads_content(s)], sql
-    assert len(await audit(stack)) == before  # inline: recorded by the case page's entry
 
-    for path in (f"/cases/{reference}/attachments/{image_id}?download=1",
-                 f"/cases/{reference}/attachments/{document_id}"):
-        download = await stack.client.get(path)
-        assert download.status == 200 and download.content_type == "application/octet-stream"
-        assert download.headers["Content-Disposition"].startswith("attachment")
-        assert hashlib.sha256(await download.read()).digest() == hashlib.sha256(content).digest()
-    downloads = [a for a in await audit(stack) if a.action == "view_attachment"]
-    assert sorted(a.detail["attachment"] for a in downloads) == [image_id, document_id]
+    document = await stack.client.get(f"/cases/{reference}/attachments/{document_id}")
+    assert document.status == 200 and document.content_type == "application/octet-stream"
+    assert hashlib.sha256(await document.read()).digest() == hashlib.sha256(content).digest()
+    downloads = [a for a in await audit(stack) if a.action == "download_original"]
+    assert sorted(a.detail["attachment"] for a in downloads) == sorted([image_id, document_id])
     assert all(a.case_reference == reference for a in downloads)
 
     head = await stack.client.head(f"/cases/{reference}/attachments/{image_id}")

@@ -17,11 +17,14 @@ from bot.config import (
     DatabaseSettings,
     MatrixSettings,
     OrganisationSettings,
+    PrivacySettings,
     Settings,
     WebSettings,
 )
 from bot.devtools.chatclient import ChatClient
 from bot.devtools.localserver import free_port
+from helpers import TEST_MASTER_KEY
+from storage.crypto import encode_key
 from support.world import COORDINATOR, REFERENCE_RE, Note, World, browser_request
 from support.world import until as wait_until
 
@@ -74,6 +77,7 @@ class MatrixWorld(World):
             matrix=MatrixSettings(homeserver=self.synapse.url, user_id=self.bot_account.user_id,
                                   access_token=self.bot_account.access_token, device_id=self.bot_account.device_id,
                                   store_dir=self.tmp / "bot-store", coordinator_room=self.coordinator_room),
+            privacy=PrivacySettings(key=encode_key(TEST_MASTER_KEY)),
         )
 
     async def _start_bot(self) -> None:
