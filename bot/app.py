@@ -57,6 +57,7 @@ def build_context(settings: Settings) -> Context:
         organisation=org.name, default_language=org.language, timezone=ZoneInfo(org.timezone),
         house_rules=texts(org.house_rules, "house_rules"), norm_card=texts(org.norm_card, "norm_card"),
         aftercare=same_for_all(org.aftercare), contact_promise=same_for_all(org.contact_promise),
+        closed_years=settings.privacy.closed_years, withdrawn_days=settings.privacy.withdrawn_days,
     )
 
 

@@ -34,11 +34,14 @@ from .model import (
     Option,
     RelayToCoordinator,
     Reply,
+    ShowMyData,
     State,
     SubmitReport,
     Turn,
     UserInput,
+    WithdrawReport,
 )
+from .rights import StoredData, StoredMessage, StoredReport, my_data, withdraw_answer
 
 
 def builtin_text(name: str, language: str) -> str:
@@ -55,4 +58,6 @@ __all__ = [
     "aftercare_checkin", "aftercare_reoffer", "case_closed", "case_error", "draft_expired", "draft_reminder",
     "escalation_to_person", "files_too_large", "limit_notice", "login_link", "login_notice", "status_changed",
     "step_recorded",
+    # the reporter's rights (dialogs/rights.py)
+    "ShowMyData", "StoredData", "StoredMessage", "StoredReport", "WithdrawReport", "my_data", "withdraw_answer",
 ]

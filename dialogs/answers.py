@@ -13,7 +13,7 @@ from . import text as tx
 from .i18n import LANGUAGES, Translator
 from .labels import wish_selection
 from .model import Draft, RelayToCoordinator, SubmitReport
-from .questions import advance, ask, details_wanted, question
+from .questions import advance, ask, details_wanted, question, question_relay_or_report
 from .summary import step_to_change
 from .turn import Answer, TurnContext
 from .when import FutureTime, find_when_in_story, parse_when
@@ -77,15 +77,53 @@ def answer_idle(c: TurnContext, text: str) -> None:
     state = c.state
     if state.relay_reference and state.relay_until and c.input.now > dt.datetime.fromisoformat(state.relay_until):
         state.relay_reference = state.relay_until = None  # the conversation went quiet
+    if state.pending_relay is not None:
+        _answer_relay_or_report(c, text)
+        return
     if state.relay_reference and text and tx.has_words(text) and not tx.is_greeting(text):
-        c.effects.append(RelayToCoordinator(state.relay_reference, tx.clean(text, tx.MAX_MESSAGE_CHARS).text))
-        c.say("relay.sent", reference=state.relay_reference)
+        if cat.suggest_kinds(text):
+            # It reads like a new incident: a new report must never land in the coordinators' room.
+            state.pending_relay = tx.clean(text, tx.MAX_STORY_CHARS).text
+            c.replies.append(question_relay_or_report(c))
+            return
+        _relay(c, text)
         return
     if not text or tx.is_greeting(text) or not tx.has_words(text) or _too_short_for_a_story(text):
         introduce(c, greeting=bool(text) and tx.is_greeting(text))
         return
     c.start_draft()
     answer_story(c, text)
+
+
+def _relay(c: TurnContext, text: str) -> None:
+    assert c.state.relay_reference is not None
+    c.effects.append(RelayToCoordinator(c.state.relay_reference, tx.clean(text, tx.MAX_MESSAGE_CHARS).text))
+    c.say("relay.sent", reference=c.state.relay_reference)
+
+
+_RELAY_WORDS = {"1", "antwoord", "een antwoord", "answer", "an answer", "reply", "doorsturen", "forward"}
+_REPORT_WORDS = {"2", "nieuw", "nieuwe melding", "new", "new report", "melding", "een nieuwe melding"}
+
+
+def _answer_relay_or_report(c: TurnContext, text: str) -> None:
+    state = c.state
+    pending = state.pending_relay or ""
+    word = tx.fold(text)
+    if word in _REPORT_WORDS:
+        state.pending_relay = None
+        c.start_draft()
+        answer_story(c, pending)
+    elif word in _RELAY_WORDS and state.relay_reference:
+        state.pending_relay = None
+        _relay(c, pending)
+    elif word in _RELAY_WORDS:  # the relay window closed meanwhile: nobody is waiting for an answer
+        state.pending_relay = None
+        c.say("relay.closed")
+        c.start_draft()
+        answer_story(c, pending)
+    else:
+        c.say("relay.not_understood")
+        c.replies.append(question_relay_or_report(c))
 
 
 def introduce(c: TurnContext, greeting: bool) -> None:

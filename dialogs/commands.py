@@ -1,5 +1,5 @@
-"""Commands that work at any step: help, language, house rules, norm card, my reports, report,
-stop/cancel (and its confirmation), back and skip."""
+"""Commands that work at any step: help, language, house rules, norm card, my reports, my data,
+withdraw, report, stop/cancel (and its confirmation), back and skip."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from dataclasses import replace
 
 from . import text as tx
 from .i18n import LANGUAGES
-from .model import DiscardDraft, ListMyReports, Reply
+from .model import DiscardDraft, ListMyReports, Reply, ShowMyData, WithdrawReport
 from .questions import advance, ask, question_confirm_cancel, repeat_question
 from .turn import TurnContext
 
 #: Commands that work at any moment, even while a cancel waits for confirmation.
-ANYTIME = ("language", "help", "house_rules", "norm", "my_reports")
+ANYTIME = ("language", "help", "house_rules", "norm", "my_reports", "my_data", "withdraw")
 
 
 def command(c: TurnContext, cmd: tx.Command) -> None:
@@ -35,6 +35,16 @@ def command(c: TurnContext, cmd: tx.Command) -> None:
         # The engine sends the list; outside a report that list is the whole answer (no idle prompt).
         c.effects.append(ListMyReports())
         repeat_question(c, after_effect=True)
+    elif name == "my_data":
+        c.effects.append(ShowMyData())
+        repeat_question(c, after_effect=True)
+    elif name == "withdraw":
+        if cmd.arg:
+            c.effects.append(WithdrawReport(cmd.arg))
+            repeat_question(c, after_effect=True)
+        else:
+            c.say("withdraw.usage")
+            repeat_question(c)
     elif name == "report":
         start_report(c)
     elif name == "cancel":
@@ -72,6 +82,10 @@ def start_report(c: TurnContext) -> None:
 
 
 def cancel(c: TurnContext) -> None:
+    if not c.in_dialogue() and c.state.pending_relay is not None:
+        c.state.pending_relay = None  # neither sent to the coordinator nor reported
+        c.say("relay.dropped")
+        return
     if not c.in_dialogue():
         c.say("cancel.nothing")
         return

@@ -86,6 +86,9 @@ class Context:
     norm_card: dict[str, str] = field(default_factory=dict)
     aftercare: dict[str, str] = field(default_factory=dict)
     contact_promise: dict[str, str] = field(default_factory=dict)
+    #: Retention, as the reporter is told it (`[privacy]`).
+    closed_years: int = 5
+    withdrawn_days: int = 7
 
 
 @dataclass
@@ -151,6 +154,9 @@ class State:
     #: A coordinator wrote about this case: the reporter's next free text goes to them.
     relay_reference: str | None = None
     relay_until: str | None = None
+    #: A message during an open relay that reads like a new incident, kept until the reporter says
+    #: whether it answers the coordinator or is a new report (it is never relayed unasked).
+    pending_relay: str | None = None
     #: Forms already submitted (form ID -> reference): a second submit files nothing new.
     submitted_forms: dict[str, str] = field(default_factory=dict)
 
@@ -208,7 +214,19 @@ class DiscardDraft:
     draft_id: str
 
 
-Effect = SubmitReport | ListMyReports | AddEvidence | DiscardDraft | RelayToCoordinator
+@dataclass(frozen=True)
+class ShowMyData:
+    """Show the sender what is stored about them; the engine answers with `dialogs.my_data(...)`."""
+
+
+@dataclass(frozen=True)
+class WithdrawReport:
+    """The sender withdraws their report `reference`; the engine answers with `dialogs.withdraw_answer(...)`."""
+
+    reference: str
+
+
+Effect = SubmitReport | ListMyReports | AddEvidence | DiscardDraft | RelayToCoordinator | ShowMyData | WithdrawReport
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from . import categories as cat
 from .labels import kind_labels, options, when_label, wish_selection
-from .model import Reply
+from .model import Option, Reply
 from .summary import summary_reply
 from .turn import QUESTION_STEPS, TurnContext
 
@@ -119,9 +119,21 @@ def advance(c: TurnContext) -> None:
     ask(c, next_step(c))
 
 
+def question_relay_or_report(c: TurnContext) -> Reply:
+    """Does the pending message answer the coordinator, or is it a new report?"""
+    reference = c.state.relay_reference or c.state.last_reference or ""
+    return Reply(c.t("relay.ask", reference=reference),
+                 options=(Option(1, c.t("relay.option_answer", reference=reference)),
+                          Option(2, c.t("relay.option_report"))),
+                 hint=c.t("relay.hint"))
+
+
+
 def repeat_question(c: TurnContext, after_effect: bool = False) -> None:
     """Ask the current question again after a side command (help, language, ...)."""
     if c.in_dialogue():
         ask(c, c.state.step, repeat=True)
+    elif c.state.pending_relay is not None:
+        c.replies.append(question_relay_or_report(c))
     elif not after_effect and not c.replies:
         c.say("idle.prompt")

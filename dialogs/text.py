@@ -87,6 +87,9 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "house_rules": ("huisregels", "huisregel", "house rules", "houserules", "rules", "regels"),
     "norm": ("norm", "normkaart", "norm card", "normcard", "stop agressie samen"),
     "my_reports": ("mijn meldingen", "my reports", "meldingen", "reports", "status"),
+    "my_data": ("mijn gegevens", "my data", "gegevens", "inzage", "mijn data", "my personal data",
+                "mijn persoonsgegevens", "persoonsgegevens", "what do you store", "wat bewaren jullie"),
+    "withdraw": ("intrekken", "withdraw", "melding intrekken", "withdraw report", "trek in"),
     "cancel": ("stop", "annuleer", "annuleren", "cancel", "afbreken", "abort"),
     "back": ("terug", "back", "vorige", "previous"),
     "skip": ("overslaan", "sla over", "skip", "weet ik niet", "weet niet", "geen idee", "don't know",
@@ -97,12 +100,19 @@ _COMMAND_LOOKUP = {word: name for name, words in _COMMANDS.items() for word in w
 _LANGUAGE_RE = re.compile(
     r"^(?:taal|language|lang|idioma)\s+(nl|en|nederlands|dutch|engels|english)$"
 )
+#: `intrekken MB-ABC-123`, `withdraw MB-ABC-123`, `trek MB-ABC-123 in` (after `fold`: lower case).
+_REFERENCE = r"(mb-[a-z0-9]{3}-[a-z0-9]{3})"
+_WITHDRAW_RE = re.compile(
+    rf"^(?:(?:melding\s+)?intrekken|trek\s+in|withdraw(?:\s+report)?)\s*:?\s+{_REFERENCE}$"
+    rf"|^(?:trek\s+(?:melding\s+)?{_REFERENCE}\s+in|{_REFERENCE}\s+(?:intrekken|withdraw))$"
+)
 _LANGUAGE_CODES = {"nl": "nl", "nederlands": "nl", "dutch": "nl", "en": "en", "engels": "en", "english": "en"}
 
 
 @dataclass(frozen=True)
 class Command:
-    """A recognised command; `arg` carries the language code for `language`."""
+    """A recognised command; `arg` carries the language code for `language` and the reference
+    for `withdraw` (empty when none was given)."""
 
     name: str
     arg: str = ""
@@ -120,6 +130,9 @@ def parse_command(text: str) -> Command | None:
         return Command("language", _LANGUAGE_CODES[match.group(1)])
     if folded in ("english", "engels", "in english", "nederlands", "in het nederlands", "dutch"):
         return Command("language", "en" if folded in ("english", "engels", "in english") else "nl")
+    match = _WITHDRAW_RE.match(folded)
+    if match:
+        return Command("withdraw", next(g for g in match.groups() if g).upper())
     name = _COMMAND_LOOKUP.get(folded)
     return Command(name) if name else None
 

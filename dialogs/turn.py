@@ -61,6 +61,7 @@ class TurnContext:
     def start_draft(self) -> None:
         draft_id = self.input.now.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S%f")
         self.state.draft = Draft(draft_id=draft_id, occurred_at=self.now.isoformat())
+        self.state.pending_relay = None  # a new report was chosen over answering the coordinator
         self.state.history = []
         self.state.editing = False
         self.state.step = "story"

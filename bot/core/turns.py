@@ -20,9 +20,11 @@ from dialogs import (
     ListMyReports,
     RelayToCoordinator,
     Reply,
+    ShowMyData,
     State,
     SubmitReport,
     UserInput,
+    WithdrawReport,
 )
 from dialogs.categories import is_urgent
 from dialogs.text import clean_name
@@ -30,7 +32,7 @@ from storage import repo, transaction
 
 from bot.adapters.contract import InboundAttachment, InboundMessage
 from bot.config import FollowupSettings
-from bot.core import payloads
+from bot.core import payloads, reporter_rights
 from bot.core.casework import CaseWork
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, TurnFailed
@@ -145,11 +147,18 @@ class ReporterTurns:
                                                            platform_user_id=message.sender)
                 listing = [{"reference": c.reference, "status": c.status, "created_at": c.created_at,
                             "kinds": c.kind_codes} for c in cases]
-                shown = list(dialogs.my_reports(new_state.language, listing))
-                if new_state.step != "idle" and replies:
-                    replies[-1:-1] = shown  # before the question that is asked again
-                else:
-                    replies += shown
+                _before_question(replies, list(dialogs.my_reports(new_state.language, listing)), new_state)
+            elif isinstance(effect, ShowMyData):
+                _before_question(replies, await reporter_rights.my_data(session, message, new_state, self.context),
+                                 new_state)
+            elif isinstance(effect, WithdrawReport):
+                answer, withdrawn = await reporter_rights.withdraw(
+                    session, self.casework, message, effect.reference, new_state.language,
+                    self.context.withdrawn_days, now)
+                _before_question(replies, [answer], new_state)
+                queued |= withdrawn
+                if withdrawn and new_state.relay_reference == effect.reference:
+                    new_state = replace(new_state, relay_reference=None, relay_until=None)
             elif isinstance(effect, AddEvidence):
                 queued |= await self._add_evidence(session, effect.reference, files, now)
             elif isinstance(effect, RelayToCoordinator):
@@ -243,6 +252,15 @@ def _accepted_files(files: Sequence[InboundAttachment]) -> tuple[list[InboundAtt
     accepted = [f for f in files if 0 < len(f.content) <= repo.MAX_INLINE_ATTACHMENT]
     refused = ", ".join(f.filename for f in files if len(f.content) > repo.MAX_INLINE_ATTACHMENT)
     return accepted, refused
+
+
+def _before_question(replies: list[Reply], shown: list[Reply], state: State) -> None:
+    """Adds a command's answer to the turn's replies: before the question that is asked again when
+    a report is being made, else at the end."""
+    if state.step != "idle" and replies:
+        replies[-1:-1] = shown
+    else:
+        replies += shown
 
 
 def _draft_for_files(*, state_after: State, effects: Sequence[object]) -> str | None:

@@ -152,12 +152,21 @@ class OutboxWorker:
             current = adapter.coordinator_destination()
             if current and destination != current:
                 destination, root = current, await self._thread_in(adapter, message, current)
-            return await adapter.post_in_case_thread(destination, root, render_thread_event(payload, self.language),
-                                                     message.idempotency_key)
+            text = self._thread_text(adapter, destination, payload)
+            return await adapter.post_in_case_thread(destination, root, text, message.idempotency_key)
         if isinstance(payload, ReporterMessage):
             return await adapter.send_replies(await self._address(payload), list(payload.replies),
                                               message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
+
+    def _thread_text(self, adapter: Adapter, destination: str, line: ThreadLine) -> str:
+        """A thread line as posted; the reporter's own words go only into a thread whose room keeps
+        them from the platform's operator (on Matrix: an encrypted room), else the case link does."""
+        allowed = getattr(adapter, "thread_content_allowed", None)
+        if line.event == "reporter_message" and allowed is not None and not allowed(destination):
+            return dialogs.Translator(self.language)("event.reporter_answered", reference=line.reference,
+                                              link=self.case_link(line.reference))
+        return render_thread_event(line, self.language)
 
     async def _address(self, payload: ReporterMessage) -> dict:
         """Where a message to a person goes: the outbox row names only the conversation, or the case
