@@ -83,6 +83,22 @@ def prepare_sqlite_file(settings: Settings) -> None:
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+ROTATION_INTERRUPTED = ("a rotation of the master key was interrupted: run `meldbot keys rotate --config FILE` "
+                        "again to finish it")
+
+
+def _next_key_opens(path: Path | None, rows) -> bool:
+    """Whether the key a rotation writes beside the key file (`<key>.next`) is this database's key."""
+    following = path.with_name(path.name + ".next") if path is not None else None
+    if following is None or not following.exists():
+        return False
+    try:
+        keys.check_master(keys.read_key_file(following), rows)
+    except (OSError, ValueError, keys.MasterKeyError):
+        return False
+    return True
+
+
 async def open_storage(settings: Settings, *, migrate: bool | None = None, create_key: bool = True) -> OpenStorage:
     """Connect, find (or on a fresh embedded install create) the master key, check it against the
     database's keyring BEFORE anything is written, migrate when configured, and build the vault.
@@ -107,9 +123,15 @@ async def open_storage(settings: Settings, *, migrate: bool | None = None, creat
                         "without it nothing stored can be read.", path)
         try:
             keys.check_master(master, rows)
+            if rows and await keys.unfinished_rotation(db, master):
+                raise keys.RotationInterrupted(ROTATION_INTERRUPTED)
         except keys.RotationInterrupted as error:
             raise ConfigError(f"[privacy] key_file: {error}") from None
         except keys.WrongKey:
+            if _next_key_opens(path, rows):
+                # Every key was rewrapped, but the run stopped before the new key file took the
+                # old one's place.
+                raise ConfigError(f"[privacy] key_file: {ROTATION_INTERRUPTED}") from None
             where = f"the key in {path}" if path else f"the key in {ENV_KEY}"
             raise ConfigError(f"[privacy] key_file: {where} is not the master key of this database "
                               f"({settings.database.url.split('@')[-1]}); nothing was written.") from None

@@ -111,11 +111,27 @@ async def open_vault(engine: AsyncEngine, master: bytes) -> Vault:
 # -- rotation -------------------------------------------------------------------------------------
 
 #: Every table with wrapped keys: (table, key column, purpose column or fixed purpose, master column).
+#: The keyring goes last: until it is rewrapped the configured (old) key still opens the database,
+#: so start-up can see that case or file keys are under another key and say to finish the rotation.
 _WRAPPED = (
-    (KeyringEntry.__table__, "name", "wrapped", None),
     (Case.__table__, "id", "wrapped_key", "case"),
     (Attachment.__table__, "id", "wrapped_key", "file"),
+    (KeyringEntry.__table__, "name", "wrapped", None),
 )
+
+
+async def unfinished_rotation(engine: AsyncEngine, master: bytes) -> bool:
+    """Whether some case or file key is wrapped by another master key than `master` (the keyring's):
+    a rotation was interrupted before it reached the keyring."""
+    master_id = crypto.key_id(master)
+    async with engine.connect() as connection:
+        for table, _id, _wrapped, _purpose in _WRAPPED[:-1]:
+            column = table.c["key_master"]
+            other = await connection.scalar(
+                select(column).where(column.is_not(None), column != master_id).limit(1))
+            if other is not None:
+                return True
+    return False
 
 
 @dataclass

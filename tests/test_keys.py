@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import storage
 from storage import crypto, keys
 
@@ -20,7 +22,10 @@ def meldbot(*args: str, cwd: Path, stdin: str = ""):
                           text=True, timeout=120, env={**environment, "PYTHONPATH": str(ROOT)})
 
 
-def test_rotation_interrupted_then_finished_and_the_old_key_refused(tmp_path):
+#: One report: one case key, then the keyring's five keys (the keyring is rewrapped last). Stopped
+#: after the case key, inside the keyring, and with every key done but the key files not swapped.
+@pytest.mark.parametrize("stop_after", [1, 3, 6])
+def test_rotation_interrupted_then_finished_and_the_old_key_refused(tmp_path, stop_after):
     made = meldbot("chat", cwd=tmp_path, stdin="ik werd net uitgescholden aan de balie\nok\nverzenden\n")
     assert made.returncode == 0 and "opgeslagen onder nummer MB-" in made.stdout, made.stderr
     key_file = tmp_path / "meldbot.key"
@@ -31,13 +36,16 @@ def test_rotation_interrupted_then_finished_and_the_old_key_refused(tmp_path):
     async def interrupt():
         db = storage.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'meldbot.db'}")
         try:
-            return await keys.rotate(db, old, new, stop_after=2)
+            return await keys.rotate(db, old, new, stop_after=stop_after)
         finally:
             await db.dispose()
 
-    assert asyncio.run(interrupt()).rewrapped == 2
+    assert asyncio.run(interrupt()).rewrapped == stop_after
+    before = (tmp_path / "meldbot.db").read_bytes()
     refused = meldbot("chat", cwd=tmp_path, stdin="mijn meldingen\n")
-    assert refused.returncode == 2 and "keys rotate" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "rotation of the master key was interrupted" in refused.stderr and "keys rotate" in refused.stderr
+    assert (tmp_path / "meldbot.db").read_bytes() == before  # nothing written
 
     finished = meldbot("keys", "rotate", cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
