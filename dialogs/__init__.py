@@ -41,7 +41,7 @@ from .model import (
     UserInput,
     WithdrawReport,
 )
-from .rights import StoredData, StoredMessage, StoredReport, my_data, withdraw_answer
+from .rights import StoredData, StoredMessage, StoredReport, my_data, relay_failed, withdraw_answer
 
 
 def builtin_text(name: str, language: str) -> str:
@@ -59,5 +59,5 @@ __all__ = [
     "escalation_to_person", "files_too_large", "limit_notice", "login_link", "login_notice", "status_changed",
     "step_recorded",
     # the reporter's rights (dialogs/rights.py)
-    "ShowMyData", "StoredData", "StoredMessage", "StoredReport", "WithdrawReport", "my_data", "withdraw_answer",
+    "ShowMyData", "StoredData", "StoredMessage", "StoredReport", "WithdrawReport", "my_data", "relay_failed", "withdraw_answer",
 ]

@@ -130,3 +130,9 @@ def withdraw_answer(language: str, outcome: str, reference: str, withdrawn_days:
     if outcome not in WITHDRAW_OUTCOMES:
         raise ValueError(outcome)
     return Reply(Translator(language)(f"withdraw.{outcome}", reference=reference, days=withdrawn_days))
+
+
+def relay_failed(language: str, reference: str) -> Reply:
+    """The answer when a message for the coordinator of `reference` could not be passed on: the case
+    no longer exists (erased on request or at the end of its retention period)."""
+    return Reply(Translator(language)("relay.failed", reference=reference))

@@ -162,7 +162,13 @@ class ReporterTurns:
             elif isinstance(effect, AddEvidence):
                 queued |= await self._add_evidence(session, effect.reference, files, now)
             elif isinstance(effect, RelayToCoordinator):
-                queued |= await self._relay_to_coordinator(session, message, effect, now)
+                relayed = await self._relay_to_coordinator(session, message, effect, now)
+                queued |= relayed
+                if not relayed:
+                    # The case is gone (erased or purged) or not theirs: say so instead of "passed on",
+                    # and their next message is no answer to it any more.
+                    replies[-1:] = [dialogs.relay_failed(new_state.language, effect.reference)]
+                    new_state = replace(new_state, relay_reference=None, relay_until=None)
             elif isinstance(effect, DiscardDraft):
                 await repo.delete_draft_attachments(session=session, conversation_id=conversation.id,
                                                     draft_id=effect.draft_id)
