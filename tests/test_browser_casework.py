@@ -48,6 +48,7 @@ async def web_world(synapse, tmp_path):
 
 async def test_from_notification_to_closed_case_in_a_real_browser(web_world):
     world = await web_world.setup()
+    await world.encrypt_coordinator_room()  # the reporter's answer is relayed into the thread
     dm = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
     reference = await world.report(dm)
     note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")

@@ -92,6 +92,19 @@ class World:
         confirmation = await self.say(room, "verzenden", "opgeslagen onder nummer")
         return confirmation.body.split("nummer ")[1].split(".")[0]
 
+    async def encrypt_coordinator_room(self) -> None:
+        """Turn encryption on in the coordinator room (only then is a reporter's text relayed into
+        it), until both the coordinator's client and the bot have synced that."""
+        await self.coordinator.client.room_put_state(self.coordinator_room, "m.room.encryption",
+                                                     {"algorithm": "m.megolm.v1.aes-sha2"})
+
+        async def synced() -> None:
+            while not (self.coordinator.client.rooms[self.coordinator_room].encrypted
+                       and self.adapter.thread_content_allowed(self.coordinator_room)):
+                await asyncio.sleep(0.05)  # polls both clients' synced state, bounded by wait_for
+
+        await asyncio.wait_for(synced(), 30)
+
     async def bot_messages(self, client: ChatClient, room: str) -> list[dict]:
         """Every message the bot sent in a room, from the server's own history."""
         response = await client.client.room_messages(room, start="", limit=200)
@@ -180,14 +193,24 @@ async def test_claim_and_relayed_replies_both_ways_in_the_case_thread(world):
     relayed = await world.reporter.wait_for_text(room, "Ik bel je om drie uur.")
     assert "(coördinator)" in relayed.body and reference in relayed.body
 
+    # The coordinator room is not encrypted: the thread hears that the reporter answered, not what.
     await world.say(room, "Prima, tot straks.", "Doorgestuurd naar de coördinator")
-    back = await world.coordinator.wait_for_text(world.coordinator_room, "de melder schrijft: Prima, tot straks.")
+    notice = await world.coordinator.wait_for_text(world.coordinator_room, f"{reference}: de melder heeft geantwoord")
+    assert "Prima" not in notice.body and f"/cases/{reference}" in notice.body
+    assert not [r for r in world.coordinator.received if "Prima" in r.body]
+    # Once the room is encrypted, the reporter's words go into the thread.
+    await world.encrypt_coordinator_room()
+    await world.coordinator.send_in_thread(world.coordinator_room, note.event_id, "antwoord Tot zo.")
+    await world.reporter.wait_for_text(room, "Tot zo.")
+    await world.say(room, "Ik wacht bij de balie.", "Doorgestuurd naar de coördinator")
+    back = await world.coordinator.wait_for_text(world.coordinator_room, "de melder schrijft: Ik wacht bij de balie.")
     assert back.content["m.relates_to"]["event_id"] == note.event_id
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
         kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]
     assert case.status == "in_progress" and case.assigned_to
-    assert kinds == ["submitted", "claimed", "coordinator_message", "reporter_message"]
+    assert kinds == ["submitted", "claimed", "coordinator_message", "reporter_message", "coordinator_message",
+                     "reporter_message"]
 
 
 async def test_non_members_cannot_use_coordinator_commands_and_groups_get_one_hint(world):

@@ -192,6 +192,7 @@ async def test_a_file_streaming_past_the_cap_is_cut_off(world, media_server):
 
 async def test_a_direct_chat_that_gains_a_member_is_left_for_a_new_one(world):
     await world.setup()
+    await world.encrypt_coordinator_room()  # the reporter's answer is relayed into the thread
     bot = world.bot_account.user_id
     room = await world.reporter.open_dm(bot, encrypted=True)
     reference = await world.report(room)
@@ -260,6 +261,7 @@ def has_markup(body: str) -> bool:
 
 async def test_relayed_answers_and_display_names_are_escaped(world):
     await world.setup()
+    await world.encrypt_coordinator_room()  # the reporter's answer is relayed into the thread
     await world.coordinator.client.set_displayname(EVIL_NAME)
 
     async def name_synced() -> None:

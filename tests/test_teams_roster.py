@@ -4,7 +4,6 @@ tenant. Asked of the fake Bot Connector, for login links and for the thread comm
 
 from __future__ import annotations
 
-import json
 import re
 
 from sqlalchemy import select
@@ -52,7 +51,8 @@ async def test_a_shared_channel_given_as_membership_type_is_learnt_from_the_raw_
     body["channelData"]["channel"]["membershipType"] = "shared"
     assert (await world.post(body)).status in (200, 201)
     assert world.adapter.state["channel_type"] == "shared"
-    stored = json.loads((world.tmp / "teams" / "teams-state.json").read_text())
+    # The state file is sealed with the store key: read back the way the next start reads it.
+    stored = world.adapter._state_store.load()
     assert stored["channel_type"] == "shared" and stored["channel_id"] == CHANNEL
 
 

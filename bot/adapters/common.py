@@ -1,4 +1,4 @@
-"""Helpers every adapter uses, written once: the small state files in `store_dir`, answering in the
+"""Helpers every adapter uses, written once: the small (sealed) state files in `store_dir`, answering in the
 turn with the unsent rest handed to the outbox, platform errors as `DeliveryError`, option lists."""
 
 from __future__ import annotations
@@ -9,30 +9,91 @@ import os
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from dialogs import Reply
 
 from bot.adapters.contract import Bot, DeliveryError
+from bot.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 # -- state files in store_dir -----------------------------------------------------------------------
+#
+# An adapter's state files hold an access token, conversation references and who talks to the bot.
+# Once the app has given the adapter its store key (`use_store_key`, derived from the master key),
+# they are sealed with AES-256-GCM. The sealing lives here because adapters never import storage/.
+
+#: The first bytes of a sealed state file (a plain JSON file never starts like this).
+SEALED_MAGIC = b"meldbot-sealed-v1\n"
+NONCE_BYTES = 12
 
 
-def prepare_store(store_dir: Path, *, private: bool = False) -> None:
-    """Create `store_dir`; `private` also closes it to other users (it holds login and keys)."""
+class StoreError(ConfigError):
+    """An adapter's store cannot be opened (sealed under another key, or no key given). The message
+    names the file; the file is never replaced by an empty one."""
+
+
+def store_subkey(store_key: bytes, purpose: str) -> bytes:
+    """A key of its own per use of the store key (state files, nio's pickles), so that one never
+    opens what the other sealed."""
+    return HKDF(algorithm=SHA256(), length=32, salt=None,
+                info=b"meldbot adapter store:" + purpose.encode()).derive(store_key)
+
+
+class StoreSeal:
+    """The sealing of one adapter's state files: inactive (plain JSON, as before) until the app gives
+    the store key, which it does before `start()`."""
+
+    def __init__(self) -> None:
+        self._cipher: AESGCM | None = None
+
+    def use_key(self, store_key: bytes) -> None:
+        self._cipher = AESGCM(store_subkey(store_key, "state files"))
+
+    @property
+    def active(self) -> bool:
+        return self._cipher is not None
+
+    def seal(self, data: bytes, name: str) -> bytes:
+        assert self._cipher is not None
+        nonce = os.urandom(NONCE_BYTES)
+        # The file name is bound in: one state file cannot be passed off as another.
+        return SEALED_MAGIC + nonce + self._cipher.encrypt(nonce, data, name.encode())
+
+    def open(self, blob: bytes, name: str) -> bytes:
+        """The content of a sealed file; raises InvalidTag under another key or when tampered with."""
+        assert self._cipher is not None
+        body = blob[len(SEALED_MAGIC):]
+        return self._cipher.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], name.encode())
+
+
+def prepare_store(store_dir: Path) -> None:
+    """Create `store_dir` closed to other users (mode 0700): it holds logins, keys and who talks to
+    the bot."""
     store_dir.mkdir(parents=True, exist_ok=True)
-    if private:
-        os.chmod(store_dir, 0o700)
+    os.chmod(store_dir, 0o700)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` atomically with mode 0600: a crash leaves the old file or the new one, never half
+def close_files(store_dir: Path, prefix: str) -> None:
+    """Mode 0600 for the files starting with `prefix` that a library wrote into `store_dir` with the
+    process umask (nio's encryption store), and those an earlier version left readable."""
+    for path in store_dir.iterdir():
+        if path.name.startswith(prefix) and path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
+def write_private(path: Path, content: str | bytes) -> None:
+    """Write `content` atomically with mode 0600: a crash leaves the old file or the new one, never half
     of one, and nobody else on the machine can read tokens or who talks to the bot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content.encode() if isinstance(content, str) else content)
     os.chmod(temporary, 0o600)  # a leftover temporary file may have had another mode
     os.replace(temporary, path)
 
@@ -42,17 +103,45 @@ def read_text(path: Path) -> str | None:
 
 
 class JsonFile:
-    """One JSON document in `store_dir` (credentials, told groups, direct chats, Teams state)."""
+    """One JSON document in `store_dir` (credentials, told groups, direct chats, Teams state), sealed
+    once `seal` is active. An old plain file is still read, and sealed straight away: a file such as
+    the credentials is otherwise rarely written again."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, seal: StoreSeal | None = None):
         self.path = Path(path)
+        self.seal = seal or StoreSeal()
+
+    def _sealed(self, data: bytes) -> bool:
+        return data.startswith(SEALED_MAGIC)
 
     def load(self, default: Any = None) -> Any:
-        text = read_text(self.path)
-        return json.loads(text) if text is not None else default
+        if not self.path.exists():
+            return default
+        data = self.path.read_bytes()
+        if not self._sealed(data):
+            value = json.loads(data)
+            if self.seal.active:
+                self.save(value)
+                log.info("adapter store: %s was plain JSON; it is sealed now", self.path.name)
+            return value
+        if not self.seal.active:
+            raise StoreError(f"{self.path} is sealed, but no store key was given to open it; "
+                             "it is left unchanged")
+        try:
+            return json.loads(self.seal.open(data, self.path.name))
+        except InvalidTag:
+            raise StoreError(f"{self.path} cannot be opened with this store key (is this the master key it "
+                             "was sealed with?); it is left unchanged") from None
 
     def save(self, data: Any) -> None:
-        write_private(self.path, json.dumps(data))
+        text = json.dumps(data).encode()
+        if self.seal.active:
+            write_private(self.path, self.seal.seal(text, self.path.name))
+            return
+        if self.path.exists() and self._sealed(self.path.read_bytes()):
+            # Without the key nothing could read this file back: never replace it with one that can.
+            raise StoreError(f"{self.path} is sealed, but no store key was given; it is left unchanged")
+        write_private(self.path, text)
 
 
 # -- send now, or defer to the outbox -----------------------------------------------------------------

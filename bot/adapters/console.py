@@ -50,6 +50,12 @@ class ConsoleAdapter:
     def coordinator_destination(self) -> str | None:
         return "coordinator"
 
+    def use_store_key(self, key: bytes) -> None:
+        pass  # the terminal keeps no state of its own
+
+    def thread_content_allowed(self, destination: str) -> bool:
+        return True  # the "room" is this terminal
+
     def is_room(self, target: str) -> bool:
         return target.startswith("#")
 

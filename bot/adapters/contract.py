@@ -144,6 +144,22 @@ class Adapter(Protocol):
         rather than a person, by this platform's ID format."""
 
 
+class OptionalCapabilities(Protocol):
+    """What an adapter may offer beyond `Adapter`. Callers look them up with `getattr` and use the
+    default named here, so a platform without them (a test platform) still conforms; an adapter
+    that has one must have it with this signature (`contract_problems` checks)."""
+
+    def use_store_key(self, key: bytes) -> None:
+        """The key of the adapter's own store, derived from the master key by the app and given
+        before `start()`: state files are sealed with it, Matrix's encryption store is pickled with
+        it. Without it (default) the adapter keeps its files as before."""
+
+    def thread_content_allowed(self, destination: str) -> bool:
+        """Whether relayed reporter text may be posted into a case thread at `destination` (Matrix:
+        only when that room is encrypted; otherwise the thread only hears that the reporter answered).
+        Default: True."""
+
+
 #: The attributes (not methods) of `Adapter`, with their types.
 ADAPTER_ATTRIBUTES = {"platform": str, "idempotent_sends": bool}
 
@@ -151,17 +167,21 @@ ADAPTER_ATTRIBUTES = {"platform": str, "idempotent_sends": bool}
 def contract_problems(adapter: object) -> list[str]:
     """How `adapter` falls short of `Adapter`: missing or mistyped attributes, missing methods, a
     method that is (or is not) a coroutine unlike the protocol's, or other parameters (names and
-    kinds, `self` left out). Empty when it conforms."""
+    kinds, `self` left out); the same for the `OptionalCapabilities` it has. Empty when it conforms."""
     problems = []
     for name, kind in ADAPTER_ATTRIBUTES.items():
         if not isinstance(getattr(adapter, name, None), kind):
             problems.append(f"{name}: not a {kind.__name__}")
-    for name, wanted in vars(Adapter).items():
+    required = [(name, wanted, True) for name, wanted in vars(Adapter).items()]
+    optional = [(name, wanted, False) for name, wanted in vars(OptionalCapabilities).items()]
+    for name, wanted, must_have in required + optional:
         if name.startswith("_") or not inspect.isfunction(wanted):
             continue
         found = getattr(adapter, name, None)
+        if found is None and not must_have:
+            continue
         if not callable(found):
-            problems.append(f"{name}: missing")
+            problems.append(f"{name}: missing" if found is None else f"{name}: not a method")
             continue
         if inspect.iscoroutinefunction(wanted) != inspect.iscoroutinefunction(found):
             problems.append(f"{name}: {'must' if inspect.iscoroutinefunction(wanted) else 'must not'} be async")

@@ -23,7 +23,11 @@ async def test_claim_and_relay_both_ways_in_the_case_thread(world):
     assert "(coördinator)" in relayed and reference in relayed
 
     await world.say("anna", "Prima, tot straks.", until="Doorgestuurd naar de coördinator")
-    await world.in_thread(reference, "de melder schrijft: Prima, tot straks.")
+    if world.platform == "matrix":  # the world's coordinator room is not encrypted: never the words there
+        notice = await world.in_thread(reference, f"{reference}: de melder heeft geantwoord")
+        assert "Prima" not in notice and not [t for t in await world.thread(reference) if "Prima" in t]
+    else:
+        await world.in_thread(reference, "de melder schrijft: Prima, tot straks.")
     case = await world.case(reference)
     async with world.app.sessions() as session:
         kinds = [e.kind for e in await repo.list_case_events(session=session, case=case)]

@@ -14,14 +14,16 @@ from collections import deque
 from pathlib import Path
 
 import aiohttp
+import vodozemac
 from nio import AsyncClient, AsyncClientConfig, JoinError, JoinResponse, LoginResponse, SyncResponse
 
-from bot.adapters.common import JsonFile, prepare_store, read_text
+from bot.adapters.common import JsonFile, StoreError, StoreSeal, close_files, prepare_store, read_text
 from bot.adapters.contract import Bot, DeliveryError
 from bot.adapters.matrix import media
 from bot.adapters.matrix.direct import DirectChatsMixin
 from bot.adapters.matrix.inbound import InboundMixin
 from bot.adapters.matrix.outbound import OutboundMixin
+from bot.adapters.matrix.store import NIO_DEFAULT_PICKLE_KEY, pickle_key, prepare_encryption_store, store_file
 from bot.adapters.matrix.sync import SYNC_TIMEOUT_MS, SyncMixin, _Batch, maintain_keys
 from bot.config import MatrixSettings
 
@@ -57,9 +59,12 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self._told_groups: set[str] = set()
-        self._told_file = JsonFile(self.store_dir / "told_groups.json")
-        self._credentials = JsonFile(self.store_dir / "credentials.json")
-        self._direct_file = JsonFile(self.store_dir / "direct_chats.json")
+        # Sealed, and nio's store pickled, with the store key once the app gives it (use_store_key).
+        self._seal = StoreSeal()
+        self._pickle_key: str | None = None
+        self._told_file = JsonFile(self.store_dir / "told_groups.json", self._seal)
+        self._credentials = JsonFile(self.store_dir / "credentials.json", self._seal)
+        self._direct_file = JsonFile(self.store_dir / "direct_chats.json", self._seal)
         self._ignore_before_ms = 0
         self._token: str | None = None  # the last token saved (all events up to it handled)
         self._since: str | None = None  # the last token fetched (the next sync starts there)
@@ -88,6 +93,12 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
 
     # -- start and stop ---------------------------------------------------------------------------
 
+    def use_store_key(self, key: bytes) -> None:
+        """Seal the state files and pickle nio's encryption store with (keys derived from) `key`;
+        called by the app before `start()`."""
+        self._seal.use_key(key)
+        self._pickle_key = pickle_key(key)
+
     async def _login(self) -> tuple[str, str]:
         """The access token and device ID: configured, stored from an earlier start, or a first login."""
         settings = self.settings
@@ -113,16 +124,28 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
     async def start(self, bot: Bot) -> None:
         """Restore the login, catch up without answering history on a first start, join the coordinator room."""
         self.bot = bot
-        prepare_store(self.store_dir, private=True)
+        prepare_store(self.store_dir)
         self._told_groups = set(self._told_file.load([]))
         self._load_direct_chats()
         token, device_id = await self._login()
+        user_id = self.settings.user_id
+        if self._pickle_key:
+            # A store nio pickled with its default key (before there was a store key) moves first.
+            prepare_encryption_store(self.store_dir, user_id, device_id, self._pickle_key)
         # The sync token is saved by us, after a batch was handled (nio would save it before).
         config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=True, max_limit_exceeded=0,
-                                   max_timeouts=1, request_timeout=20)
-        self.client = AsyncClient(self.settings.homeserver, self.settings.user_id, device_id=device_id,
+                                   max_timeouts=1, request_timeout=20,
+                                   pickle_key=self._pickle_key or NIO_DEFAULT_PICKLE_KEY)
+        self.client = AsyncClient(self.settings.homeserver, user_id, device_id=device_id,
                                   store_path=str(self.store_dir), config=config)
-        self.client.restore_login(self.settings.user_id, device_id, token)
+        try:
+            self.client.restore_login(user_id, device_id, token)  # opens (or creates) nio's store
+        except (vodozemac.PickleException, vodozemac.LibolmPickleException) as error:  # another key
+            await self.client.close()
+            key = "the store key" if self._pickle_key else "nio's default key"
+            raise StoreError(f"{store_file(self.store_dir, user_id, device_id)}: the Matrix encryption store "
+                             f"cannot be opened with {key} ({type(error).__name__}); it is left unchanged") from None
+        close_files(self.store_dir, f"{user_id}_")  # nio wrote its files with the process umask
         previous = (read_text(self._token_file()) or "").strip() or None
         self._token = previous
         first_start = not previous
@@ -172,6 +195,12 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
 
     def coordinator_destination(self) -> str | None:
         return self.coordinator_room_id
+
+    def thread_content_allowed(self, destination: str) -> bool:
+        """Relayed text goes into a case thread only when the room is end-to-end encrypted (the
+        homeserver then holds only ciphertext); a room the bot does not know counts as not."""
+        room = self.client.rooms.get(destination) if self.client else None
+        return bool(room is not None and room.encrypted)
 
     def is_room(self, target: str) -> bool:
         return target.startswith("!")  # room IDs; aliases (#...) are refused by the config

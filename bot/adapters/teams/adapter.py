@@ -18,7 +18,7 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity
 from botframework.connector.auth import ServiceClientCredentialsFactory
 
-from bot.adapters.common import JsonFile, prepare_store
+from bot.adapters.common import JsonFile, StoreSeal, prepare_store
 from bot.adapters.contract import Bot
 from bot.adapters.teams import fixes
 from bot.adapters.teams.auth import build_authentication
@@ -51,7 +51,9 @@ class TeamsAdapter(ChannelMixin, InboundMixin, OutboundMixin):
         self.files_per_message = files_per_message
         self.store_dir = Path(store_dir)
         self.state_file = self.store_dir / "teams-state.json"
-        self._state_store = JsonFile(self.state_file)
+        # Sealed with the store key once the app gives it (it holds conversation references).
+        self._seal = StoreSeal()
+        self._state_store = JsonFile(self.state_file, self._seal)
         self.auth = build_authentication(settings, credentials_factory)
         self.cloud = CloudAdapter(self.auth)
         self.cloud.on_turn_error = self._on_turn_error
@@ -64,6 +66,13 @@ class TeamsAdapter(ChannelMixin, InboundMixin, OutboundMixin):
         self._claims_seen: set[tuple] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    def use_store_key(self, key: bytes) -> None:
+        """Seal the state file with (a key derived from) `key`; called by the app before `start()`."""
+        self._seal.use_key(key)
+
+    def thread_content_allowed(self, destination: str) -> bool:
+        return True  # a Teams channel lies in the organisation's own tenant (only Matrix rooms may be plain)
 
     async def start(self, bot: Bot) -> None:
         self.bot = bot
