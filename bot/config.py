@@ -203,6 +203,9 @@ class PrivacySettings(_Section):
     closed_years: int = Field(5, ge=1, le=30)
     #: A withdrawn report's personal data goes after this many days.
     withdrawn_days: int = Field(7, ge=1, le=365)
+    #: A conversation no case points to goes after this many days without a message (its language
+    #: and dialogue state; unfinished drafts go after `withdrawn_days`).
+    idle_conversation_days: int = Field(365, ge=30, le=3650)
     #: The case thread hears this many days before a case is purged.
     purge_notice_days: int = Field(14, ge=1, le=90)
     #: When the daily purge runs (organisation's time zone).

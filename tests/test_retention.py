@@ -313,3 +313,65 @@ async def test_the_command_lists_in_a_dry_run_and_then_purges(stack, tmp_path, c
     # Nothing more is due: a second run purges nothing.
     assert await asyncio.to_thread(main, ["retention", "purge", "--config", str(config)]) == 0
     assert "0 case(s) purged" in capsys.readouterr().out
+
+
+# -- what outlives every case ---------------------------------------------------------------------------
+
+
+async def conversation_users(stack: Stack) -> set[str]:
+    async with stack.meldbot.sessions() as session:
+        return {c.sender for c in await session.scalars(select(Conversation))}
+
+
+@pytest.mark.both_databases
+async def test_idle_conversations_without_a_case_and_audit_entries_about_no_case_are_swept(stack):
+    named = await stack.report("anna")
+    anonymous = await stack.report("hendrikje", "Een bezoeker schold me uit aan de balie", "1 2 6", "verzenden")
+    await stack.say("bob", "hallo")  # a conversation that never became a report
+    await stack.say("dave", "Iemand duwde me bij de balie")  # an unfinished draft
+    assert await conversation_users(stack) == {"anna", "hendrikje", "bob", "dave"}
+    start = stack.clock.now
+    old, recent = add_years(start, -5) - dt.timedelta(days=1), add_years(start, -4)
+    async with stack.meldbot.sessions() as session, session.begin():
+        for at, reference, action in ((old, None, "login"), (recent, None, "login"), (old, named, "viewed"),
+                                      (old, "MB-GON-E00", "purged")):
+            await repo.add_audit(session=session, actor="coco", action=action, case_reference=reference, now=at)
+
+    # The first run: the old entries about no case go; the case's own trail and the recent one stay.
+    await run_purge_on(stack, start.date() + dt.timedelta(days=1))
+    async with stack.meldbot.sessions() as session:
+        left = {(e.action, e.case_reference, e.at) for e in await session.scalars(select(AuditEntry))}
+    assert ("login", None, recent) in left and ("viewed", named, old) in left
+    assert ("login", None, old) not in left and ("purged", "MB-GON-E00", old) not in left
+    assert await conversation_users(stack) == {"anna", "hendrikje", "bob", "dave"}  # nobody idle for a year
+
+    # A year on (the draft expired after 7 days): bob's and dave's conversations go; anna's and the
+    # anonymous reporter's stay with their open cases, and the anonymous one still hears the coordinator.
+    await run_purge_on(stack, start.date() + dt.timedelta(days=367))
+    assert await conversation_users(stack) == {"anna", "hendrikje"}
+    await stack.log_in()
+    assert (await stack.act(anonymous, "message", text="Hoe gaat het nu met je?")).status == 303
+    await stack.deliver()
+    assert any("Hoe gaat het nu met je?" in t for t in stack.chat.texts_to("hendrikje"))
+    # Bob writes again: a new conversation, as for anyone new.
+    assert "ik ben meldbot" in (await stack.say("bob", "hallo")).lower()  # the first-contact greeting
+    assert "bob" in await conversation_users(stack)
+
+
+async def test_the_command_sweeps_old_audit_entries_but_leaves_conversations_to_the_bot(stack, tmp_path, capsys):
+    await stack.say("bob", "hallo")
+    now = utc_now()
+    async with stack.meldbot.sessions() as session, session.begin():
+        await session.execute(update(Conversation).values(updated_at=now - dt.timedelta(days=800)))
+        await repo.add_audit(session=session, actor="coco", action="login", case_reference=None,
+                             now=add_years(now, -6))
+    settings = stack.meldbot.settings
+    config = tmp_path / "meldbot.toml"
+    config.write_text(f'[organisation]\nname = "Gemeente Testdam"\n[database]\nurl = "{settings.database.url}"\n'
+                      f'[privacy]\nkey_file = "{settings.privacy.key_file}"\n', encoding="utf-8")
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["retention", "purge", "--config", str(config)]) == 0
+    output = capsys.readouterr().out
+    assert "1 audit entries about no case removed" in output and "left to the daily purge" in output
+    assert await count(stack, AuditEntry, AuditEntry.action == "login") == 0
+    assert await conversation_users(stack) == {"bob"}

@@ -23,12 +23,14 @@ async def purge_command(settings: Settings, *, dry_run: bool) -> int:
     rules = rules_of(settings.privacy)
     zone = ZoneInfo(settings.organisation.timezone)
     now = utc_now()
+    swept = None
     try:
         async with storage.transaction(opened.restricted) as session:
             if dry_run:
                 due = await repo.list_due_purges(session=session, now=now, rules=rules)
             else:
                 due = await purge_due(session, rules=rules, now=now, zone=zone, actor=_cli_actor())
+                swept = await repo.sweep_leftovers(session=session, now=now, rules=rules)
             lines = [f"{item.case.reference}  {item.case.status:<11}  {rules.describe(item.rule):<17}  "
                      f"{item.due_at.astimezone(zone).date().isoformat()}" for item in due]
     finally:
@@ -39,4 +41,7 @@ async def purge_command(settings: Settings, *, dry_run: bool) -> int:
         print(f"{len(lines)} case(s) due for purge; nothing was purged (dry run)")
     else:
         print(f"{len(lines)} case(s) purged")
+        # The command has no anonymous key, so it cannot tell which conversations are still in use.
+        print(f"{swept.audit_entries} audit entries about no case removed; idle conversations are left "
+              "to the daily purge of the running bot")
     return 0

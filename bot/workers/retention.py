@@ -33,7 +33,8 @@ KIND = "retention_purge"
 def rules_of(privacy: PrivacySettings) -> RetentionRules:
     """The retention rules of the `[privacy]` configuration."""
     return RetentionRules(closed_years=privacy.closed_years, withdrawn_days=privacy.withdrawn_days,
-                          notice_days=privacy.purge_notice_days)
+                          notice_days=privacy.purge_notice_days,
+                          idle_conversation_days=privacy.idle_conversation_days)
 
 
 async def purge_due(session: AsyncSession, *, rules: RetentionRules, now: dt.datetime, zone: dt.tzinfo,
@@ -97,8 +98,11 @@ class RetentionWorker:
         """The daily job, in the timer's transaction: purge, tell the threads, schedule the next day."""
         purged = await purge_due(session, rules=self.rules, now=now, zone=self.timezone, actor="meldbot")
         notices = await self.send_notices(session, now)
+        swept = await repo.sweep_leftovers(session=session, now=now, rules=self.rules)
         await self._schedule(session, self.next_run_after(now), now)
-        return f"purged={len(purged)} notices={notices}"
+        log.info("retention: %d case(s) purged, %d notice(s), %d audit entries and %s conversation(s) swept",
+                 len(purged), notices, swept.audit_entries, swept.conversations)
+        return f"purged={len(purged)} notices={notices}"  # Timer.outcome holds 40 characters
 
     async def send_notices(self, session: AsyncSession, now: dt.datetime) -> int:
         """Tell each case thread, once, the day its case will be removed (no content, just the date

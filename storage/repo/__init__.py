@@ -105,9 +105,11 @@ from .retention import (  # noqa: F401
 )
 from .retention import (  # noqa: F401
     DuePurge,
+    Leftovers,
     RetentionRules,
     list_due_notices,
     list_due_purges,
     lock_for_purge,
     mark_purge_notice,
+    sweep_leftovers,
 )

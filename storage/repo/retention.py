@@ -118,6 +118,7 @@ class RetentionRules:
     closed_years: int = 5
     withdrawn_days: int = 7
     notice_days: int = 14
+    idle_conversation_days: int = 365
 
     def describe(self, rule: str) -> str:
         """The rule as the configuration names it, e.g. `closed_years=5` (for the audit and the CLI)."""
@@ -201,3 +202,48 @@ async def lock_for_purge(*, session: AsyncSession, case: Case) -> Case | None:
     if conversation_id is not None:
         await session.get(Conversation, conversation_id, with_for_update=True)
     return await session.get(Case, case.id, with_for_update=True, populate_existing=True)
+
+
+# -- what no case holds any more ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a sweep removed: audit entries about no (remaining) case, and idle conversations without
+    a case (None: not swept, the vault lacks the anonymous key that tells which are still in use)."""
+
+    audit_entries: int
+    conversations: int | None
+
+
+async def sweep_leftovers(*, session: AsyncSession, now: dt.datetime, rules: RetentionRules) -> Leftovers:
+    """Remove what outlives every case: audit entries with no case left (logins, exports, the purge
+    and erasure entries) `closed_years` after they were written, and conversations no case or
+    reporter points to and idle for `idle_conversation_days` (with their unlinked draft files).
+    A case's own audit entries go with the case (`purge_case`)."""
+    live = select(Case.reference)
+    audit = await session.execute(delete(AuditEntry).where(
+        AuditEntry.at < add_years(now, -rules.closed_years),
+        or_(AuditEntry.case_reference.is_(None), AuditEntry.case_reference.not_in(live)),
+    ).execution_options(synchronize_session=False))
+    vault = vault_of(session)
+    if not vault.has_anonymous:
+        return Leftovers(audit_entries=audit.rowcount or 0, conversations=None)
+    # An anonymous case names its conversation only inside its sealed contact.
+    in_use = {row for row in await session.scalars(select(Case.conversation_id).where(Case.conversation_id.is_not(None)))}
+    in_use |= {row for row in await session.scalars(
+        select(Reporter.conversation_id).where(Reporter.conversation_id.is_not(None)))}
+    for contact in await session.scalars(select(Case.contact).where(Case.contact.is_not(None))):
+        in_use.add(vault.open_json("anonymous", contact, "contact").get("conversation_id"))
+    idle = select(Conversation.id).where(
+        Conversation.updated_at < now - dt.timedelta(days=rules.idle_conversation_days),
+        # A draft a year old has expired (its timer may not have fired yet in this run).
+        or_(Conversation.draft_expires_at.is_(None), Conversation.draft_expires_at < now))
+    gone = [conversation_id for conversation_id in await session.scalars(idle) if conversation_id not in in_use]
+    for start in range(0, len(gone), 500):
+        batch = gone[start:start + 500]
+        await session.execute(delete(Attachment).where(Attachment.conversation_id.in_(batch),
+                                                       Attachment.case_id.is_(None)))
+        await session.execute(delete(Conversation).where(Conversation.id.in_(batch))
+                              .execution_options(synchronize_session=False))
+    return Leftovers(audit_entries=audit.rowcount or 0, conversations=len(gone))
