@@ -14,18 +14,17 @@ from dialogs import Reply
 
 from bot.adapters.common import option_rows
 
-#: Markdown syntax characters, shown literally with a backslash.
-_MARKDOWN = re.compile(r"([\\`*_~\[\]()#|])")
-#: HTML is written as entities (so are entities themselves: `&amp;` shows as typed).
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+#: Markdown syntax characters are shown literally with a backslash; HTML is written as entities (so
+#: are entities themselves: `&amp;` shows as typed). One table: the turn path escapes every reply.
+_ESCAPES = str.maketrans({**{ch: "\\" + ch for ch in "\\`*_~[]()#|"},
+                          "&": "&amp;", "<": "&lt;", ">": "&gt;"})
 #: A bare URL stays as typed (Teams links it, showing its real target; escaping would break it). It
 #: ends at any character that could start markup, which is then escaped like other text.
 _URL = re.compile(r"https?://[^\s<>\"'\\`*~\[\](){}|&]+", re.IGNORECASE)
 
 
 def _escape_text(text: str) -> str:
-    text = "".join(_HTML.get(ch, ch) for ch in text)
-    return _MARKDOWN.sub(r"\\\1", text)
+    return text.translate(_ESCAPES)
 
 
 def escape(text: str) -> str:
