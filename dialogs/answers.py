@@ -16,6 +16,7 @@ from .model import Draft, RelayToCoordinator, SubmitReport
 from .questions import advance, ask, details_wanted, question, question_relay_or_report
 from .summary import step_to_change
 from .turn import Answer, TurnContext
+from .understanding import read
 from .when import FutureTime, find_when_in_story, parse_when
 
 #: Words that pick a wish without its number or exact label.
@@ -81,14 +82,14 @@ def answer_idle(c: TurnContext, text: str) -> None:
         _answer_relay_or_report(c, text)
         return
     if state.relay_reference and text and tx.has_words(text) and not tx.is_greeting(text):
-        if cat.suggest_kinds(text):
+        if cat.suggest_kinds(text, c.ctx.vocabulary):
             # It reads like a new incident: a new report must never land in the coordinators' room.
             state.pending_relay = tx.clean(text, tx.MAX_STORY_CHARS).text
             c.replies.append(question_relay_or_report(c))
             return
         _relay(c, text)
         return
-    if not text or tx.is_greeting(text) or not tx.has_words(text) or _too_short_for_a_story(text):
+    if not text or tx.is_greeting(text) or not tx.has_words(text) or _too_short_for_a_story(c, text):
         introduce(c, greeting=bool(text) and tx.is_greeting(text))
         return
     c.start_draft()
@@ -152,23 +153,24 @@ def answer_story(c: TurnContext, text: str) -> None:
 
 
 def infer_from_story(c: TurnContext, draft: Draft) -> None:
-    """Fill what the story tells (kind, place, time, police, injury), so it is not asked."""
+    """Fill what the story tells (kind, place, perpetrator, time, police, injury), so it is not asked."""
     story = draft.story
-    if draft.kinds is None:
-        suggested = cat.suggest_kinds(story)
-        if suggested:
-            draft.kinds, draft.kinds_suggested = suggested, True
+    reading = read(story, c.ctx.vocabulary)
+    if draft.kinds is None and reading.kinds:
+        draft.kinds, draft.kinds_suggested = list(reading.kinds), True
     if draft.place is None:
-        draft.place = cat.suggest_place(story)
+        draft.place = reading.place
+    if draft.perpetrator is None:
+        draft.perpetrator = reading.perpetrator
     if not draft.occurred_text:
         found = find_when_in_story(story, c.now, c.ctx.timezone)
         if found:
             draft.occurred_at = found.at.isoformat()
             draft.occurred_just_now = found.just_now
             draft.occurred_text = "story"
-    if draft.police_came is None and cat.suggest_police_came(story):
+    if draft.police_came is None and reading.police_came:
         draft.police_came = True
-    if draft.consequences is None and cat.suggest_injury(story):
+    if draft.consequences is None and reading.injury:
         draft.consequences = ["injury"]
 
 
@@ -197,8 +199,8 @@ def answer_details(c: TurnContext, text: str) -> None:
                 else:
                     raise Answer("error.number_range", low=1, high=len(cat.KINDS) + len(cat.PLACES))
         else:
-            kinds = match_labels(answer, "kind", cat.KINDS) or cat.suggest_kinds(answer)
-            place = cat.suggest_place(answer) or _first(match_labels(answer, "place", cat.PLACES))
+            kinds = match_labels(answer, "kind", cat.KINDS) or cat.suggest_kinds(answer, c.ctx.vocabulary)
+            place = cat.suggest_place(answer, c.ctx.vocabulary) or _first(match_labels(answer, "place", cat.PLACES))
             if not kinds and not place:
                 if tx.is_yes(answer) and draft.kinds:
                     kinds = list(draft.kinds)
@@ -227,7 +229,7 @@ def parse_kinds(c: TurnContext, answer: str) -> None:
             raise Answer("error.kinds_none_selected")
     else:
         # An exact label ("seksuele intimidatie") wins over keywords inside it ("intimidatie").
-        kinds = match_labels(answer, "kind", cat.KINDS) or cat.suggest_kinds(answer)
+        kinds = match_labels(answer, "kind", cat.KINDS) or cat.suggest_kinds(answer, c.ctx.vocabulary)
         if not kinds:
             raise Answer("error.kinds")
         draft.kinds = [k for k in cat.KINDS if k in kinds]
@@ -271,7 +273,7 @@ def parse_where(c: TurnContext, answer: str) -> None:
         return
     if tx.is_yes(answer) and draft.place:
         return
-    place = cat.suggest_place(answer) or _first(match_labels(answer, "place", cat.PLACES))
+    place = cat.suggest_place(answer, c.ctx.vocabulary) or _first(match_labels(answer, "place", cat.PLACES))
     if place:
         draft.place, draft.place_text = place, ""
     elif tx.has_words(answer) and len(answer) >= 3:
@@ -325,7 +327,7 @@ def answer_consequences(c: TurnContext, text: str) -> None:
             return
         else:
             found = match_labels(answer, "consequence", cat.CONSEQUENCES)
-            if cat.suggest_injury(answer) and "injury" not in found:
+            if cat.suggest_injury(answer, c.ctx.vocabulary) and "injury" not in found:
                 found.append("injury")
             if not found:
                 raise Answer("error.consequences")
@@ -404,9 +406,9 @@ ANSWERS: dict[str, Callable[[TurnContext, str], None]] = {
 }
 
 
-def _too_short_for_a_story(text: str) -> bool:
+def _too_short_for_a_story(c: TurnContext, text: str) -> bool:
     """One word that names no incident ("oppakken", "ok") opens the conversation, it is no story."""
-    return len(text.split()) < 2 and not cat.suggest_kinds(text)
+    return len(text.split()) < 2 and not cat.suggest_kinds(text, c.ctx.vocabulary)
 
 
 def _leading_numbers(text: str) -> tuple[list[int], str]:

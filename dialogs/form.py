@@ -6,6 +6,7 @@ from . import categories as cat
 from . import text as tx
 from .model import Draft, SubmitReport
 from .turn import TurnContext
+from .understanding import read
 from .when import FutureTime, parse_when
 
 
@@ -21,10 +22,12 @@ def submit_form(c: TurnContext, values: dict) -> None:
         return
     draft = Draft(draft_id=f"form-{form_id or c.input.now.timestamp()}", story=story,
                   occurred_at=c.now.isoformat())
+    reading = read(story, c.ctx.vocabulary)
     chosen = _codes(values.get("kinds"), cat.KINDS)
-    draft.kinds = chosen or cat.suggest_kinds(story) or None
+    draft.kinds = chosen or list(reading.kinds) or None
     place = _codes(values.get("place"), cat.PLACES)
-    draft.place = place[0] if place else cat.suggest_place(story)
+    draft.place = place[0] if place else reading.place
+    draft.perpetrator = reading.perpetrator
     when_text = tx.clean(str(values.get("when") or ""), tx.MAX_SHORT_CHARS).text
     if when_text:
         try:
@@ -41,9 +44,9 @@ def submit_form(c: TurnContext, values: dict) -> None:
     draft.contact = "contact" in wishes
     draft.aftercare = "yes" if "aftercare_yes" in wishes else "later" if "aftercare_later" in wishes else None
     draft.police_report = "police_report" in wishes
-    draft.police_came = "police_came" in wishes or cat.suggest_police_came(story)
+    draft.police_came = "police_came" in wishes or reading.police_came
     draft.anonymous = "anonymous" in wishes
-    if cat.suggest_injury(story):
+    if reading.injury:
         draft.consequences = ["injury"]
     c.effects.append(SubmitReport(draft, form_id or None))
 

@@ -89,6 +89,9 @@ class Context:
     #: Retention, as the reporter is told it (`[privacy]`).
     closed_years: int = 5
     withdrawn_days: int = 7
+    #: The words stories are read with: the built-in vocabulary extended with the organisation's own
+    #: (`[organisation] vocabulary`, a `dialogs.understanding.Vocabulary`); None: the built-in one.
+    vocabulary: Any = None
 
 
 @dataclass

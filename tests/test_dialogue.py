@@ -83,7 +83,7 @@ def test_report_command_then_story():
 
 def test_details_question_lists_only_what_is_missing():
     chat = Chat()
-    chat.send("Er stond iemand op de stoep naar me te kijken")  # no kind and no place we know
+    chat.send("Er stond iemand de hele tijd naar me te kijken")  # no kind and no place we know
     said = chat.said
     assert chat.state.step == "details"
     assert "11. Balie of loket" in said and "1. Verbale agressie" in said

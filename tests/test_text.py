@@ -67,7 +67,7 @@ def test_language_guess():
 @pytest.mark.parametrize(("story", "kinds"), [
     ("ik werd uitgescholden", ["verbal"]),
     ("hij dreigde me te vermoorden", ["threat"]),
-    ("Een man sloeg me en schopte tegen de balie", ["physical"]),
+    ("Een man sloeg me en schopte tegen de balie", ["intimidation", "physical"]),
     ("racistische opmerkingen en ik werd bespuugd", ["physical", "discrimination"]),
     ("someone posted my photo on Facebook with threats", ["threat", "online"]),
     ("he offered me money, a bribe", ["bribery"]),
@@ -83,7 +83,7 @@ def test_kind_suggestions(story, kinds):
     ("aan de balie", "counter"), ("aan de telefoon", "phone"), ("bij een huisbezoek", "home_visit"),
     ("bij mij thuis voor de deur", "own_home"), ("aan de balie en later op facebook", "counter"),
     ("in de raadzaal", "meeting"), ("op straat tijdens handhaving", "street"), ("ergens", None),
-    ("aan de balie en aan de telefoon", None),
+    ("aan de balie en aan de telefoon", "counter"),  # the first place named
 ])
 def test_place_suggestions(story, place):
     assert suggest_place(story) == place

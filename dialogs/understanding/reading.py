@@ -1,0 +1,288 @@
+"""Reading a story: which kinds of incident, which kind of place and which perpetrator it names.
+
+A match is an entry whose words are found in one clause. A longer match wins over a shorter one on
+the same words ("sloeg op de balie" is intimidation, not "slaan"), a negated match does not count
+("hij sloeg me niet"), and a deed said as an intention or in direct speech counts as the threat it is
+("hij zei dat hij me zou slaan", "ze riep: ik steek je neer").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from .tokens import Token, fold, tokenize
+from .vocabulary import Entry, Vocabulary, Word, builtin
+
+#: Words before a match that negate it ("geen klap", "niet geslagen", "didn't hit").
+_BEFORE = 4
+#: Words after a match that negate it ("hij sloeg me niet").
+_AFTER = 3
+
+
+@dataclass(frozen=True)
+class Match:
+    """An entry found in a story, on these token positions."""
+
+    entry: Entry
+    positions: frozenset[int]
+    negated: bool = False
+    intended: bool = False
+
+    @property
+    def start(self) -> int:
+        return min(self.positions)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a story tells: kind codes (in `KINDS` order), a place code (or None), a perpetrator code
+    (or None), whether the police came, whether someone was hurt, and the matches behind it."""
+
+    kinds: tuple[str, ...]
+    place: str | None
+    perpetrator: str | None
+    police_came: bool
+    injury: bool
+    matches: tuple[Match, ...] = ()
+
+    def explain(self) -> list[str]:
+        """One line per match that counted ("physical <- slaan [physical]"), for the bench and tests."""
+        lines = []
+        for m in self.matches:
+            codes = (m.entry.intended,) if m.intended else m.entry.codes
+            line = f"{'/'.join(codes) or '-'} <- {m.entry.text} [{m.entry.section}]" + (" (negated)" if m.negated else "")
+            if line not in lines:
+                lines.append(line)
+        return lines
+
+
+def _word_hits(word: Word, token: Token, typos: set[str]) -> frozenset[int] | None:
+    """The positions `word` takes when it matches `token` (with its particle for a joined reading)."""
+    if word.suffix is not None:
+        return frozenset({token.index}) if any(form.endswith(word.suffix) for form in token.forms) else None
+    if word.prefix is not None:
+        return frozenset({token.index}) if any(form.startswith(word.prefix) for form in token.forms) else None
+    if word.forms.intersection(token.forms) or word.forms.intersection(typos):
+        return frozenset({token.index})
+    for form, particle in token.joined.items():
+        if form in word.forms:
+            return frozenset({token.index, particle})
+    return None
+
+
+def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
+    """Every place `entry` matches: an English phrase word for word in one clause; a Dutch one with
+    each word on a token of one clause, in any order, within a short span."""
+    if entry.language == "en" and len(entry.words) > 1:
+        return _find_in_order(entry, tokens, typos)
+    span = 2 * len(entry.words) + 4
+    found = []
+    first, *rest = entry.words
+    for token in tokens:
+        start = _word_hits(first, token, typos[token.index])
+        if start is None:
+            continue
+        positions = set(start)
+        for word in rest:
+            hit = None
+            for other in tokens:
+                if other.clause != token.clause or abs(other.index - token.index) > span or other.index in positions:
+                    continue
+                hit = _word_hits(word, other, typos[other.index])
+                if hit is not None:
+                    break
+            if hit is None:
+                break
+            positions |= hit
+        else:
+            found.append(frozenset(positions))
+    return found
+
+
+def _find_in_order(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
+    found = []
+    length = len(entry.words)
+    for start in range(len(tokens) - length + 1):
+        window = tokens[start:start + length]
+        if window[-1].clause != window[0].clause:
+            continue
+        positions: set[int] = set()
+        for word, token in zip(entry.words, window):
+            hit = _word_hits(word, token, typos[token.index])
+            if hit is None:
+                break
+            positions |= hit
+        else:
+            found.append(frozenset(positions))
+    return found
+
+
+def _negated(positions: frozenset[int], tokens: list[Token], before: frozenset[str], after: frozenset[str]) -> bool:
+    clause = tokens[min(positions)].clause
+    low, high = min(positions), max(positions)
+    for token in tokens[max(0, low - _BEFORE):low]:
+        if token.clause == clause and (token.word in before or token.word.endswith("n't")):
+            return True
+    for token in tokens[high + 1:high + 1 + _AFTER]:
+        if token.clause == clause and (token.word in after or token.word.endswith("n't")):
+            return True
+    return False
+
+
+#: A speaker addressing someone ("ik sla je", "I'll hit you"): in a report that is quoted speech.
+_SPEAKER = frozenset({"ik", "wij", "we", "i"})
+_ADDRESSED = frozenset({"je", "jou", "jij", "u", "jullie", "you"})
+
+
+def _intended(positions: frozenset[int], tokens: list[Token], markers: frozenset[str]) -> bool:
+    """Whether the deed is said rather than done: in direct speech, with a word of intention in its
+    clause ("zou", "gaat", "will"), or spoken by "ik" to "je"."""
+    if any(tokens[p].speech for p in positions):
+        return True
+    clause = [t.word for t in tokens if t.clause == tokens[min(positions)].clause]
+    words = set(clause)
+    return bool(markers & words) or bool(_SPEAKER & words and _ADDRESSED & words)
+
+
+def _target(positions: frozenset[int], tokens: list[Token], people: frozenset[str], things: frozenset[str]) -> str:
+    """What the deed in this clause is done to: "person", "thing" or "" (neither is named)."""
+    clause = tokens[min(positions)].clause
+    words = [t for t in tokens if t.clause == clause]
+    if any(people.intersection(t.forms) for t in words):
+        return "person"
+    if any(things.intersection(t.forms) for t in words):
+        return "thing"
+    return ""
+
+
+def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: Vocabulary,
+             languages: tuple[str, ...]) -> list[Match]:
+    before = vocabulary.words("negation_before", languages)
+    after = vocabulary.words("negation_after", languages)
+    markers = vocabulary.words("intention", languages) | vocabulary.words("threat_verbs", languages)
+    people = vocabulary.words("person", languages)
+    things = vocabulary.words("thing", languages)
+    forms = {form for token in tokens for form in token.forms}
+    forms |= {form for token in tokens for form in token.joined}
+    forms |= {form for found in typos for form in found}
+    candidates: list[Match] = []
+    for entry in vocabulary.candidates(area, languages, forms):
+        for positions in _find(entry, tokens, typos):
+            counted = entry
+            if entry.needs_person:
+                target = _target(positions, tokens, people, things)
+                if target == "thing" and entry.without_person:
+                    counted = replace(entry, codes=(entry.without_person,), intended=None)
+                elif target != "person":
+                    continue
+            candidates.append(Match(counted, positions, negated=_negated(positions, tokens, before, after),
+                                    intended=counted.intended is not None and _intended(positions, tokens, markers)))
+    # Longest first: a match whose words all belong to a longer one is part of it, not its own.
+    candidates.sort(key=lambda m: (-len(m.positions), -len(m.entry.words), m.start))
+    kept: list[Match] = []
+    for match in candidates:
+        if any(match.positions < other.positions or (match.positions == other.positions
+                                                     and other.entry.codes != match.entry.codes
+                                                     and len(other.entry.words) > len(match.entry.words))
+               for other in kept):
+            continue
+        kept.append(match)
+    return sorted(kept, key=lambda m: m.start)
+
+
+def _codes(matches: list[Match]) -> list[str]:
+    """The codes of the matches that count, in story order; weak ones only when nothing else counts."""
+    codes: list[str] = []
+    weak: list[str] = []
+    for match in matches:
+        if match.negated:
+            continue
+        found = (match.entry.intended,) if match.intended else match.entry.codes
+        target = weak if match.entry.weak else codes
+        target.extend(code for code in found if code and code not in target)
+    return codes or weak
+
+
+def _place(matches: list[Match]) -> str | None:
+    codes = _codes(matches)
+    if "own_home" in codes:
+        return "own_home"  # at or near their own home outweighs how it reached them
+    if len(codes) > 1 and "online" in codes:
+        codes.remove("online")  # "shouted at the counter, then posted it online": the counter
+    return codes[0] if codes else None
+
+
+#: Words between a colleague and the deed that make the colleague the one it happened to.
+_PASSIVE = frozenset({"werd", "werden", "wordt", "is", "was", "waren", "got", "were", "get", "gets"})
+
+
+def _perpetrator(matches: list[Match], deeds: list[int], tokens: list[Token]) -> str | None:
+    """The perpetrator a story names by role: the first one named. A colleague counts only as the
+    subject of a deed right after it ("een collega schold me uit", not "mijn collega werd
+    geslagen"); vague words ("iemand") only when nothing else is named."""
+    strong, weak = [], []
+    for match in matches:
+        if match.negated:
+            continue
+        code = match.entry.codes[0]
+        if code == "colleague":
+            end = max(match.positions)
+            following = [d for d in deeds if end < d <= end + 4]
+            if not following or any(t.word in _PASSIVE for t in tokens[end + 1:following[0]]):
+                continue
+        (weak if match.entry.weak else strong).append(code)
+    found = strong or weak
+    return found[0] if found else None
+
+
+def story_languages(text: str, vocabulary: Vocabulary) -> tuple[str, ...]:
+    """The languages whose entries a story is read with: the one it is clearly written in, or both."""
+    from ..text import guess_language  # dialogs.text imports this package's users, not the reverse
+
+    guessed = guess_language(text)
+    return (guessed,) if guessed else ("nl", "en")
+
+
+def read(text: str, vocabulary: Vocabulary | None = None) -> Reading:
+    """What `text` tells (see `Reading`). Pure: one tokenisation, cached lemmas; readings with the
+    built-in vocabulary are cached too (the dialogue asks several questions of one story)."""
+    if vocabulary is None or vocabulary is builtin():
+        return _read_builtin(text)
+    return _read_uncached(text, vocabulary)
+
+
+@lru_cache(maxsize=256)
+def _read_builtin(text: str) -> Reading:
+    return _read_uncached(text, builtin())
+
+
+def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
+    languages = story_languages(text, vocabulary)
+    tokens = tokenize(text, languages)
+    typos = [set().union(*(vocabulary.typo_forms(t.word, lang) for lang in languages)) if not _known(t) else set()
+             for t in tokens]
+    both = ("nl", "en")  # place names and roles are nouns that travel between languages ("burgerzaken")
+    kinds = _matches("kinds", tokens, typos, vocabulary, languages)
+    places = _matches("places", tokens, typos, vocabulary, both)
+    people = _matches("perpetrators", tokens, typos, vocabulary, both)
+    signals = _codes(_matches("signals", tokens, typos, vocabulary, languages))
+    from ..categories import KINDS
+
+    # A place in what someone intends is no place it happened ("he'll burn my house down").
+    markers = vocabulary.words("intention", languages)
+    places = [m for m in places if not _intended(m.positions, tokens, markers)]
+    found = set(_codes(kinds))
+    deeds = sorted(m.start for m in kinds if not m.negated and m.entry.codes)
+    return Reading(kinds=tuple(k for k in KINDS if k in found), place=_place(places),
+                   perpetrator=_perpetrator(people, deeds, tokens),
+                   police_came="police_came" in signals, injury="injury" in signals,
+                   matches=tuple(kinds + places + people))
+
+
+def _known(token: Token) -> bool:
+    """A word the lemmatiser knows (its lemma differs from it) is no typing error."""
+    return len(token.forms) > 1
+
+
+__all__ = ["Match", "Reading", "fold", "read", "story_languages"]
