@@ -15,7 +15,7 @@ from .tokens import Token, fold, tokenize
 from .vocabulary import Entry, Vocabulary, Word, builtin
 
 #: Words before a match that negate it ("geen klap", "niet geslagen", "didn't hit").
-_BEFORE = 4
+_BEFORE = 3
 #: Words after a match that negate it ("hij sloeg me niet").
 _AFTER = 3
 
@@ -57,30 +57,44 @@ class Reading:
         return lines
 
 
-def _word_hits(word: Word, token: Token, typos: set[str]) -> frozenset[int] | None:
-    """The positions `word` takes when it matches `token` (with its particle for a joined reading)."""
+def _word_hits(word: Word, token: Token, typos: set[str], language: str) -> frozenset[int] | None:
+    """The positions `word` (of an entry in `language`) takes when it matches `token` (with its
+    particle for a joined reading of a Dutch separable verb)."""
+    forms = token.forms_in(language)
     if word.suffix is not None:
-        return frozenset({token.index}) if any(form.endswith(word.suffix) for form in token.forms) else None
+        return frozenset({token.index}) if any(form.endswith(word.suffix) for form in forms) else None
     if word.prefix is not None:
-        return frozenset({token.index}) if any(form.startswith(word.prefix) for form in token.forms) else None
-    if word.forms.intersection(token.forms) or word.forms.intersection(typos):
+        return frozenset({token.index}) if any(form.startswith(word.prefix) for form in forms) else None
+    if word.forms.intersection(forms) or word.forms.intersection(typos):
         return frozenset({token.index})
-    for form, particle in token.joined.items():
-        if form in word.forms:
-            return frozenset({token.index, particle})
+    if language == "nl":
+        for form, particle in token.joined.items():
+            if form in word.forms:
+                return frozenset({token.index, particle})
     return None
+
+
+#: Dutch entries ending in a verb ("ruit inslaan", "op balie slaan") match in any order within a
+#: clause (Dutch moves its verbs: "sloeg de ruit in"); other phrases in their order, with small gaps.
+_VERB_ENDINGS = ("en", "aan", "gaan", "staan", "doen", "zien")
+_GAP = 2
+
+
+def _any_order(entry: Entry) -> bool:
+    last = entry.words[-1]
+    return entry.language == "nl" and any(form.endswith(_VERB_ENDINGS) for form in last.forms)
 
 
 def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
     """Every place `entry` matches: an English phrase word for word in one clause; a Dutch one with
     each word on a token of one clause, in any order, within a short span."""
-    if entry.language == "en" and len(entry.words) > 1:
+    if len(entry.words) > 1 and not _any_order(entry):
         return _find_in_order(entry, tokens, typos)
     span = 2 * len(entry.words) + 4
     found = []
     first, *rest = entry.words
     for token in tokens:
-        start = _word_hits(first, token, typos[token.index])
+        start = _word_hits(first, token, typos[token.index], entry.language)
         if start is None:
             continue
         positions = set(start)
@@ -89,7 +103,7 @@ def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[froz
             for other in tokens:
                 if other.clause != token.clause or abs(other.index - token.index) > span or other.index in positions:
                     continue
-                hit = _word_hits(word, other, typos[other.index])
+                hit = _word_hits(word, other, typos[other.index], entry.language)
                 if hit is not None:
                     break
             if hit is None:
@@ -101,31 +115,45 @@ def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[froz
 
 
 def _find_in_order(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
+    """An entry's words in their order in one clause: English word for word, Dutch with at most
+    `_GAP` words between ("bij de informatiebalie", "uitgescholden voor rotte vis")."""
+    gap = 0 if entry.language == "en" else _GAP
     found = []
-    length = len(entry.words)
-    for start in range(len(tokens) - length + 1):
-        window = tokens[start:start + length]
-        if window[-1].clause != window[0].clause:
+    for start, token in enumerate(tokens):
+        hit = _word_hits(entry.words[0], token, typos[token.index], entry.language)
+        if hit is None:
             continue
-        positions: set[int] = set()
-        for word, token in zip(entry.words, window):
-            hit = _word_hits(word, token, typos[token.index])
-            if hit is None:
+        positions, at, complete = set(hit), start, True
+        for word in entry.words[1:]:
+            found_at = None
+            for following in tokens[at + 1:at + 2 + gap]:
+                if following.clause != token.clause:
+                    break
+                hit = _word_hits(word, following, typos[following.index], entry.language)
+                if hit is not None:
+                    positions |= hit
+                    found_at = following.index
+                    break
+            if found_at is None:
+                complete = False
                 break
-            positions |= hit
-        else:
+            at = found_at
+        if complete:
             found.append(frozenset(positions))
     return found
 
 
 def _negated(positions: frozenset[int], tokens: list[Token], before: frozenset[str], after: frozenset[str]) -> bool:
-    clause = tokens[min(positions)].clause
+    clause = tokens[min(positions)].part
     low, high = min(positions), max(positions)
-    for token in tokens[max(0, low - _BEFORE):low]:
-        if token.clause == clause and (token.word in before or token.word.endswith("n't")):
+    # Also between the words of a match: "raakte me niet aan", "heeft me niet geslagen".
+    for token in tokens[max(0, low - _BEFORE):high]:
+        if token.index in positions:
+            continue
+        if token.part == clause and (token.word in before or token.word.endswith("n't")):
             return True
     for token in tokens[high + 1:high + 1 + _AFTER]:
-        if token.clause == clause and (token.word in after or token.word.endswith("n't")):
+        if token.part == clause and (token.word in after or token.word.endswith("n't")):
             return True
     return False
 
@@ -135,24 +163,38 @@ _SPEAKER = frozenset({"ik", "wij", "we", "i"})
 _ADDRESSED = frozenset({"je", "jou", "jij", "u", "jullie", "you"})
 
 
-def _intended(positions: frozenset[int], tokens: list[Token], markers: frozenset[str]) -> bool:
+def _intended(positions: frozenset[int], tokens: list[Token], modals: frozenset[str],
+              threat_verbs: frozenset[str] = frozenset()) -> bool:
     """Whether the deed is said rather than done: in direct speech, with a word of intention in its
-    clause ("zou", "gaat", "will"), or spoken by "ik" to "je"."""
+    clause ("zou", "gaat", "will": "he'll come by and break my legs"), a threatening verb in its part
+    ("dreigde me te slaan", not "gaf hem een duw en dreigde ..."), or spoken by "ik" to "je"."""
     if any(tokens[p].speech for p in positions):
         return True
-    clause = [t.word for t in tokens if t.clause == tokens[min(positions)].clause]
-    words = set(clause)
-    return bool(markers & words) or bool(_SPEAKER & words and _ADDRESSED & words)
+    first = tokens[min(positions)]
+    clause = {t.word for t in tokens if t.clause == first.clause}
+    part = {t.word for t in tokens if t.part == first.part}
+    return bool(modals & clause) or bool(threat_verbs & part) or bool(_SPEAKER & part and _ADDRESSED & part)
 
 
-def _target(positions: frozenset[int], tokens: list[Token], people: frozenset[str], things: frozenset[str]) -> str:
-    """What the deed in this clause is done to: "person", "thing" or "" (neither is named)."""
+def _said(positions: frozenset[int], tokens: list[Token], modals: frozenset[str]) -> bool:
+    """Whether a place lies in speech or in an intention (its part of the clause)."""
+    first = tokens[min(positions)]
+    return any(tokens[p].speech for p in positions) or bool(
+        modals & {t.word for t in tokens if t.part == first.part})
+
+
+def _target(positions: frozenset[int], tokens: list[Token], people: frozenset[str], things: frozenset[str],
+            passive: frozenset[str]) -> str:
+    """What the deed in this clause is done to: "person", "thing" or "" (neither is named). A
+    passive with no thing named ("ben net bespuugd", "got headbutted") is done to the reporter."""
     clause = tokens[min(positions)].clause
     words = [t for t in tokens if t.clause == clause]
     if any(people.intersection(t.forms) for t in words):
         return "person"
     if any(things.intersection(t.forms) for t in words):
         return "thing"
+    if any(t.word in passive for t in words):
+        return "person"
     return ""
 
 
@@ -160,9 +202,13 @@ def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: 
              languages: tuple[str, ...]) -> list[Match]:
     before = vocabulary.words("negation_before", languages)
     after = vocabulary.words("negation_after", languages)
-    markers = vocabulary.words("intention", languages) | vocabulary.words("threat_verbs", languages)
+    modals = vocabulary.words("intention", languages)
+    threat_verbs = vocabulary.words("threat_verbs", languages)
     people = vocabulary.words("person", languages)
     things = vocabulary.words("thing", languages)
+    passive = vocabulary.words("passive", languages)
+    # Places and people are named, not done: "hij heeft me op Instagram niet bedreigd" is online.
+    negatable = area in ("kinds", "signals")
     forms = {form for token in tokens for form in token.forms}
     forms |= {form for token in tokens for form in token.joined}
     forms |= {form for found in typos for form in found}
@@ -171,13 +217,15 @@ def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: 
         for positions in _find(entry, tokens, typos):
             counted = entry
             if entry.needs_person:
-                target = _target(positions, tokens, people, things)
+                target = _target(positions, tokens, people, things, passive)
                 if target == "thing" and entry.without_person:
                     counted = replace(entry, codes=(entry.without_person,), intended=None)
                 elif target != "person":
                     continue
-            candidates.append(Match(counted, positions, negated=_negated(positions, tokens, before, after),
-                                    intended=counted.intended is not None and _intended(positions, tokens, markers)))
+            candidates.append(Match(counted, positions,
+                                    negated=negatable and _negated(positions, tokens, before, after),
+                                    intended=counted.intended is not None
+                                    and _intended(positions, tokens, modals, threat_verbs)))
     # Longest first: a match whose words all belong to a longer one is part of it, not its own.
     candidates.sort(key=lambda m: (-len(m.positions), -len(m.entry.words), m.start))
     kept: list[Match] = []
@@ -204,13 +252,16 @@ def _codes(matches: list[Match]) -> list[str]:
     return codes or weak
 
 
-def _place(matches: list[Match]) -> str | None:
-    codes = _codes(matches)
-    if "own_home" in codes:
-        return "own_home"  # at or near their own home outweighs how it reached them
-    if len(codes) > 1 and "online" in codes:
-        codes.remove("online")  # "shouted at the counter, then posted it online": the counter
-    return codes[0] if codes else None
+def _place(matches: list[Match], deeds: list[Match], tokens: list[Token]) -> str | None:
+    """Where it happened: the first place named in a sentence that tells what was done ("shouted
+    at me at the counter, then posted it online" is the counter; "a film of me on TikTok. They know
+    where I live." is online); without such a sentence, the first place named."""
+    named = [m for m in matches if m.entry.codes]
+    if not named:
+        return None
+    told = {tokens[p].sentence for deed in deeds for p in deed.positions}
+    in_deed = [m for m in named if tokens[m.start].sentence in told]
+    return (in_deed or named)[0].entry.codes[0]
 
 
 #: Words between a colleague and the deed that make the colleague the one it happened to.
@@ -270,11 +321,12 @@ def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
     from ..categories import KINDS
 
     # A place in what someone intends is no place it happened ("he'll burn my house down").
-    markers = vocabulary.words("intention", languages)
-    places = [m for m in places if not _intended(m.positions, tokens, markers)]
+    modals = vocabulary.words("intention", languages)
+    places = [m for m in places if not _said(m.positions, tokens, modals)]
     found = set(_codes(kinds))
-    deeds = sorted(m.start for m in kinds if not m.negated and m.entry.codes)
-    return Reading(kinds=tuple(k for k in KINDS if k in found), place=_place(places),
+    counted = [m for m in kinds if not m.negated and m.entry.codes and not m.entry.weak]
+    deeds = sorted(m.start for m in counted)
+    return Reading(kinds=tuple(k for k in KINDS if k in found), place=_place(places, counted, tokens),
                    perpetrator=_perpetrator(people, deeds, tokens),
                    police_came="police_came" in signals, injury="injury" in signals,
                    matches=tuple(kinds + places + people))

@@ -21,14 +21,16 @@ _TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[.,;:!?\"“”‘'()…]|\s[-–—]\s
 _CLAUSE_PUNCTUATION = frozenset(".,;:!?()…-–—")
 _QUOTES = frozenset("\"“”‘'")
 
-#: Words that start a new clause: negation and modality stop at them ("hij sloeg me niet, maar
-#: schreeuwde"; "hij wilde niet weg en bleef schreeuwen").
+#: Words that start a new clause: phrases, negation and modality stop at them ("hij sloeg me niet,
+#: maar schreeuwde").
 CLAUSE_WORDS = frozenset({
-    "en", "maar", "dat", "omdat", "want", "toen", "terwijl", "nadat", "voordat", "waarna", "daarna", "dus",
-    "of", "als", "wanneer", "waarop", "hoewel", "ofschoon", "zodat", "tot", "totdat",
-    "and", "but", "that", "because", "when", "while", "after", "before", "then", "so", "or", "if", "although",
+    "maar", "dat", "omdat", "want", "toen", "terwijl", "nadat", "voordat", "waarna", "daarna", "dus",
+    "als", "wanneer", "waarop", "hoewel", "ofschoon", "zodat", "tot", "totdat",
+    "but", "that", "because", "when", "while", "after", "before", "then", "so", "if", "although",
     "until", "since", "whereupon", "who", "which", "where",
 })
+#: Words that only end a part of a clause (see `Token.part`).
+PART_WORDS = frozenset({"en", "of", "and", "or"})
 
 #: Particles of Dutch separable verbs, joined in front of a verb found earlier in the same clause.
 PARTICLES = frozenset({
@@ -45,15 +47,11 @@ def fold(text: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def lemmas(word: str, languages: tuple[str, ...]) -> tuple[str, ...]:
-    """The forms a folded word is matched by: itself and its lemma in each of `languages` (both for a
-    story whose language is unclear), folded, without duplicates."""
-    forms = [word]
-    for lang in languages:
-        lemma = fold(simplemma.lemmatize(word, lang=lang))
-        if lemma not in forms:
-            forms.append(lemma)
-    return tuple(forms)
+def lemmas(word: str, language: str) -> tuple[str, ...]:
+    """The forms a folded word is matched by in `language`: itself and its lemma there. Kept per
+    language, so that an English entry never meets a Dutch lemma ("met" is not "meet")."""
+    lemma = fold(simplemma.lemmatize(word, lang=language))
+    return (word,) if lemma == word else (word, lemma)
 
 
 @dataclass
@@ -63,11 +61,27 @@ class Token:
 
     index: int
     word: str
-    forms: tuple[str, ...]
+    #: The forms per language the story is read in (see `lemmas`), and all of them together.
+    by_language: dict[str, tuple[str, ...]]
     clause: int
+    #: A finer cut than `clause`: also at "en"/"and"/"of"/"or", where negation stops ("hij wilde niet
+    #: weg en bleef schreeuwen") but a phrase may go on ("gooide zijn pas en papieren naar me").
+    part: int = 0
     speech: bool = False
+    #: The sentence it is in (cut at . ! ? and line breaks).
+    sentence: int = 0
     #: Separable-verb readings ("uitschelden" for "schold ... uit"): form -> the particle's index.
     joined: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        seen: list[str] = []
+        for forms in self.by_language.values():
+            seen.extend(form for form in forms if form not in seen)
+        return tuple(seen)
+
+    def forms_in(self, language: str) -> tuple[str, ...]:
+        return self.by_language.get(language) or (self.word,)
 
 
 #: Speech verbs after which a colon opens direct speech ("ze zei: ik weet waar je woont").
@@ -81,7 +95,7 @@ _SPEECH_LEMMAS = frozenset({
 def tokenize(text: str, languages: tuple[str, ...]) -> list[Token]:
     """The words of `text` with their forms, clauses and speech marks; separable verbs joined."""
     tokens: list[Token] = []
-    clause = 0
+    clause = part = sentence = 0
     in_quotes = False
     after_colon = False
     previous_speech_verb = False
@@ -90,33 +104,56 @@ def tokenize(text: str, languages: tuple[str, ...]) -> list[Token]:
         if piece in _QUOTES:
             in_quotes = not in_quotes
             clause += 1
+            part += 1
             continue
         if piece in _CLAUSE_PUNCTUATION or not piece:
             clause += 1
+            part += 1
             if piece == ":" and previous_speech_verb:
                 after_colon = True
             elif piece in ".!?":
                 after_colon = False
+                sentence += 1
             previous_speech_verb = False
             continue
         if piece in CLAUSE_WORDS:
             clause += 1
-        forms = lemmas(piece, languages)
-        previous_speech_verb = bool(_SPEECH_LEMMAS.intersection(forms))
-        tokens.append(Token(len(tokens), piece, forms, clause, speech=in_quotes or after_colon))
+            part += 1
+        elif piece in PART_WORDS:
+            part += 1
+        by_language = {language: lemmas(piece, language) for language in languages}
+        token = Token(len(tokens), piece, by_language, clause, part, speech=in_quotes or after_colon,
+                      sentence=sentence)
+        previous_speech_verb = bool(_SPEECH_LEMMAS.intersection(token.forms))
+        tokens.append(token)
     _join_particles(tokens)
     return tokens
 
 
+#: Words that may stand between a particle and its verb at the end of a clause ("op te wachten",
+#: "op komt wachten", "in elkaar zou slaan").
+_BETWEEN = frozenset({"te", "komt", "kom", "komen", "zou", "zal", "ga", "gaat", "gaan", "wil", "wilde", "ging"})
+
+
 def _join_particles(tokens: list[Token]) -> None:
     """Give each word the readings it has with a particle later in its clause: "maakte me uit voor"
-    also reads "uitmaken"; "stopte me een envelop toe" also reads "toestoppen"."""
+    also reads "uitmaken"; "stopte me een envelop toe" also reads "toestoppen"; and with a particle
+    just before it: "dreigde me op te wachten" also reads "opwachten"."""
     for position, token in enumerate(tokens):
         if token.word in PARTICLES:
             continue
+        before = position - 1
+        while before >= 0 and tokens[before].word in _BETWEEN and tokens[before].clause == token.clause:
+            before -= 1
+        if before >= 0 and before < position and tokens[before].word in PARTICLES \
+                and tokens[before].clause == token.clause and before >= position - 3:
+            forms = token.forms_in("nl")
+            for form in forms[1:] or forms:
+                token.joined.setdefault(tokens[before].word + form, before)
         for later in tokens[position + 1:position + 9]:
             if later.clause != token.clause:
                 break
             if later.word in PARTICLES:
-                for form in token.forms[1:] or token.forms:
+                forms = token.forms_in("nl")
+                for form in forms[1:] or forms:
                     token.joined.setdefault(later.word + form, later.index)
