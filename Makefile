@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/turns.py
 	$(BIN)/python bench/matrix_latency.py
 	$(BIN)/python bench/teams_throughput.py
+	$(BIN)/python bench/understanding.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import storage
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
+from dialogs.understanding import Vocabulary, VocabularyError, extended
 
 from bot.config import ConfigError, Settings
 from bot.core.casework import CaseWork
@@ -54,11 +55,30 @@ def build_context(settings: Settings) -> Context:
         return {language: value for language in LANGUAGES} if value else {}
 
     return Context(
+        vocabulary=organisation_vocabulary(settings),
         organisation=org.name, default_language=org.language, timezone=ZoneInfo(org.timezone),
         house_rules=texts(org.house_rules, "house_rules"), norm_card=texts(org.norm_card, "norm_card"),
         aftercare=same_for_all(org.aftercare), contact_promise=same_for_all(org.contact_promise),
         closed_years=settings.privacy.closed_years, withdrawn_days=settings.privacy.withdrawn_days,
     )
+
+
+def organisation_vocabulary(settings: Settings) -> Vocabulary | None:
+    """The built-in vocabulary with `[organisation] vocabulary` added (None: the built-in one)."""
+    path = settings.organisation.vocabulary
+    if path is None:
+        return None
+    file = settings.resolve(path, settings.organisation.language)
+    try:
+        text = file.read_text("utf-8")
+    except OSError as error:
+        raise ConfigError(f"[organisation] vocabulary: cannot read {file}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"[organisation] vocabulary: {file} is not UTF-8 text") from None
+    try:
+        return extended(text, source=f"[organisation] vocabulary ({file})")
+    except VocabularyError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass

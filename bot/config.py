@@ -48,6 +48,9 @@ class OrganisationSettings(_Section):
     aftercare: str | None = Field(None, max_length=1000)
     #: What happens next, shown after a report when contact was wanted.
     contact_promise: str | None = Field(None, max_length=1000)
+    #: A TOML file with the organisation's own words for reading stories (department names, local
+    #: words such as "Wmo-loket"), added to the built-in vocabulary; see README "Story understanding".
+    vocabulary: Path | None = None
 
     @field_validator("timezone")
     @classmethod

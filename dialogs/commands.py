@@ -78,7 +78,15 @@ def start_report(c: TurnContext) -> None:
         c.start_draft()
         ask(c, "story", push=False)
     if c.replies:
-        c.replies[-1] = replace(c.replies[-1], offer_form=True)
+        c.replies[-1] = replace(c.replies[-1], offer_form=True, form_values=_form_values(c))
+
+
+def _form_values(c: TurnContext) -> dict | None:
+    """A story typed before `melden` fills the form, with the kinds and place read from it."""
+    draft = c.state.draft
+    if draft is None or not draft.story:
+        return None
+    return {"story": draft.story, "kinds": list(draft.kinds or ()), "place": draft.place}
 
 
 def cancel(c: TurnContext) -> None:

@@ -20,8 +20,11 @@ def submit_form(c: TurnContext, values: dict) -> None:
     if not tx.has_words(story):
         c.say("form.story_missing")
         return
-    draft = Draft(draft_id=f"form-{form_id or c.input.now.timestamp()}", story=story,
-                  occurred_at=c.now.isoformat())
+    in_progress = c.state.draft if c.in_dialogue() else None
+    # A form sent while a report is being typed replaces it: the files sent so far go with it.
+    draft = Draft(draft_id=in_progress.draft_id if in_progress else f"form-{form_id or c.input.now.timestamp()}",
+                  story=story, occurred_at=c.now.isoformat(),
+                  attachments=list(in_progress.attachments) if in_progress else [])
     reading = read(story, c.ctx.vocabulary)
     chosen = _codes(values.get("kinds"), cat.KINDS)
     draft.kinds = chosen or list(reading.kinds) or None
@@ -49,6 +52,8 @@ def submit_form(c: TurnContext, values: dict) -> None:
     if reading.injury:
         draft.consequences = ["injury"]
     c.effects.append(SubmitReport(draft, form_id or None))
+    if in_progress is not None:
+        c.end_draft()
 
 
 def _codes(value, allowed: tuple[str, ...]) -> list[str]:

@@ -35,6 +35,8 @@ class Reply:
     reference: str | None = None
     #: The reply starts a report: a platform with forms may offer the whole report as one form.
     offer_form: bool = False
+    #: What the form starts with (`story`, `kinds` and `place` codes read from a story typed first).
+    form_values: dict[str, Any] | None = None
 
     def plain(self) -> str:
         """The reply as plain text, as a console or a `body` fallback shows it."""

@@ -230,3 +230,21 @@ def test_cases_list_is_audited(tmp_path):
     with sqlite3.connect(tmp_path / "meldbot.db") as connection:
         (actor, detail), = connection.execute("SELECT actor, detail FROM audit_log WHERE action = 'cli_list'")
     assert actor.startswith("cli:") and json.loads(detail) == {"results": 1, "status": "new"}
+
+
+def test_own_vocabulary_file_is_used_and_a_broken_one_stops_with_exit_2(tmp_path):
+    (tmp_path / "woorden.toml").write_text('[places.counter]\nnl = ["wijkpunt"]\n', encoding="utf-8")
+    config = write_config(tmp_path, '[organisation]\nvocabulary = "woorden.toml"\n')
+    result = meldbot("chat", "--config", str(config), cwd=tmp_path,
+                     stdin="Een bewoner schold me uit in het wijkpunt\n")
+    assert result.returncode == 0, result.stderr
+    # The place was read from the organisation's own word: no list of places is offered to choose from.
+    assert "Balie of loket" in result.stdout and "Op straat of buitendienst" not in result.stdout
+    (tmp_path / "kapot.toml").write_text('[places.counter]\nnl = "wijkpunt"\n', encoding="utf-8")
+    broken = write_config(tmp_path, '[organisation]\nvocabulary = "kapot.toml"\n')
+    result = meldbot("chat", "--config", str(broken), cwd=tmp_path, stdin="")
+    assert result.returncode == 2 and "kapot.toml" in result.stderr and "[counter]" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = write_config(tmp_path, '[organisation]\nvocabulary = "weg.toml"\n')
+    result = meldbot("chat", "--config", str(missing), cwd=tmp_path, stdin="")
+    assert result.returncode == 2 and "[organisation] vocabulary" in result.stderr

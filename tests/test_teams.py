@@ -43,6 +43,27 @@ async def test_full_text_report_in_personal_chat(world):
         assert case.story == STORY
 
 
+async def test_a_story_typed_before_melden_fills_the_card_and_the_card_replaces_the_draft(world):
+    await world.start()
+    story = "Een bezoeker schold me uit aan de balie en spuugde naar me"
+    await world.say(story)
+    await world.say("melden")
+    cards = [r for r in world.connector.requests if r["activity"].get("attachments")]
+    card = cards[-1]["activity"]["attachments"][0]["content"]
+    fields = {element.get("id"): element for element in card["body"]}
+    assert fields["story"]["value"] == story
+    assert fields["kinds"]["value"] == "verbal,physical" and fields["place"]["value"] == "counter"
+    # One submit files the report and ends the typed draft: "verzenden" afterwards sends nothing twice.
+    data = dict(card["actions"][0]["data"], story=story, kinds="verbal,physical", place="counter", wishes="contact")
+    reference = reference_in(await world.say(None, value=data))
+    after = " ".join(await world.say("verzenden"))
+    assert not re.search(r"MB-[0-9A-Z]{3}-[0-9A-Z]{3}", after), after
+    async with world.app.sessions() as session:
+        case = await repo.get_case(session=session, reference=reference)
+        cases = await repo.list_cases(session=session)
+    assert case.kind_codes == ["verbal", "physical"] and case.place == "counter" and len(cases) == 1
+
+
 async def test_report_card_with_execute_and_with_submit_fallback(world):
     await world.start()
     said = await world.say("melden")

@@ -9,6 +9,8 @@ the same words ("sloeg op de balie" is intimidation, not "slaan"), a negated mat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+import simplemma
 from functools import lru_cache
 
 from .tokens import Token, fold, tokenize
@@ -261,7 +263,11 @@ def _place(matches: list[Match], deeds: list[Match], tokens: list[Token]) -> str
         return None
     told = {tokens[p].sentence for deed in deeds for p in deed.positions}
     in_deed = [m for m in named if tokens[m.start].sentence in told]
-    return (in_deed or named)[0].entry.codes[0]
+    if not in_deed and any("online" in deed.entry.codes for deed in deeds):
+        in_deed = [m for m in named if m.entry.codes[0] == "online"]  # "berichten op X" before the deed
+    chosen = in_deed or named
+    own = [m for m in chosen if m.entry.codes[0] == "own_home"]
+    return (own or chosen)[0].entry.codes[0]  # "op de stoep voor mijn deur" is at their own home
 
 
 #: Words between a colleague and the deed that make the colleague the one it happened to.
@@ -311,7 +317,7 @@ def _read_builtin(text: str) -> Reading:
 def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
     languages = story_languages(text, vocabulary)
     tokens = tokenize(text, languages)
-    typos = [set().union(*(vocabulary.typo_forms(t.word, lang) for lang in languages)) if not _known(t) else set()
+    typos = [set().union(*(vocabulary.typo_forms(t.word, lang) for lang in languages)) if not _known(t, languages) else set()
              for t in tokens]
     both = ("nl", "en")  # place names and roles are nouns that travel between languages ("burgerzaken")
     kinds = _matches("kinds", tokens, typos, vocabulary, languages)
@@ -332,9 +338,9 @@ def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
                    matches=tuple(kinds + places + people))
 
 
-def _known(token: Token) -> bool:
-    """A word the lemmatiser knows (its lemma differs from it) is no typing error."""
-    return len(token.forms) > 1
+def _known(token: Token, languages: tuple[str, ...]) -> bool:
+    """A word the lemmatiser knows is no typing error ("vooruit" is not "voorruit")."""
+    return any(simplemma.is_known(token.word, lang=language) for language in languages)
 
 
 __all__ = ["Match", "Reading", "fold", "read", "story_languages"]

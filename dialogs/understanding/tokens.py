@@ -16,7 +16,7 @@ import simplemma
 
 #: Words, with inner hyphens and apostrophes kept ("wmo-loket", "didn't"); quotes and other
 #: punctuation are tokens of their own (they end clauses or open speech).
-_TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[.,;:!?\"“”‘'()…]|\s[-–—]\s", re.UNICODE)
+_TOKEN = re.compile(r"'[stn]\b|\w+(?:['’-]\w+)*|[.,;:!?\"“”‘'()…]|\s[-–—]\s", re.UNICODE)
 #: Punctuation that ends a clause.
 _CLAUSE_PUNCTUATION = frozenset(".,;:!?()…-–—")
 _QUOTES = frozenset("\"“”‘'")
@@ -24,13 +24,13 @@ _QUOTES = frozenset("\"“”‘'")
 #: Words that start a new clause: phrases, negation and modality stop at them ("hij sloeg me niet,
 #: maar schreeuwde").
 CLAUSE_WORDS = frozenset({
-    "maar", "dat", "omdat", "want", "toen", "terwijl", "nadat", "voordat", "waarna", "daarna", "dus",
+    "dat", "omdat", "want", "toen", "terwijl", "nadat", "voordat", "waarna", "daarna", "dus",
     "als", "wanneer", "waarop", "hoewel", "ofschoon", "zodat", "tot", "totdat",
-    "but", "that", "because", "when", "while", "after", "before", "then", "so", "if", "although",
+    "that", "because", "when", "while", "after", "before", "then", "so", "if", "although",
     "until", "since", "whereupon", "who", "which", "where",
 })
 #: Words that only end a part of a clause (see `Token.part`).
-PART_WORDS = frozenset({"en", "of", "and", "or"})
+PART_WORDS = frozenset({"en", "of", "maar", "and", "or", "but"})
 
 #: Particles of Dutch separable verbs, joined in front of a verb found earlier in the same clause.
 PARTICLES = frozenset({
@@ -150,7 +150,7 @@ def _join_particles(tokens: list[Token]) -> None:
             forms = token.forms_in("nl")
             for form in forms[1:] or forms:
                 token.joined.setdefault(tokens[before].word + form, before)
-        for later in tokens[position + 1:position + 9]:
+        for later in tokens[position + 1:position + 13]:
             if later.clause != token.clause:
                 break
             if later.word in PARTICLES:

@@ -121,6 +121,8 @@ def _deletions(word: str) -> set[str]:
 
 def _lemma_forms(word: str, language: str) -> frozenset[str]:
     folded = fold(word)
+    if language == "en" and folded.endswith("ing"):
+        return frozenset({folded})  # "meeting" is not "meet", "shooting" not "shoot"
     return frozenset({folded, fold(simplemma.lemmatize(folded, lang=language))})
 
 
@@ -136,6 +138,10 @@ def _word(text: str, language: str, where: str) -> Word:
 
 def _entries(section: str, table: dict[str, Any], default_codes: tuple[str, ...], allowed: tuple[str, ...],
              code_key: str, source: str) -> dict[str, list[Entry]]:
+    unknown_keys = set(table) - {"nl", "en", code_key, "intended", "weak", "needs", "without_person"}
+    if unknown_keys:
+        raise VocabularyError(f"{source} [{section}]: unknown key {', '.join(sorted(unknown_keys))} "
+                              f"(use nl, en, {code_key})")
     codes = table.get(code_key, list(default_codes))
     codes = [codes] if isinstance(codes, str) else list(codes)
     unknown = [code for code in codes if code not in allowed]

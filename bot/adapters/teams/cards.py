@@ -14,12 +14,13 @@ SUBMIT_VERB = "submitReport"
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 
 
-def report_card(language: str, form_id: str | None = None) -> dict:
-    """Every field of a report on one card. `Action.Execute` with an `Action.Submit` fallback."""
+def report_card(language: str, form_id: str | None = None, values: dict | None = None) -> dict:
+    """Every field of a report on one card. `Action.Execute` with an `Action.Submit` fallback.
+    `values` pre-fill it (a story typed before `melden`, with the kinds and place read from it)."""
     t = Translator(language)
     form_id = form_id or uuid.uuid4().hex
     data = {"form_id": form_id, "meldbot": "report"}
-    return {
+    card = {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": CARD_VERSION,
@@ -43,6 +44,14 @@ def report_card(language: str, form_id: str | None = None) -> dict:
             "fallback": {"type": "Action.Submit", "title": t("card.send"), "data": data},
         }],
     }
+    if values:
+        prefill = {"story": values.get("story") or None,
+                   "kinds": ",".join(k for k in values.get("kinds") or () if k in KINDS) or None,
+                   "place": values.get("place") if values.get("place") in PLACES else None}
+        for element in card["body"]:
+            if prefill.get(element.get("id")):
+                element["value"] = prefill[element["id"]]
+    return card
 
 
 def sent_card(language: str, reference: str) -> dict:

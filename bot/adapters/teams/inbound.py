@@ -100,7 +100,8 @@ class InboundMixin:
             listed = ", ".join(not_taken[:NAMES_LISTED]) + (", …" if len(not_taken) > NAMES_LISTED else "")
             replies.insert(0, Reply(Translator(self.language)("teams.files_not_taken", limit=self.files_per_message,
                                                               files=listed)))
-        card = report_card(self.language) if any(r.offer_form for r in replies) else None
+        offered = next((r for r in replies if r.offer_form), None)
+        card = report_card(self.language, values=offered.form_values) if offered else None
         await self._reply(turn_context, replies, card)
         return replies
 
