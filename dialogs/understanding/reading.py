@@ -87,22 +87,49 @@ def _any_order(entry: Entry) -> bool:
     return entry.language == "nl" and any(form.endswith(_VERB_ENDINGS) for form in last.forms)
 
 
-def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
+Lookup = dict[str, dict[str, list[int]]]
+
+
+def _lookup(tokens: list[Token], typos: list[set[str]], languages: tuple[str, ...]) -> Lookup:
+    """Per language, the tokens each form can be found on (its lemma, a typo's word, a joined verb),
+    so that an entry is only tried where its word occurs."""
+    found: Lookup = {}
+    for language in languages:
+        index = found.setdefault(language, {})
+        for token in tokens:
+            forms = set(token.forms_in(language)) | typos[token.index]
+            if language == "nl":
+                forms |= set(token.joined)
+            for form in forms:
+                index.setdefault(form, []).append(token.index)
+    return found
+
+
+def _where(word: Word, tokens: list[Token], lookup: Lookup, language: str) -> list[Token]:
+    """The tokens `word` may match on (every token for a wildcard)."""
+    if word.wildcard:
+        return tokens
+    index = lookup.get(language, {})
+    positions = sorted({p for form in word.forms for p in index.get(form, ())})
+    return [tokens[p] for p in positions]
+
+
+def _find(entry: Entry, tokens: list[Token], typos: list[set[str]], lookup: Lookup) -> list[frozenset[int]]:
     """Every place `entry` matches: an English phrase word for word in one clause; a Dutch one with
     each word on a token of one clause, in any order, within a short span."""
     if len(entry.words) > 1 and not _any_order(entry):
-        return _find_in_order(entry, tokens, typos)
+        return _find_in_order(entry, tokens, typos, lookup)
     span = 2 * len(entry.words) + 4
     found = []
     first, *rest = entry.words
-    for token in tokens:
+    for token in _where(first, tokens, lookup, entry.language):
         start = _word_hits(first, token, typos[token.index], entry.language)
         if start is None:
             continue
         positions = set(start)
         for word in rest:
             hit = None
-            for other in tokens:
+            for other in _where(word, tokens, lookup, entry.language):
                 if other.clause != token.clause or abs(other.index - token.index) > span or other.index in positions:
                     continue
                 hit = _word_hits(word, other, typos[other.index], entry.language)
@@ -116,12 +143,13 @@ def _find(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[froz
     return found
 
 
-def _find_in_order(entry: Entry, tokens: list[Token], typos: list[set[str]]) -> list[frozenset[int]]:
+def _find_in_order(entry: Entry, tokens: list[Token], typos: list[set[str]], lookup: Lookup) -> list[frozenset[int]]:
     """An entry's words in their order in one clause: English word for word, Dutch with at most
     `_GAP` words between ("bij de informatiebalie", "uitgescholden voor rotte vis")."""
     gap = 0 if entry.language == "en" else _GAP
     found = []
-    for start, token in enumerate(tokens):
+    for token in _where(entry.words[0], tokens, lookup, entry.language):
+        start = token.index
         hit = _word_hits(entry.words[0], token, typos[token.index], entry.language)
         if hit is None:
             continue
@@ -201,7 +229,7 @@ def _target(positions: frozenset[int], tokens: list[Token], people: frozenset[st
 
 
 def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: Vocabulary,
-             languages: tuple[str, ...]) -> list[Match]:
+             languages: tuple[str, ...], lookup: Lookup) -> list[Match]:
     before = vocabulary.words("negation_before", languages)
     after = vocabulary.words("negation_after", languages)
     modals = vocabulary.words("intention", languages)
@@ -216,7 +244,7 @@ def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: 
     forms |= {form for found in typos for form in found}
     candidates: list[Match] = []
     for entry in vocabulary.candidates(area, languages, forms):
-        for positions in _find(entry, tokens, typos):
+        for positions in _find(entry, tokens, typos, lookup):
             counted = entry
             if entry.needs_person:
                 target = _target(positions, tokens, people, things, passive)
@@ -320,10 +348,11 @@ def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
     typos = [set().union(*(vocabulary.typo_forms(t.word, lang) for lang in languages)) if not _known(t, languages) else set()
              for t in tokens]
     both = ("nl", "en")  # place names and roles are nouns that travel between languages ("burgerzaken")
-    kinds = _matches("kinds", tokens, typos, vocabulary, languages)
-    places = _matches("places", tokens, typos, vocabulary, both)
-    people = _matches("perpetrators", tokens, typos, vocabulary, both)
-    signals = _codes(_matches("signals", tokens, typos, vocabulary, languages))
+    lookup = _lookup(tokens, typos, both)
+    kinds = _matches("kinds", tokens, typos, vocabulary, languages, lookup)
+    places = _matches("places", tokens, typos, vocabulary, both, lookup)
+    people = _matches("perpetrators", tokens, typos, vocabulary, both, lookup)
+    signals = _codes(_matches("signals", tokens, typos, vocabulary, languages, lookup))
     from ..categories import KINDS
 
     # A place in what someone intends is no place it happened ("he'll burn my house down").

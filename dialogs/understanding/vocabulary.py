@@ -76,6 +76,8 @@ class Vocabulary:
     #: made only of wildcards: a story is only checked against entries one of its words can start.
     by_form: dict[str, dict[str, dict[str, list[Entry]]]] = field(default_factory=dict)
     wildcards: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
+    #: Each entry's position in its files (matches are tried in file order).
+    order: dict[int, int] = field(default_factory=dict)
 
     def area(self, name: str, languages: Iterable[str]) -> list[Entry]:
         found: list[Entry] = []
@@ -94,8 +96,7 @@ class Vocabulary:
                     seen[id(entry)] = entry
             for entry in self.wildcards.get(name, {}).get(language, ()):
                 seen[id(entry)] = entry
-        order = {id(entry): n for n, entry in enumerate(self.area(name, languages))}
-        return sorted(seen.values(), key=lambda entry: order[id(entry)])
+        return sorted(seen.values(), key=lambda entry: self.order[id(entry)])
 
     def words(self, name: str, languages: Iterable[str]) -> frozenset[str]:
         result: set[str] = set()
@@ -195,7 +196,11 @@ def _add(vocabulary: Vocabulary, area: str, sections: dict[str, Any], source: st
 
 
 def _index(vocabulary: Vocabulary) -> None:
-    vocabulary.fuzzy, vocabulary.by_form, vocabulary.wildcards = {}, {}, {}
+    vocabulary.fuzzy, vocabulary.by_form, vocabulary.wildcards, vocabulary.order = {}, {}, {}, {}
+    for area in vocabulary.entries.values():
+        for entries in area.values():
+            for entry in entries:
+                vocabulary.order[id(entry)] = len(vocabulary.order)
     for name, area in vocabulary.entries.items():
         for language, entries in area.items():
             by_form = vocabulary.by_form.setdefault(name, {}).setdefault(language, {})
