@@ -207,7 +207,8 @@ def _intended(positions: frozenset[int], tokens: list[Token], modals: frozenset[
 
 
 def _said(positions: frozenset[int], tokens: list[Token], modals: frozenset[str]) -> bool:
-    """Whether a place lies in speech or in an intention (its part of the clause)."""
+    """Whether a place lies in what someone said or intends ("'ik kom met een mes naar het loket'"
+    said on the phone is a phone call)."""
     first = tokens[min(positions)]
     return any(tokens[p].speech for p in positions) or bool(
         modals & {t.word for t in tokens if t.part == first.part})
@@ -253,7 +254,8 @@ def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: 
                 elif target != "person":
                     continue
             candidates.append(Match(counted, positions,
-                                    negated=negatable and _negated(positions, tokens, before, after),
+                                    negated=negatable and counted.negatable
+                                    and _negated(positions, tokens, before, after),
                                     intended=counted.intended is not None
                                     and _intended(positions, tokens, modals, threat_verbs)))
     # Longest first: a match whose words all belong to a longer one is part of it, not its own.
@@ -295,7 +297,9 @@ def _place(matches: list[Match], deeds: list[Match], tokens: list[Token]) -> str
         in_deed = [m for m in named if m.entry.codes[0] == "online"]  # "berichten op X" before the deed
     chosen = in_deed or named
     own = [m for m in chosen if m.entry.codes[0] == "own_home"]
-    return (own or chosen)[0].entry.codes[0]  # "op de stoep voor mijn deur" is at their own home
+    if own:
+        return "own_home"  # "op de stoep voor mijn deur" is at their own home
+    return chosen[0].entry.codes[0]
 
 
 #: Words between a colleague and the deed that make the colleague the one it happened to.

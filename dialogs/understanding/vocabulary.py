@@ -61,6 +61,9 @@ class Entry:
     #: screen") it counts as `without_person` instead, or not at all.
     needs_person: bool = False
     without_person: str | None = None
+    #: False for words that name rather than do ("hoofddoek", "facebook"): a "niet" near them
+    #: ("mensen met een hoofddoek mogen niet werken") does not undo them.
+    negatable: bool = True
 
 
 @dataclass
@@ -139,7 +142,7 @@ def _word(text: str, language: str, where: str) -> Word:
 
 def _entries(section: str, table: dict[str, Any], default_codes: tuple[str, ...], allowed: tuple[str, ...],
              code_key: str, source: str) -> dict[str, list[Entry]]:
-    unknown_keys = set(table) - {"nl", "en", code_key, "intended", "weak", "needs", "without_person"}
+    unknown_keys = set(table) - {"nl", "en", code_key, "intended", "weak", "needs", "without_person", "negatable"}
     if unknown_keys:
         raise VocabularyError(f"{source} [{section}]: unknown key {', '.join(sorted(unknown_keys))} "
                               f"(use nl, en, {code_key})")
@@ -169,7 +172,7 @@ def _entries(section: str, table: dict[str, Any], default_codes: tuple[str, ...]
             found.setdefault(language, []).append(Entry(
                 words, tuple(codes), section, item, intended, weak=bool(table.get("weak", False)),
                 language=language, needs_person=bool(table.get("needs") == "person"),
-                without_person=without_person))
+                without_person=without_person, negatable=bool(table.get("negatable", True))))
     return found
 
 
