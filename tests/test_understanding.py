@@ -20,8 +20,8 @@ CORPUS = sorted((ROOT / "tests" / "corpus").glob("stories.*.jsonl"))
 @pytest.mark.parametrize(("story", "kinds"), [
     ("Een bezoeker smeet een koffiebeker naar mijn hoofd", ("physical",)),
     ("Een vrouw beet mijn collega in haar hand", ("physical",)),
-    ("Iemand kraste 'verrader' op mijn auto", ("vandalism",)),
-    ("Hij zei dat ik een domme Marokkaan ben", ("discrimination",)),
+    ("Iemand kraste 'verrader' op mijn auto", ("verbal", "vandalism")),  # the word scratched is an insult
+    ("Hij zei dat ik een domme Marokkaan ben", ("verbal", "discrimination")),
     ("Een ondernemer stopte me een envelop met geld toe voor de vergunning", ("bribery",)),
     ("Ze zei: ik weet waar jouw kinderen op school zitten", ("threat",)),
 ])

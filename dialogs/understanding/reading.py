@@ -129,7 +129,9 @@ def _find(entry: Entry, tokens: list[Token], typos: list[set[str]], lookup: Look
         positions = set(start)
         for word in rest:
             hit = None
-            for other in _where(word, tokens, lookup, entry.language):
+            # The nearest occurrence: "spuugde naar me en dreigde me op te wachten" takes the second "me".
+            nearby = sorted(_where(word, tokens, lookup, entry.language), key=lambda t: abs(t.index - token.index))
+            for other in nearby:
                 if other.clause != token.clause or abs(other.index - token.index) > span or other.index in positions:
                     continue
                 hit = _word_hits(word, other, typos[other.index], entry.language)
@@ -306,7 +308,7 @@ def _place(matches: list[Match], deeds: list[Match], tokens: list[Token]) -> str
 _PASSIVE = frozenset({"werd", "werden", "wordt", "is", "was", "waren", "got", "were", "get", "gets"})
 
 
-def _perpetrator(matches: list[Match], deeds: list[int], tokens: list[Token]) -> str | None:
+def _perpetrator(matches: list[Match], deeds: list[Match], tokens: list[Token]) -> str | None:
     """The perpetrator a story names by role: the first one named. A colleague counts only as the
     subject of a deed right after it ("een collega schold me uit", not "mijn collega werd
     geslagen"); vague words ("iemand") only when nothing else is named."""
@@ -317,8 +319,11 @@ def _perpetrator(matches: list[Match], deeds: list[int], tokens: list[Token]) ->
         code = match.entry.codes[0]
         if code == "colleague":
             end = max(match.positions)
-            following = [d for d in deeds if end < d <= end + 4]
-            if not following or any(t.word in _PASSIVE for t in tokens[end + 1:following[0]]):
+            clause = tokens[end].clause
+            # A deed in its clause that goes on after it ("een collega schold me uit", "maakte een
+            # collega me uit voor"), with no passive in between ("mijn collega werd geslagen").
+            after = sorted(p for deed in deeds for p in deed.positions if p > end and tokens[p].clause == clause)
+            if not after or any(t.word in _PASSIVE for t in tokens[end + 1:after[0] + 1]):
                 continue
         (weak if match.entry.weak else strong).append(code)
     found = strong or weak
@@ -364,9 +369,8 @@ def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
     places = [m for m in places if not _said(m.positions, tokens, modals)]
     found = set(_codes(kinds))
     counted = [m for m in kinds if not m.negated and m.entry.codes and not m.entry.weak]
-    deeds = sorted(m.start for m in counted)
     return Reading(kinds=tuple(k for k in KINDS if k in found), place=_place(places, counted, tokens),
-                   perpetrator=_perpetrator(people, deeds, tokens),
+                   perpetrator=_perpetrator(people, counted, tokens),
                    police_came="police_came" in signals, injury="injury" in signals,
                    matches=tuple(kinds + places + people))
 

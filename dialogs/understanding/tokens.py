@@ -30,7 +30,7 @@ CLAUSE_WORDS = frozenset({
     "until", "since", "whereupon", "who", "which", "where",
 })
 #: Words that only end a part of a clause (see `Token.part`).
-PART_WORDS = frozenset({"en", "of", "maar", "and", "or", "but"})
+PART_WORDS = frozenset({"en", "of", "maar", "waar", "and", "or", "but"})
 
 #: Particles of Dutch separable verbs, joined in front of a verb found earlier in the same clause.
 PARTICLES = frozenset({
@@ -99,9 +99,13 @@ def tokenize(text: str, languages: tuple[str, ...]) -> list[Token]:
     in_quotes = False
     after_colon = False
     previous_speech_verb = False
-    for match in _TOKEN.finditer(fold(text)):
+    folded = fold(text)
+    for match in _TOKEN.finditer(folded):
         piece = match.group(0).strip()
         if piece in _QUOTES:
+            before = folded[match.start() - 1] if match.start() else " "
+            if piece == "'" and not in_quotes and before.isalnum():
+                continue  # a possessive ("residents' meeting"), not a quote
             in_quotes = not in_quotes
             clause += 1
             part += 1
