@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import storage
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
-from dialogs.understanding import Vocabulary, VocabularyError, extended
+from dialogs.understanding import Vocabulary, VocabularyError, builtin, extended
 
 from bot.config import ConfigError, Settings
 from bot.core.casework import CaseWork
@@ -67,6 +67,7 @@ def organisation_vocabulary(settings: Settings) -> Vocabulary | None:
     """The built-in vocabulary with `[organisation] vocabulary` added (None: the built-in one)."""
     path = settings.organisation.vocabulary
     if path is None:
+        builtin()  # read and lemmatised once at start, not in the first reporter's turn
         return None
     file = settings.resolve(path, settings.organisation.language)
     try:

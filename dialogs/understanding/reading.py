@@ -14,7 +14,7 @@ import simplemma
 from functools import lru_cache
 
 from .tokens import Token, fold, tokenize
-from .vocabulary import Entry, Vocabulary, Word, builtin
+from .vocabulary import Entry, Vocabulary, Word, builtin, wildcard_keys
 
 #: Words before a match that negate it ("geen klap", "niet geslagen", "didn't hit").
 _BEFORE = 3
@@ -100,17 +100,15 @@ def _lookup(tokens: list[Token], typos: list[set[str]], languages: tuple[str, ..
             forms = set(token.forms_in(language)) | typos[token.index]
             if language == "nl":
                 forms |= set(token.joined)
-            for form in forms:
+            for form in forms | {key for form in token.forms_in(language) for key in wildcard_keys(form)}:
                 index.setdefault(form, []).append(token.index)
     return found
 
 
 def _where(word: Word, tokens: list[Token], lookup: Lookup, language: str) -> list[Token]:
     """The tokens `word` may match on (every token for a wildcard)."""
-    if word.wildcard:
-        return tokens
     index = lookup.get(language, {})
-    positions = sorted({p for form in word.forms for p in index.get(form, ())})
+    positions = sorted({p for key in word.keys for p in index.get(key, ())})
     return [tokens[p] for p in positions]
 
 
@@ -242,9 +240,7 @@ def _matches(area: str, tokens: list[Token], typos: list[set[str]], vocabulary: 
     passive = vocabulary.words("passive", languages)
     # Places and people are named, not done: "hij heeft me op Instagram niet bedreigd" is online.
     negatable = area in ("kinds", "signals")
-    forms = {form for token in tokens for form in token.forms}
-    forms |= {form for token in tokens for form in token.joined}
-    forms |= {form for found in typos for form in found}
+    forms = {form for index in lookup.values() for form in index}
     candidates: list[Match] = []
     for entry in vocabulary.candidates(area, languages, forms):
         for positions in _find(entry, tokens, typos, lookup):

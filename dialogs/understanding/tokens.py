@@ -27,10 +27,10 @@ CLAUSE_WORDS = frozenset({
     "dat", "omdat", "want", "toen", "terwijl", "nadat", "voordat", "waarna", "daarna", "dus",
     "als", "wanneer", "waarop", "hoewel", "ofschoon", "zodat", "tot", "totdat",
     "that", "because", "when", "while", "after", "before", "then", "so", "if", "although",
-    "until", "since", "whereupon", "who", "which", "where",
+    "until", "since", "whereupon", "who", "which",
 })
 #: Words that only end a part of a clause (see `Token.part`).
-PART_WORDS = frozenset({"en", "of", "maar", "waar", "and", "or", "but"})
+PART_WORDS = frozenset({"en", "of", "maar", "waar", "and", "or", "but", "where"})
 
 #: Particles of Dutch separable verbs, joined in front of a verb found earlier in the same clause.
 PARTICLES = frozenset({

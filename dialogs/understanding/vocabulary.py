@@ -41,6 +41,20 @@ class Word:
     def wildcard(self) -> bool:
         return self.suffix is not None or self.prefix is not None
 
+    @property
+    def keys(self) -> frozenset[str]:
+        """What the word is looked up by: its forms, `*suffix` or `prefix*` (see `wildcard_keys`)."""
+        if self.suffix is not None:
+            return frozenset({"*" + self.suffix})
+        if self.prefix is not None:
+            return frozenset({self.prefix + "*"})
+        return self.forms
+
+
+def wildcard_keys(form: str) -> set[str]:
+    """The lookup keys a word form offers to wildcard words: every `*ending` and `beginning*`."""
+    return {"*" + form[i:] for i in range(len(form))} | {form[:i] + "*" for i in range(1, len(form) + 1)}
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -75,10 +89,9 @@ class Vocabulary:
     grammar: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     #: Single-word forms by their one-deletion variants, for typing errors.
     fuzzy: dict[str, dict[str, set[str]]] = field(default_factory=dict)
-    #: Entries by the forms of one of their words (area -> language -> form -> entries), and those
-    #: made only of wildcards: a story is only checked against entries one of its words can start.
+    #: Entries by the lookup keys of one of their words (area -> language -> key -> entries): a story
+    #: is only checked against entries one of its words can start.
     by_form: dict[str, dict[str, dict[str, list[Entry]]]] = field(default_factory=dict)
-    wildcards: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
     #: Each entry's position in its files (matches are tried in file order).
     order: dict[int, int] = field(default_factory=dict)
 
@@ -97,8 +110,6 @@ class Vocabulary:
             for form in forms:
                 for entry in index.get(form, ()):
                     seen[id(entry)] = entry
-            for entry in self.wildcards.get(name, {}).get(language, ()):
-                seen[id(entry)] = entry
         return sorted(seen.values(), key=lambda entry: self.order[id(entry)])
 
     def words(self, name: str, languages: Iterable[str]) -> frozenset[str]:
@@ -199,7 +210,7 @@ def _add(vocabulary: Vocabulary, area: str, sections: dict[str, Any], source: st
 
 
 def _index(vocabulary: Vocabulary) -> None:
-    vocabulary.fuzzy, vocabulary.by_form, vocabulary.wildcards, vocabulary.order = {}, {}, {}, {}
+    vocabulary.fuzzy, vocabulary.by_form, vocabulary.order = {}, {}, {}
     for area in vocabulary.entries.values():
         for entries in area.values():
             for entry in entries:
@@ -207,14 +218,10 @@ def _index(vocabulary: Vocabulary) -> None:
     for name, area in vocabulary.entries.items():
         for language, entries in area.items():
             by_form = vocabulary.by_form.setdefault(name, {}).setdefault(language, {})
-            wildcards = vocabulary.wildcards.setdefault(name, {}).setdefault(language, [])
             for entry in entries:
-                anchor = next((word for word in entry.words if not word.wildcard), None)
-                if anchor is None:
-                    wildcards.append(entry)
-                    continue
-                for form in anchor.forms:
-                    by_form.setdefault(form, []).append(entry)
+                anchor = next((word for word in entry.words if not word.wildcard), entry.words[0])
+                for key in anchor.keys:
+                    by_form.setdefault(key, []).append(entry)
     for area in vocabulary.entries.values():
         for language, entries in area.items():
             index = vocabulary.fuzzy.setdefault(language, {})
