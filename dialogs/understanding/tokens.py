@@ -144,6 +144,13 @@ def _join_particles(tokens: list[Token]) -> None:
     also reads "uitmaken"; "stopte me een envelop toe" also reads "toestoppen"; and with a particle
     just before it: "dreigde me op te wachten" also reads "opwachten"."""
     for position, token in enumerate(tokens):
+        following = tokens[position + 1] if position + 1 < len(tokens) else None
+        if following is not None and following.clause == token.clause and token.word.isalpha() \
+                and following.word.isalpha():
+            # Dutch writes compounds apart too: "plat gestoken", "kapot gemaakt", "dicht gegooid".
+            together = token.word + following.word
+            for form in {together, *lemmas(together, "nl")}:
+                token.joined.setdefault(form, following.index)
         if token.word in PARTICLES:
             continue
         before = position - 1
