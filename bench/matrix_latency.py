@@ -27,7 +27,7 @@ from bot.adapters.matrix.adapter import MatrixAdapter  # noqa: E402
 from bot.devtools.chatclient import ChatClient  # noqa: E402
 from bot.devtools.localserver import LocalSynapse  # noqa: E402
 
-DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
+DIALOGUE = ["ik werd net uitgescholden aan de balie", "2", "verzenden"]  # story, tick aftercare, send
 
 
 class EchoBot:

@@ -37,7 +37,7 @@ from bot.adapters.teams.adapter import TeamsAdapter  # noqa: E402
 from teams_harness import (  # noqa: E402
     APP_ID, CONNECTOR_TOKEN, TENANT, ChannelKeys, FakeConnector, LocalCredentialsFactory, activity)
 
-DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
+DIALOGUE = ["ik werd net uitgescholden aan de balie", "2", "verzenden"]  # story, tick aftercare, send
 
 
 class EchoBot(ActivityHandler):

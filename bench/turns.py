@@ -29,7 +29,7 @@ from bot.core.engine import Engine  # noqa: E402
 from bot.adapters.contract import InboundMessage  # noqa: E402
 
 BENCH_MASTER_KEY = bytes(32)
-DIALOGUE = ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]
+DIALOGUE = ["ik werd net uitgescholden aan de balie", "2", "verzenden"]  # story, tick aftercare, send
 
 
 def percentile(values: list[float], fraction: float) -> float:

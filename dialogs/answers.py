@@ -14,20 +14,10 @@ from .i18n import LANGUAGES, Translator
 from .labels import wish_selection
 from .model import Draft, RelayToCoordinator, SubmitReport
 from .questions import advance, ask, details_wanted, question, question_relay_or_report
-from .summary import step_to_change
+from .summary import WISH_WORDS, apply_ticks, parse_ticks, settle_wishes, step_to_change, ticked_reply
 from .turn import Answer, TurnContext
 from .understanding import read
 from .when import FutureTime, find_when_in_story, parse_when
-
-#: Words that pick a wish without its number or exact label.
-_WISH_WORDS = {
-    "contact": ("contact", "bellen", "call me", "gesprek", "talk"),
-    "aftercare_yes": ("nazorg", "aftercare", "opvang", "support"),
-    "police_report": ("aangifte", "police report", "report to the police"),
-    "police_came": ("politie kwam", "police came", "politie was er", "police were there"),
-    "anonymous": ("anoniem", "anonymous", "anonymously"),
-}
-
 
 # -- shared ---------------------------------------------------------------------------------------------
 
@@ -349,7 +339,7 @@ def answer_wishes(c: TurnContext, text: str) -> None:
             if numbers is None:
                 folded = tx.fold(answer)
                 selected = set(match_labels(answer, "wish", cat.WISHES))
-                selected |= {w for w, words in _WISH_WORDS.items() if any(x in folded for x in words)}
+                selected |= {w for w, words in WISH_WORDS.items() if any(x in folded for x in words)}
                 if not selected:
                     raise Answer("error.wishes")
             elif any(not 1 <= n <= len(cat.WISHES) for n in numbers):
@@ -369,7 +359,7 @@ def answer_wishes(c: TurnContext, text: str) -> None:
     handle(c, text, parse)
 
 
-# -- the summary: send, or `wijzig N` ---------------------------------------------------------------------
+# -- the summary: send, tick wishes, or `wijzig N` ----------------------------------------------------------
 
 def answer_summary(c: TurnContext, text: str) -> None:
     draft = c.draft
@@ -378,11 +368,22 @@ def answer_summary(c: TurnContext, text: str) -> None:
         ask(c, "summary", repeat=True)
         return
     if tx.is_send(text):
-        c.effects.append(SubmitReport(draft))
-        c.state.relay_reference = c.state.relay_until = None  # a new report, a new follow-up
-        c.end_draft()
+        _send(c)
         return
-    step = step_to_change(text)
+    try:
+        ticks = parse_ticks(text)
+        step = None if ticks else step_to_change(text)
+    except Answer as error:
+        fail(c, error, text)
+        return
+    if ticks:
+        before, aftercare_before = wish_selection(c), draft.aftercare
+        apply_ticks(draft, ticks.changes)
+        if ticks.send:
+            _send(c)
+        else:
+            c.replies.append(ticked_reply(c, before, aftercare_before))
+        return
     if step:
         # Not ask(): an edit records no history, and answering it returns to the summary.
         c.state.editing = True
@@ -390,6 +391,13 @@ def answer_summary(c: TurnContext, text: str) -> None:
         c.replies.append(question(c, step))
         return
     fail(c, Answer("error.summary"), text)
+
+
+def _send(c: TurnContext) -> None:
+    settle_wishes(c.draft)
+    c.effects.append(SubmitReport(c.draft))
+    c.state.relay_reference = c.state.relay_until = None  # a new report, a new follow-up
+    c.end_draft()
 
 
 ANSWERS: dict[str, Callable[[TurnContext, str], None]] = {

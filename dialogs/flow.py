@@ -1,9 +1,12 @@
 """The report conversation as a pure state machine: `step(state, user_input, context) -> Turn`.
 
-Main path (a minimal report is 3 or 4 messages):
-    story -> [details: kind and/or place, only what the story did not tell] -> wishes -> summary -> send
+Main path (a minimal report is 2 or 3 messages):
+    story -> [details: kind and/or place, only what the story did not tell] -> summary -> send
 Optional fields (when, perpetrator, consequences) are filled from the story where it names them,
-and are offered as numbered lines on the summary ("wijzig 5" / "change 5").
+and are offered as numbered lines on the summary ("wijzig 5" / "change 5"). The wishes (contact,
+aftercare, police report, ...) are a tick list on the summary: "2" or "nazorg" ticks, "niet 2" or
+"geen nazorg" unticks, "2 verzenden" ticks and sends in one message. The `wishes` step is only
+reached by a conversation an older version saved there; it returns to the summary.
 
 This module routes one message (command, form, files or an answer) and holds the small functions the
 engine calls around a turn. The steps themselves live in `questions` (asking), `answers` (parsing the

@@ -15,7 +15,7 @@ def options(c: TurnContext, prefix: str, codes: tuple[str, ...], selected=(), st
 
 
 def wish_selection(c: TurnContext) -> set[str]:
-    """The wish codes the draft holds now (what "ja" at the wishes question keeps)."""
+    """The wish codes the draft holds now: the ticks on the summary (contact unless declined)."""
     draft = c.draft
     selected = set()
     if draft.contact is not False:
@@ -72,20 +72,3 @@ def consequence_label(c: TurnContext) -> str:
     if not draft.consequences:
         return c.t("consequence.none")
     return ", ".join(c.t(f"consequence.{code}") for code in draft.consequences)
-
-
-def wish_label(c: TurnContext) -> str:
-    draft = c.draft
-    t = c.t
-    parts = [t("wish.contact_yes") if draft.contact is not False else t("wish.contact_no")]
-    parts.append({"yes": t("wish.aftercare_now"), "later": t("wish.aftercare_maybe"),
-                  "no": t("wish.aftercare_no")}.get(draft.aftercare or "", t("wish.aftercare_unknown")))
-    if draft.police_came:
-        parts.append(t("wish.police_was_there"))
-    if draft.police_report:
-        parts.append(t("wish.police_report_wanted"))
-    elif draft.police_report is False and not draft.police_came:
-        parts.append(t("wish.police_no"))
-    if draft.anonymous:
-        parts.append(t("wish.anonymous_chosen"))
-    return "; ".join(parts)

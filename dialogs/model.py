@@ -37,6 +37,8 @@ class Reply:
     offer_form: bool = False
     #: What the form starts with (`story`, `kinds` and `place` codes read from a story typed first).
     form_values: dict[str, Any] | None = None
+    #: The options are boxes to tick (shown as boxes even when none is ticked yet).
+    checklist: bool = False
 
     def plain(self) -> str:
         """The reply as plain text, as a console or a `body` fallback shows it."""
@@ -46,7 +48,7 @@ class Reply:
         if self.text:
             lines.append(self.text)
         if self.options:
-            marks = any(option.selected for option in self.options)
+            marks = self.checklist or any(option.selected for option in self.options)
             option_lines = []
             for option in self.options:
                 mark = ("[x] " if option.selected else "[ ] ") if marks else ""

@@ -68,6 +68,7 @@ def question_consequences(c: TurnContext) -> Reply:
 
 
 def question_wishes(c: TurnContext) -> Reply:
+    """The wishes as a question of their own: only for a conversation an older version saved there."""
     return Reply(c.t("q.wishes"), options(c, "wish", cat.WISHES, wish_selection(c)), c.t("hint.wishes"))
 
 
@@ -96,10 +97,10 @@ def next_step(c: TurnContext) -> str:
     step = c.state.step
     if c.state.editing:
         return "summary"  # a changed line goes straight back to the summary
-    if step == "story":
-        return "details" if draft.kinds is None or draft.place is None else "wishes"
-    if step == "details":
-        return "wishes"
+    if step == "story" and (draft.kinds is None or draft.place is None):
+        return "details"
+    # Everything else goes to the summary, where the wishes are ticked (a conversation saved at the
+    # wishes question by an older version returns there too).
     return "summary"
 
 

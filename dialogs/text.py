@@ -167,7 +167,8 @@ _CHANGE_RE = re.compile(r"^(?:wijzig|wijzigen|verander|aanpassen|pas aan|change|
 
 
 def parse_change(text: str) -> int | None:
-    """`wijzig 3`, `change 3` or just `3` on the summary: the line number to change."""
+    """`wijzig 3`, `change 3` or just `3`: a line number to change. (On the summary a bare number
+    ticks a wish: the summary reads ticks first, so only `wijzig 3` reaches this there.)"""
     match = _CHANGE_RE.match(fold(text))
     return int(match.group(1)) if match else None
 

@@ -52,6 +52,12 @@ class Chat:
         return self.state.draft
 
 
+def ticked(turn: Turn) -> list[int]:
+    """The numbers ticked on the last tick list of a turn (the summary's wishes)."""
+    (reply,) = [r for r in turn.replies if r.options][-1:]
+    return [option.number for option in reply.options if option.selected]
+
+
 def _json_round_trip(data):
     import json
 

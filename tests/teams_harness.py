@@ -386,7 +386,6 @@ class TeamsWorld:
     async def report(self, story: str = STORY, user: str = "anna", drain: bool = True) -> str:
         """A whole text report in the personal chat; returns its reference (once the outbox is empty)."""
         await self.say(story, user=user)
-        await self.say("ok", user=user)
         reference = reference_in(await self.say("verzenden", user=user))
         if drain:
             assert await self.app.worker.drain(timeout=30)

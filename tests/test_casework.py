@@ -80,7 +80,7 @@ async def test_only_coordinators_get_a_login_link_and_a_reporter_loses_nothing(s
     answer = await stack.say("anna", "login")
     assert not LINK_RE.search(answer) and "coördinator" in answer
     # The report being written is still there: the dialogue goes on where it was.
-    assert "Kijk even of dit klopt" in await stack.say("anna", "1 2")
+    assert "Aangevinkt: 2." in await stack.say("anna", "1 2")  # the wishes ticked on the summary
     async with stack.meldbot.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(LoginLink)) == 0
     # Extra coordinators come from the config list.
@@ -434,7 +434,7 @@ async def test_timers_survive_a_restart(database_url):
 
 async def test_aftercare_check_in_after_72_hours_and_again_after_14_days_when_declined(stack):
     wanted = await stack.report()  # aftercare ticked by default
-    declined = await stack.report("bob", "Iemand bedreigde me telefonisch", "0", "verzenden")
+    declined = await stack.report("bob", "Iemand bedreigde me telefonisch", "geen contact, geen nazorg", "verzenden")
     await stack.tick(hours=71)
     assert not any("Hoe gaat het" in t for t in stack.chat.texts_to("anna"))
     await stack.tick(hours=1, minutes=1)
@@ -611,7 +611,7 @@ async def test_a_login_link_that_had_to_wait_in_the_outbox_is_not_kept(stack):
 
 async def test_odd_form_values_get_an_answer_not_a_crash(stack):
     first = await stack.report()
-    second = await stack.report("bob", "Iemand bedreigde me telefonisch", "0", "verzenden")
+    second = await stack.report("bob", "Iemand bedreigde me telefonisch", "geen contact, geen nazorg", "verzenden")
     await stack.log_in()
     response = await stack.client.post(f"/cases/{first}", data={"csrf": "é€", "action": "take"},
                                        allow_redirects=False)

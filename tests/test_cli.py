@@ -30,7 +30,7 @@ def write_config(folder: Path, body: str) -> Path:
 
 def test_chat_through_stdin_creates_a_case_that_cases_list_shows(tmp_path):
     result = meldbot("chat", "--user", "anna", cwd=tmp_path,
-                     stdin="ik werd net uitgescholden aan de balie\nok\nverzenden\n")
+                     stdin="ik werd net uitgescholden aan de balie\nverzenden\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Wat heb je nodig?" in out and "opgeslagen onder nummer MB-" in out
@@ -222,7 +222,7 @@ def test_teams_claim_code_refuses_configs_it_cannot_serve(tmp_path, body, key):
 
 
 def test_cases_list_is_audited(tmp_path):
-    result = meldbot("chat", "--user", "anna", cwd=tmp_path, stdin="ik werd net uitgescholden aan de balie\nok\nverzenden\n")
+    result = meldbot("chat", "--user", "anna", cwd=tmp_path, stdin="ik werd net uitgescholden aan de balie\nverzenden\n")
     assert result.returncode == 0, result.stderr
     assert meldbot("cases", "list", "--status", "new", cwd=tmp_path).returncode == 0
     import sqlite3

@@ -65,7 +65,8 @@ async def test_every_corpus_story_becomes_a_case_in_at_most_three_messages(datab
             sent = 1
             said = await say(story["text"])
             language = story["lang"]
-            if not REFERENCE.search(said) and "verzenden" not in said.lower() and "send" not in said.lower():
+            summary = "verzenden" in said.lower() or "send" in said.lower()
+            if not REFERENCE.search(said) and not summary and not _asks_details(said, language):
                 raise AssertionError(f"{story['id']}: neither the summary nor a question: {said}")
             if _asks_details(said, language):
                 said = await say(details_answer(said, story, language))

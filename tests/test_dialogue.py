@@ -17,26 +17,26 @@ def submitted(chat: Chat) -> SubmitReport:
     return effects[0]
 
 
-# -- the minimal report: at most 4 messages ----------------------------------------------------------
+# -- the minimal report: at most 3 messages ----------------------------------------------------------
 
 MINIMAL = [
-    ("nl", ["ik werd net uitgescholden aan de balie", "ok", "verzenden"]),
-    ("nl", ["Een man schreeuwde tegen me en zei dat hij me zou opwachten", "1", "ok", "verzenden"]),
-    ("nl", ["er gebeurde iets vervelends", "2 11", "ok", "verzenden"]),
-    ("nl", ["Hij dreigde me telefonisch", "0", "ja"]),
-    ("en", ["I was just sworn at at the front desk", "ok", "send"]),
-    ("en", ["A man threatened me", "2", "1", "send"]),
-    ("en", ["something unpleasant happened", "1 12", "ok", "send"]),
+    ("nl", ["ik werd net uitgescholden aan de balie", "verzenden"]),
+    ("nl", ["Een man schreeuwde tegen me en zei dat hij me zou opwachten", "1", "verzenden"]),
+    ("nl", ["er gebeurde iets vervelends", "2 11", "verzenden"]),
+    ("nl", ["Hij dreigde me telefonisch", "ja"]),
+    ("en", ["I was just sworn at at the front desk", "send"]),
+    ("en", ["A man threatened me", "2", "1 send"]),
+    ("en", ["something unpleasant happened", "1 12", "send"]),
 ]
 
 
 @pytest.mark.parametrize(("language", "messages"), MINIMAL)
-def test_minimal_report_takes_at_most_four_messages(language, messages):
+def test_minimal_report_takes_at_most_three_messages(language, messages):
     chat = Chat()
     for text in messages:
         chat.send(text)
     effect = submitted(chat)
-    assert chat.messages <= 4
+    assert chat.messages <= 3
     assert effect.draft.story == messages[0]
     assert effect.draft.kinds, "a kind is always known after the minimal path"
     assert chat.state.language == language
@@ -50,7 +50,7 @@ def test_story_suggests_kind_place_and_time_and_is_not_asked_again():
     assert draft.kinds == ["verbal"] and draft.kinds_suggested
     assert draft.place == "counter"
     assert draft.occurred_just_now
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"
     assert "Wat is er gebeurd" not in chat.said
 
 
@@ -104,7 +104,7 @@ def test_details_accepts_words_for_both_lists():
     chat.send("er gebeurde iets")
     chat.send("bedreiging aan de balie")
     assert chat.draft.kinds == ["threat"] and chat.draft.place == "counter"
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"
 
 
 def test_details_rejects_two_places_and_numbers_out_of_range():
@@ -117,62 +117,81 @@ def test_details_rejects_two_places_and_numbers_out_of_range():
     assert chat.draft.kinds is None
 
 
-def test_wishes_numbers_and_none():
+def at_old_wishes_step(story: str = "ik werd net uitgescholden aan de balie") -> Chat:
+    """A conversation an older version saved at its wishes question (after the story)."""
     chat = Chat()
-    chat.send("ik werd net uitgescholden aan de balie")
+    chat.send(story)
+    data = chat.state.to_dict()
+    data.update(step="wishes", history=["story"])
+    return Chat(state=State.from_dict(data))
+
+
+def test_old_wishes_step_numbers_and_none_return_to_the_summary():
+    chat = at_old_wishes_step()
     chat.send("1 2 4")
     draft = chat.draft
     assert (draft.contact, draft.aftercare, draft.police_report, draft.police_came) == (True, "yes", True, False)
-    chat.send("7")
+    assert chat.state.step == "summary" and "Kijk even of dit klopt" in chat.said
+    assert "[x] 2. Nazorg" in chat.said and "[x] 4. Aangifte doen" in chat.said
+    chat = at_old_wishes_step()
     chat.send("0")
     draft = chat.draft
     assert (draft.contact, draft.aftercare, draft.police_report) == (False, "no", False)
-    assert "geen contact nodig" in chat.said
+    assert chat.state.step == "summary" and "[x]" not in chat.said
+    chat.send("terug")
+    assert chat.state.step == "wishes" and "Wat heb je nodig? Meer dan één mag." in chat.said
 
 
-def test_wishes_ok_keeps_aftercare_open_not_declined():
+def test_send_without_ticking_keeps_aftercare_open_not_declined():
     chat = Chat()
     chat.send("ik werd net uitgescholden aan de balie")
+    chat.send("verzenden")
+    draft = submitted(chat).draft
+    assert draft.contact is True  # ticked by default on the summary
+    assert draft.aftercare is None  # not ticked is not declined: the 72-hour check-in still applies
+    assert draft.police_report is False and draft.anonymous is False
+    chat = at_old_wishes_step()
     chat.send("ok")
-    assert chat.draft.contact is True
-    assert chat.draft.aftercare is None  # not ticked is not declined: the 72-hour check-in still applies
+    assert chat.draft.contact is True and chat.draft.aftercare is None
 
 
 def test_story_mentioning_police_preselects_it():
     chat = Chat()
     chat.send("Een man duwde me bij het loket, de politie kwam erbij")
     assert chat.draft.police_came is True
-    assert "[x] 5. De politie is erbij geweest" in chat.said
+    assert chat.state.step == "summary" and "[x] 5. De politie is erbij geweest" in chat.said
 
 
 def test_summary_change_every_line_and_return_to_summary():
     chat = Chat()
     chat.send("ik werd net uitgescholden aan de balie")
-    chat.send("ok")
     assert chat.state.step == "summary"
     chat.send("wijzig 1")
     chat.send("Een bezoeker schold me uit en gooide een stoel om")
     assert chat.state.step == "summary" and chat.draft.story.startswith("Een bezoeker")
-    chat.send("2")
+    chat.send("wijzig 2")
     assert "[x] 1. Verbale agressie" in chat.said
     chat.send("1 7")
     assert chat.draft.kinds == ["verbal", "vandalism"]
-    chat.send("3")
+    chat.send("wijzig 3")
     chat.send("vanochtend")
     assert dt.datetime.fromisoformat(chat.draft.occurred_at) == dt.datetime(2026, 11, 23, 9, 0, tzinfo=AMS)
-    chat.send("4")
+    chat.send("wijzig 4")
     chat.send("5")
     assert chat.draft.place == "home_visit"
-    chat.send("5")
+    chat.send("wijzig 5")
     chat.send("2 lange man, ongeveer 40")
     assert chat.draft.perpetrator == "citizen" and chat.draft.perpetrator_text == "lange man, ongeveer 40"
-    chat.send("6")
+    chat.send("change 6")
     chat.send("1 3")
     assert chat.draft.consequences == ["injury", "absence"]
-    chat.send("7")
-    chat.send("2")
+    chat.send("wijzig 7")  # the wishes are no summary line any more: they are ticked below it
+    assert "1 tot en met 6" in chat.said and chat.state.step == "summary"
+    chat.send("2 niet 1")
     assert chat.draft.aftercare == "yes" and chat.draft.contact is False
     assert chat.state.step == "summary"
+    chat.send("wijzig 1")
+    chat.send("Een bezoeker schold me uit en gooide een stoel om")
     summary = chat.said
     for expected in ("Huisbezoek", "lange man", "Letsel", "Verzuim", "Vernieling"):
         assert expected in summary
@@ -185,7 +204,7 @@ def test_back_goes_to_previous_question_and_keeps_answers():
     chat = Chat()
     chat.send("er gebeurde iets")
     chat.send("2 11")
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"
     chat.send("terug")
     assert chat.state.step == "details"
     assert chat.draft.kinds == ["threat"] and chat.draft.place == "counter"
@@ -200,7 +219,6 @@ def test_back_goes_to_previous_question_and_keeps_answers():
 def test_back_from_an_edit_returns_to_summary():
     chat = Chat()
     chat.send("ik werd net uitgescholden aan de balie")
-    chat.send("ok")
     chat.send("wijzig 4")
     assert chat.state.step == "where"
     chat.send("terug")
@@ -215,10 +233,10 @@ def test_skip_optional_questions_but_not_the_story():
     chat.send("Er gebeurde iets naars")
     assert chat.state.step == "details"
     chat.send("skip")
-    assert chat.state.step == "wishes" and chat.draft.kinds is None
-    chat.send("overslaan")
-    assert chat.state.step == "summary" and chat.draft.contact is None
+    assert chat.state.step == "summary" and chat.draft.kinds is None and chat.draft.contact is None
     assert "niet ingevuld" in chat.said
+    chat.send("overslaan")
+    assert "Typ 'verzenden'" in chat.said and chat.state.step == "summary"
     chat.send("verzenden")
     assert submitted(chat).draft.kinds is None
 
@@ -229,7 +247,7 @@ def test_cancel_asks_to_confirm_and_no_keeps_everything():
     chat.send("stop")
     assert chat.state.step == "confirm_cancel"
     chat.send("nee")
-    assert chat.state.step == "wishes" and chat.draft.story.startswith("ik werd")
+    assert chat.state.step == "summary" and chat.draft.story.startswith("ik werd")
     chat.send("annuleer")
     chat.send("ja")
     assert chat.state.step == "idle" and chat.state.draft is None
@@ -256,16 +274,17 @@ def test_cancel_when_idle_and_confirm_unclear_answer():
     chat.send("misschien")
     assert chat.state.step == "confirm_cancel" and "ja' of 'nee" in chat.said
     chat.send("terug")
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"  # the story named kind and place
 
 
 def test_unknown_answers_explain_and_repeat_the_question():
     chat = Chat()
     chat.send("ik werd net uitgescholden aan de balie")
     chat.send("blauw")
-    assert "herkende ik niet" in chat.said and "Wat heb je nodig?" in chat.said
-    assert chat.state.step == "wishes"
-    chat.send("ok")
+    assert "begreep ik niet" in chat.said and "Kijk even of dit klopt" in chat.said
+    assert chat.state.step == "summary"
+    chat.send("9")
+    assert "1 tot en met 6" in chat.said and chat.state.step == "summary"
     chat.send("hmm")
     assert "begreep ik niet" in chat.said and chat.state.step == "summary"
     chat.send("wijzig 3")
@@ -281,7 +300,7 @@ def test_long_text_at_a_later_step_is_added_to_the_story():
     chat.send("en daarna liep hij nog achter me aan naar de fietsenstalling")
     assert "aan je verhaal toegevoegd" in chat.said
     assert "fietsenstalling" in chat.draft.story and chat.draft.story.startswith("ik werd net")
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary" and "fietsenstalling" in chat.said
 
 
 def test_help_and_texts_during_the_dialogue_then_the_same_question():
@@ -291,8 +310,8 @@ def test_help_and_texts_during_the_dialogue_then_the_same_question():
                               ("/normkaart", "Stop Agressie Samen"), ("Norm Card", "Stop Agressie Samen")):
         chat.send(command)
         assert expected in chat.said
-        assert chat.said.rstrip().endswith("'0' voor niets.")  # the wishes question again
-        assert chat.state.step == "wishes"
+        assert chat.said.rstrip().endswith("Stoppen: 'annuleer'.")  # the summary again
+        assert chat.state.step == "summary"
 
 
 def test_my_reports_is_an_effect_for_the_engine():
@@ -308,15 +327,15 @@ def test_language_switch_keeps_the_draft():
     chat.send("ik werd net uitgescholden aan de balie")
     chat.send("taal en")
     assert chat.state.language == "en" and "English" in chat.said
-    assert "What do you need?" in chat.said
+    assert "Please check that this is right" in chat.said and "What do you need?" in chat.said
     chat.send("language nl")
-    assert "Wat heb je nodig?" in chat.said and chat.draft.story.startswith("ik werd")
+    assert "Kijk even of dit klopt" in chat.said and chat.draft.story.startswith("ik werd")
 
 
 def test_english_opening_switches_language_once_only():
     chat = Chat()
     chat.send("A visitor shouted at me at the desk")
-    assert chat.state.language == "en" and "What do you need?" in chat.said
+    assert chat.state.language == "en" and "Please check that this is right" in chat.said
     chat = Chat()
     chat.send("taal nl")
     chat.send("A visitor shouted at me at the desk")
@@ -332,10 +351,9 @@ def test_attachments_at_any_step_join_the_draft():
     assert chat.draft.kinds == ["threat", "online"] and chat.draft.place == "online"
     chat.send("", (photo("derde.png"),))
     # The story named kind and place, so details are skipped; a file alone keeps the step.
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"
     assert len(chat.draft.attachments) == 3
-    while chat.state.step != "summary":
-        chat.send("overslaan")
+    chat.send("overslaan")
     assert "Bewijs: 3 bestanden" in chat.said
     chat.send("verzenden")
     assert len(submitted(chat).draft.attachments) == 3
@@ -343,7 +361,7 @@ def test_attachments_at_any_step_join_the_draft():
 
 def test_files_after_submission_go_to_that_case():
     chat = Chat()
-    for text in ("ik werd net uitgescholden aan de balie", "ok", "verzenden"):
+    for text in ("ik werd net uitgescholden aan de balie", "verzenden"):
         chat.send(text)
     chat.state = record_submission(chat.state, "MB-ABC-DEF", NOW)
     chat.send("", (photo(),))
@@ -394,8 +412,8 @@ def test_answer_meant_for_another_step_loses_nothing():
     chat = Chat()
     chat.send("ik werd net uitgescholden aan de balie")
     before = chat.draft.to_dict()
-    chat.send("gisteren 14:30")  # a time, while the wishes are asked
-    assert chat.state.step == "wishes"
+    chat.send("gisteren 14:30")  # a time, while the summary is shown
+    assert chat.state.step == "summary" and "begreep ik niet" in chat.said
     assert chat.draft.to_dict() == before
 
 
@@ -404,7 +422,7 @@ def test_unknown_step_from_a_future_version_recovers():
     chat = Chat(state=state)
     chat.send("Hij bedreigde me aan de balie")
     # The story names kind (threat) and place (counter), so the details question is skipped.
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "summary"
 
 
 def test_state_from_older_version_with_unknown_keys_loads():
@@ -415,10 +433,10 @@ def test_state_from_older_version_with_unknown_keys_loads():
 
 def test_send_word_at_a_question_shows_the_summary_first():
     chat = Chat()
-    chat.send("ik werd net uitgescholden aan de balie")
-    chat.send("ok")
+    chat.send("er gebeurde iets")
+    chat.send("2 11")
     chat.send("terug")
-    assert chat.state.step == "wishes"
+    assert chat.state.step == "details"
     chat.send("verzenden")
     assert chat.state.step == "summary" and not chat.last.effects
     assert "Kijk even of dit klopt" in chat.said
@@ -426,11 +444,14 @@ def test_send_word_at_a_question_shows_the_summary_first():
     assert submitted(chat).draft.contact is True
 
 
-def test_summary_wishes_read_as_one_sentence():
+def test_summary_shows_the_wishes_as_a_tick_list():
     chat = Chat()
     chat.send("Een man duwde me bij het loket, de politie kwam erbij")
-    chat.send("1 2 4 5")
-    assert "contact gewenst; nazorg gewenst; politie is erbij geweest; wil aangifte doen" in chat.said
+    (summary,) = [r for r in chat.last.replies if r.options]
+    ticked = [(o.number, o.selected) for o in summary.options]
+    assert ticked == [(1, True), (2, False), (3, False), (4, False), (5, True), (6, False)]
+    assert "6. Gevolgen" in summary.text and "7." not in summary.text
+    assert summary.text.endswith("Wat heb je nodig? Vink aan met het nummer:")
 
 
 def test_one_word_opens_the_conversation_unless_it_names_an_incident():

@@ -144,7 +144,7 @@ async def test_full_report_is_saved_and_the_coordinator_notified(sessions):
 @pytest.mark.both_databases
 async def test_duplicate_event_is_answered_once(sessions):
     bot = Bot(sessions)
-    await bot.report(STORY, "ok")
+    await bot.report(STORY)
     first = await bot.say("verzenden", event_id="same-event")
     again = await bot.say("verzenden", event_id="same-event")
     assert "MB-" in first and again == ""
@@ -154,7 +154,7 @@ async def test_duplicate_event_is_answered_once(sessions):
 @pytest.mark.both_databases
 async def test_concurrent_duplicates_make_one_case(sessions):
     bot = Bot(sessions)
-    await bot.report(STORY, "ok")
+    await bot.report(STORY)
     results = await asyncio.gather(*(bot.say("verzenden", event_id="twin") for _ in range(3)))
     assert sum(1 for r in results if "MB-" in r) == 1
     assert sum(1 for r in results if r == "") == 2
@@ -166,7 +166,7 @@ async def test_evidence_in_the_draft_is_stored_and_linked(sessions):
     png = b"\x89PNG screenshot of a threatening message"
     said = await bot.say("", files=[InboundAttachment("bericht.png", "image/png", png)])
     assert "bericht.png" in said
-    await bot.report("Hij bedreigde me via facebook", "13", "ok", "verzenden")
+    await bot.report("Hij bedreigde me via facebook", "verzenden")
     async with sessions() as session:
         (case,) = await repo.list_cases(session=session)
         (stored,) = await repo.list_attachments(session=session, case_id=case.id)
@@ -177,7 +177,7 @@ async def test_evidence_in_the_draft_is_stored_and_linked(sessions):
 
 async def test_evidence_after_submission_joins_the_case_and_its_thread(sessions):
     bot = Bot(sessions)
-    said = await bot.report(STORY, "ok", "verzenden")
+    said = await bot.report(STORY, "verzenden")
     reference = said.split("nummer ")[1].split(".")[0]
     said = await bot.say("", files=[InboundAttachment("foto.jpg", "image/jpeg", b"jpeg")])
     assert f"Toegevoegd aan melding {reference}" in said
@@ -206,7 +206,7 @@ async def test_cancel_deletes_the_drafts_files(sessions):
 
 async def test_my_reports_lists_only_own_cases(sessions):
     bot = Bot(sessions)
-    await bot.report(STORY, "ok", "verzenden")
+    await bot.report(STORY, "verzenden")
     await bot.engine.handle(message("Ik werd bedreigd op straat", user="bert"))
     said = await bot.say("mijn meldingen")
     assert "Je meldingen" in said and said.count("MB-") == 1 and "nieuw" in said
@@ -224,10 +224,10 @@ async def test_outbox_retries_until_delivered_once_with_the_same_key(sessions):
         return flaky
 
     bot = Bot(sessions, adapter=wrap, clock=clock)
-    await bot.report(STORY, "ok", "verzenden")
+    await bot.report(STORY, "verzenden")
     assert await bot.worker.run_once() == 0
     # The coordinator is not reachable: a later report hears so, and is still saved.
-    said = await bot.report("Ik werd bedreigd aan de telefoon", "ok", "verzenden")
+    said = await bot.report("Ik werd bedreigd aan de telefoon", "verzenden")
     assert "zodra de verbinding weer werkt" in said
     assert await count(sessions, Case) == 2
     clock.advance(seconds=29)
@@ -261,7 +261,7 @@ async def test_sqlite_locked_database_gives_not_saved_and_loses_nothing(tmp_path
     db = storage.create_engine(url, sqlite_busy_timeout_ms=200)
     sessions = storage.create_sessionmaker(db, await storage.prepare(db, TEST_MASTER_KEY))
     bot = Bot(sessions)
-    await bot.report(STORY, "ok")
+    await bot.report(STORY)
     blocker = storage.create_engine(url, sqlite_busy_timeout_ms=200)  # another process, as it were
     async with storage.transaction(storage.create_sessionmaker(blocker, sessions.kw["info"][VAULT])) as held:
         await held.execute(text("SELECT 1"))  # a writing transaction begins IMMEDIATE: it holds the lock
@@ -312,7 +312,7 @@ async def test_handled_events_table_grows_one_row_per_message(sessions):
 
 
 async def _case_with_thread(bot) -> tuple[str, str]:
-    said = await bot.report(STORY, "ok", "verzenden")
+    said = await bot.report(STORY, "verzenden")
     reference = said.split("nummer ")[1].split(".")[0]
     await bot.worker.run_once()
     async with bot.sessions() as session:
@@ -419,11 +419,11 @@ async def test_concurrent_turns_share_transactions_and_each_gets_its_own_answer(
     monkeypatch.setattr(repo, "mark_events_handled", counting)
     users = [f"user{n}" for n in range(20)]
     openings = await asyncio.gather(*(bot.engine.handle(message(STORY, user=u)) for u in users))
-    assert all("Wat heb je nodig" in "\n".join(r.plain() for r in replies) for replies in openings)
+    assert all("Kijk even of dit klopt" in "\n".join(r.plain() for r in replies) for replies in openings)
     assert sum(sizes) == 20 and len(sizes) < 20  # shared: not one transaction per turn
     answers = await asyncio.gather(*(bot.engine.handle(message("1 2", user=u)) for u in users))
     sent = await asyncio.gather(*(bot.engine.handle(message("verzenden", user=u)) for u in users))
-    assert all("Kijk even of dit klopt" in "\n".join(r.plain() for r in replies) for replies in answers)
+    assert all("Aangevinkt: 2." in "\n".join(r.plain() for r in replies) for replies in answers)
     references = {reference_of(replies) for replies in sent}
     assert len(references) == 20
     async with sessions() as session:
@@ -455,7 +455,7 @@ async def test_a_turn_that_breaks_fails_alone_and_a_duplicate_in_a_batch_is_answ
     assert sorted(bool(r) for r in results[3:]) == [False, True]  # the duplicate: one answer
     async with sessions() as session:
         states = {c.sender: c.state.get("step") for c in await session.scalars(select(Conversation))}
-    assert states["anna"] == states["carl"] == states["dora"] == "wishes" and "bob" not in states
+    assert states["anna"] == states["carl"] == states["dora"] == "summary" and "bob" not in states
 
 
 def reference_of(replies) -> str:
@@ -478,7 +478,7 @@ async def _until(condition) -> None:
 @pytest.mark.both_databases
 async def test_a_cancelled_turn_never_shares_a_batch_with_the_next_turn_of_its_conversation(sessions, monkeypatch):
     bot = Bot(sessions)
-    await bot.report(STORY, "ok")  # the draft is ready to send
+    await bot.report(STORY)  # the draft is ready to send
     busy, gate = asyncio.Event(), asyncio.Event()
     original = repo.mark_events_handled
 

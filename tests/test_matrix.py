@@ -87,8 +87,7 @@ class World:
         return await self.reporter.wait_for_text(room, expect, timeout, start)
 
     async def report(self, room: str) -> str:
-        await self.say(room, STORY, "Wat heb je nodig?")
-        await self.say(room, "ok", "Kijk even of dit klopt")
+        await self.say(room, STORY, "Kijk even of dit klopt")  # the story names kind and place
         confirmation = await self.say(room, "verzenden", "opgeslagen onder nummer")
         return confirmation.body.split("nummer ")[1].split(".")[0]
 
@@ -133,7 +132,7 @@ async def test_full_report_in_a_plain_dm_with_html_options_and_a_minimal_notific
     assert "<ol>" in question.content["formatted_body"] and "☑ Contact met de coördinator" in \
         question.content["formatted_body"]
     assert "[x] 1. Contact met de coördinator" in question.content["body"]
-    await world.say(room, "ok", "Kijk even of dit klopt")
+    assert "Kijk even of dit klopt" in question.body  # the wishes are ticked on the summary
     reference = (await world.say(room, "verzenden", "opgeslagen onder nummer")).body.split("nummer ")[1][:10]
     note = await world.coordinator.wait_for_text(world.coordinator_room, f"Nieuwe melding {reference}")
     assert f"https://meldbot.example.nl/cases/{reference}" in note.body
@@ -252,7 +251,7 @@ async def test_edits_and_reactions_are_handled_deliberately(world):
     await world.reporter.wait_for_text(room, "Aanpassingen neem ik niet over", start=start)
     await world.reporter.client.room_send(room, "m.reaction", {"m.relates_to": {
         "rel_type": "m.annotation", "event_id": story_event, "key": "👍"}})
-    await world.say(room, "ok", "Kijk even of dit klopt")  # the dialogue went on where it was
+    await world.say(room, "overslaan", "Kijk even of dit klopt")  # the dialogue went on where it was
     bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
     assert sum("Aanpassingen" in b for b in bodies) == 1
 
@@ -264,23 +263,22 @@ async def test_restart_mid_dialogue_keeps_the_device_and_resumes(world):
     device = world.adapter.client.device_id
     identity = world.adapter.client.olm.account.identity_keys
     await world.stop_bot()
-    await world.reporter.send(room, "ok")  # arrives while the bot is down
+    await world.reporter.send(room, "2")  # arrives while the bot is down
     await world.start_bot()
-    summary = await world.reporter.wait_for_text(room, "Kijk even of dit klopt")
+    summary = await world.reporter.wait_for_text(room, "Aangevinkt: 2.")
     assert summary
     assert world.adapter.client.device_id == device
     assert world.adapter.client.olm.account.identity_keys == identity
     await world.say(room, "verzenden", "opgeslagen onder nummer")
     bodies = [m["body"] for m in await world.bot_messages(world.reporter, room)]
-    assert sum("Wat heb je nodig?" in b for b in bodies) == 1
     assert sum("Kijk even of dit klopt" in b for b in bodies) == 1
+    assert sum("Aangevinkt: 2." in b for b in bodies) == 1
 
 
 async def test_homeserver_down_while_a_report_is_submitted(world, synapse):
     await world.setup()
     room = await world.reporter.open_dm(world.bot_account.user_id, encrypted=False)
-    await world.say(room, STORY, "Wat heb je nodig?")
-    await world.say(room, "ok", "Kijk even of dit klopt")
+    await world.say(room, STORY, "Kijk even of dit klopt")
     engine = world.app.engine
     original = engine.handle
     stopped = asyncio.Event()
@@ -424,11 +422,11 @@ async def test_oversized_message_and_redaction(world):
         assert len(conversation.state["draft"]["story"]) <= 4000
     start = len(world.reporter.received)
     event = await world.reporter.send(room, "blauw")
-    await world.reporter.wait_for_text(room, "Dat herkende ik niet", start=start)
+    await world.reporter.wait_for_text(room, "Dat begreep ik niet", start=start)
     await world.reporter.wait_for_text(room, "Wat heb je nodig?", start=start)  # the turn's last reply
     before = len(await world.bot_messages(world.reporter, room))
     await world.reporter.client.room_redact(room, event, reason="vergissing")
-    await world.say(room, "ok", "Kijk even of dit klopt")  # the dialogue is where it was
+    await world.say(room, "2", "Aangevinkt: 2.")  # the dialogue is where it was: at the summary
     # The redaction got no answer of its own: only the summary was added.
     after = await world.bot_messages(world.reporter, room)
     assert len(after) == before + 1, "|".join(m["body"][:25].replace("\n", " ") for m in after)

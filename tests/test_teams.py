@@ -25,9 +25,9 @@ async def test_full_text_report_in_personal_chat(world):
     await world.start()
     await world.set_channel()
     said = await world.say(STORY)
-    assert any("Wat heb je nodig?" in s and "1. ☑ Contact met de coördinator" in s for s in said)
-    said = await world.say("ok")
-    assert any("Kijk even of dit klopt" in s for s in said)
+    # The story names kind and place: the summary follows at once, with the wishes to tick.
+    assert any("Kijk even of dit klopt" in s and "Wat heb je nodig?" in s and "1. ☑ Contact met de coördinator" in s
+               for s in said)
     reference = reference_in(await world.say("verzenden"))
     await world.app.worker.drain(timeout=10)
     posts = [r for r in world.connector.requests if r["kind"] == "create"]
@@ -124,7 +124,6 @@ async def test_coordinator_thread_claim_and_relayed_replies(world):
     await world.start()
     await world.set_channel()
     await world.say(STORY)
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     await world.app.worker.drain(timeout=10)
     root = next(r["conversation"] for r in world.connector.requests if r["kind"] == "create")
@@ -194,7 +193,6 @@ async def test_connector_throttling_and_outage_while_a_case_is_filed(world):
     await world.start()
     await world.set_channel()
     await world.say(STORY)
-    await world.say("ok")
     world.connector.fail_next(3, status=429, retry_after=0.2)  # the confirmation and the channel post
     await world.say("verzenden")
     async with world.app.sessions() as session:
@@ -205,7 +203,6 @@ async def test_connector_throttling_and_outage_while_a_case_is_filed(world):
     assert sum(1 for r in world.connector.requests if r["kind"] == "create") == 1
     # Down altogether: the next report is saved; its post is delivered once the connector is back.
     await world.say("Ik werd bedreigd aan de telefoon")
-    await world.say("ok")
     await world.connector.stop()
     await world.say_while_down("verzenden")
     assert await world.count(Case) == 2
@@ -228,7 +225,6 @@ async def test_attachments_in_personal_chat_are_stored(world):
     said = await world.say("", attachments=attachments)
     assert any("report.pdf" in s and "inline.png" in s for s in said)
     await world.say(STORY)
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
@@ -347,7 +343,6 @@ async def test_large_files_are_read_whole_and_untrusted_hosts_are_not_fetched(wo
     said = await world.say("", attachments=attachments)
     assert any("big.bin" in s for s in said) and not any("evil.bin" in s or "tracker" in s for s in said)
     await world.say(STORY)
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     async with world.app.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
@@ -358,7 +353,6 @@ async def test_large_files_are_read_whole_and_untrusted_hosts_are_not_fetched(wo
 async def test_a_report_before_the_channel_is_set_is_posted_once_it_is(world):
     await world.start()
     await world.say(STORY)
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     assert not await world.app.worker.drain(timeout=0.5)  # waits: no channel known yet
     assert not any(r["kind"] == "create" for r in world.connector.requests)

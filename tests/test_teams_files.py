@@ -56,9 +56,8 @@ async def test_files_over_the_per_message_limit_are_not_fetched_and_named(world)
     (answer,) = said
     notice = "hoogstens 3 bestanden per bericht"
     assert notice in answer and "Niet opgehaald: scan-4.pdf, scan-5.pdf" in shown(answer)
-    assert "Wat heb je nodig?" in answer  # the rest of the message is handled as usual
+    assert "Kijk even of dit klopt" in answer  # the rest of the message is handled as usual
     assert sorted(r["path"] for r in world.connector.file_requests) == [f"/files/scan-{n}.pdf" for n in (1, 2, 3)]
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     assert await stored_files(world, reference) == {n: f"%PDF {n}".encode() for n in names[:3]}
 
@@ -104,7 +103,6 @@ async def test_the_token_never_follows_a_redirect_to_another_host_even_an_allowe
     assert [r["authorization"] for r in attacker.file_requests] == [None]
     assert CONNECTOR_TOKEN not in str(attacker.requests) + str(attacker.file_requests)
     await world.say(STORY)
-    await world.say("ok")
     reference = reference_in(await world.say("verzenden"))
     assert await stored_files(world, reference) == {"foto.png": b"\x89PNG attacker"}
 

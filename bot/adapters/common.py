@@ -217,10 +217,10 @@ def http_delivery_error(error: BaseException, what: str = "bot connector answere
 # -- option lists ------------------------------------------------------------------------------------
 
 
-def option_rows(options: Iterable[Any]) -> list[tuple[int, str, str]]:
-    """(number, mark, label) per option: ticked/unticked boxes only when some option is ticked (a
-    multiple choice); a plain numbered list otherwise. Each platform escapes the label itself."""
+def option_rows(options: Iterable[Any], checklist: bool = False) -> list[tuple[int, str, str]]:
+    """(number, mark, label) per option: ticked/unticked boxes for a checklist or when some option
+    is ticked (a multiple choice); a plain numbered list otherwise. Each platform escapes the label."""
     options = list(options)
-    marks = any(option.selected for option in options)
+    marks = checklist or any(option.selected for option in options)
     return [(option.number, ("☑ " if option.selected else "☐ ") if marks else "", option.label)
             for option in options]

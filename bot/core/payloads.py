@@ -41,13 +41,14 @@ class UnknownPayloadKind(ValueError):
 def payload_of(reply: Reply) -> dict:
     """A reply in the form the outbox stores (plain values)."""
     return {"text": reply.text, "title": reply.title, "hint": reply.hint,
-            "options": [[o.number, o.label, o.selected] for o in reply.options]}
+            "options": [[o.number, o.label, o.selected] for o in reply.options], "checklist": reply.checklist}
 
 
 def reply_of(data: dict) -> Reply:
     """The reply an outbox payload holds."""
     return Reply(text=data.get("text", ""), title=data.get("title", ""), hint=data.get("hint", ""),
-                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])))
+                 options=tuple(Option(n, label, bool(sel)) for n, label, sel in data.get("options", [])),
+                 checklist=bool(data.get("checklist", False)))
 
 
 def address_of(conversation) -> dict:

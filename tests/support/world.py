@@ -18,9 +18,9 @@ from sqlalchemy.exc import OperationalError
 REFERENCE_RE = re.compile(r"MB-[A-Z0-9]{3}-[A-Z0-9]{3}")
 LOGIN_LINK_RE = re.compile(r"https?://[^\s)\]]+/login/[A-Za-z0-9_\-]+")
 STORY = "Een bezoeker schold me net uit aan de balie en noemde me een oplichter"
-#: The answers of a whole report: story, wishes as proposed, send.
-REPORT = (STORY, "ok", "verzenden")
-#: The same with "anonymous" (wish 6) added to the proposed wishes.
+#: The answers of a whole report: the story (it names kind and place, so the summary follows), send.
+REPORT = (STORY, "verzenden")
+#: The same with aftercare and "anonymous" (wishes 2 and 6) ticked on the summary.
 ANONYMOUS_REPORT = (STORY, "1 2 6", "verzenden")
 COORDINATOR = "coco"
 
@@ -136,8 +136,8 @@ class World(abc.ABC):
     async def report(self, user: str, *texts: str) -> str:
         """A whole report in `user`'s direct chat; returns its reference once the outbox is empty."""
         texts = texts or REPORT
-        for index, text in enumerate(texts[:-1]):  # the story asks for wishes; the wishes give the summary
-            await self.say(user, text, until="Wat heb je nodig?" if index == 0 else "Kijk even of dit klopt")
+        for index, text in enumerate(texts[:-1]):  # the story gives the summary; a tick gives the tick list
+            await self.say(user, text, until="Kijk even of dit klopt" if index == 0 else "Aangevinkt:")
         reference = reference_in(await self.say(user, texts[-1], until="opgeslagen onder nummer"))
         await self.deliver()
         return reference

@@ -40,7 +40,7 @@ def reply_content(reply: Reply) -> dict:
     parts.append(_paragraphs(reply.text))
     if reply.options:
         start = reply.options[0].number
-        items = "".join(f"<li>{mark}{escape(label)}</li>" for _, mark, label in option_rows(reply.options))
+        items = "".join(f"<li>{mark}{escape(label)}</li>" for _, mark, label in option_rows(reply.options, reply.checklist))
         parts.append(f'<ol start="{start}">{items}</ol>' if start != 1 else f"<ol>{items}</ol>")
     if reply.hint:
         parts.append(f"<p><em>{escape(reply.hint)}</em></p>")

@@ -46,7 +46,7 @@ def reply_markdown(reply: Reply) -> str:
     if reply.text:
         parts.append(escape(reply.text))
     if reply.options:
-        rows = option_rows(reply.options)
+        rows = option_rows(reply.options, reply.checklist)
         parts.append("\n".join(f"{number}. {mark}{escape(label)}" for number, mark, label in rows))
     if reply.hint:
         parts.append(f"_{escape(reply.hint)}_")
