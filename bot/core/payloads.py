@@ -40,8 +40,11 @@ class UnknownPayloadKind(ValueError):
 
 def payload_of(reply: Reply) -> dict:
     """A reply in the form the outbox stores (plain values)."""
-    return {"text": reply.text, "title": reply.title, "hint": reply.hint,
-            "options": [[o.number, o.label, o.selected] for o in reply.options], "checklist": reply.checklist}
+    stored = {"text": reply.text, "title": reply.title, "hint": reply.hint,
+              "options": [[o.number, o.label, o.selected] for o in reply.options]}
+    if reply.checklist:  # only then: rows without it read as before
+        stored["checklist"] = True
+    return stored
 
 
 def reply_of(data: dict) -> Reply:
