@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import base64
 import datetime as dt
 import html
@@ -307,14 +309,25 @@ class TeamsWorld:
         from bot.app import build
         from bot.adapters.teams.adapter import TeamsAdapter
 
+        from bot.devtools.localserver import free_port
+
         await self.connector.start()
-        settings = self.settings(**teams)
-        # Without an app ID the SDK's own factory is used: it is what turns authentication off.
-        factory = LocalCredentialsFactory() if settings.teams.app_id else None
-        adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
-                               credentials_factory=factory, files_per_message=files_per_message)
-        self.app = await build(settings, {"teams": adapter})
-        await self.app.start(web_server=True)
+        for attempt in range(5):
+            settings = self.settings(**teams)
+            # Without an app ID the SDK's own factory is used: it is what turns authentication off.
+            factory = LocalCredentialsFactory() if settings.teams.app_id else None
+            adapter = TeamsAdapter(settings=settings.teams, store_dir=settings.teams.store_dir, language="nl",
+                                   credentials_factory=factory, files_per_message=files_per_message)
+            self.app = await build(settings, {"teams": adapter})
+            try:
+                await self.app.start(web_server=True)
+                break
+            except OSError as error:
+                # The free port was taken by another process between choosing and binding it.
+                await self.app.stop()
+                if error.errno != errno.EADDRINUSE or attempt == 4:
+                    raise
+                self.port = free_port()
         self.http = aiohttp.ClientSession()
         return self
 
