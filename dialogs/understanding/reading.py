@@ -9,9 +9,9 @@ the same words ("sloeg op de balie" is intimidation, not "slaan"), a negated mat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import simplemma
-from functools import lru_cache
 
 from .tokens import Token, fold, tokenize
 from .vocabulary import Entry, Vocabulary, Word, builtin, wildcard_keys
@@ -49,7 +49,7 @@ class Reading:
     matches: tuple[Match, ...] = ()
 
     def explain(self) -> list[str]:
-        """One line per match that counted ("physical <- slaan [physical]"), for the bench and tests."""
+        """One line per match ("physical <- slaan [physical]", negated ones marked), for the bench."""
         lines = []
         for m in self.matches:
             codes = (m.entry.intended,) if m.intended else m.entry.codes
@@ -326,7 +326,7 @@ def _perpetrator(matches: list[Match], deeds: list[Match], tokens: list[Token]) 
     return found[0] if found else None
 
 
-def story_languages(text: str, vocabulary: Vocabulary) -> tuple[str, ...]:
+def story_languages(text: str) -> tuple[str, ...]:
     """The languages whose entries a story is read with: the one it is clearly written in, or both."""
     from ..text import guess_language  # dialogs.text imports this package's users, not the reverse
 
@@ -348,7 +348,7 @@ def _read_builtin(text: str) -> Reading:
 
 
 def _read_uncached(text: str, vocabulary: Vocabulary) -> Reading:
-    languages = story_languages(text, vocabulary)
+    languages = story_languages(text)
     tokens = tokenize(text, languages)
     typos = [set().union(*(vocabulary.typo_forms(t.word, lang) for lang in languages)) if not _known(t, languages) else set()
              for t in tokens]
