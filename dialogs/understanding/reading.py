@@ -335,11 +335,19 @@ def story_languages(text: str) -> tuple[str, ...]:
 
 
 def read(text: str, vocabulary: Vocabulary | None = None) -> Reading:
-    """What `text` tells (see `Reading`). Pure: one tokenisation, cached lemmas; readings with the
-    built-in vocabulary are cached too (the dialogue asks several questions of one story)."""
+    """What `text` tells (see `Reading`). Pure: one tokenisation, cached lemmas; readings are cached
+    per vocabulary too (the dialogue asks several questions of one story)."""
     if vocabulary is None or vocabulary is builtin():
         return _read_builtin(text)
-    return _read_uncached(text, vocabulary)
+    cache = vocabulary.readings
+    if text not in cache:
+        if len(cache) >= _CACHED:
+            cache.clear()
+        cache[text] = _read_uncached(text, vocabulary)
+    return cache[text]
+
+
+_CACHED = 256
 
 
 @lru_cache(maxsize=256)

@@ -94,6 +94,8 @@ class Vocabulary:
     by_form: dict[str, dict[str, dict[str, list[Entry]]]] = field(default_factory=dict)
     #: Each entry's position in its files (matches are tried in file order).
     order: dict[int, int] = field(default_factory=dict)
+    #: Recent readings with this vocabulary, by text (see `reading.read`).
+    readings: dict[str, Any] = field(default_factory=dict)
 
     def area(self, name: str, languages: Iterable[str]) -> list[Entry]:
         found: list[Entry] = []
