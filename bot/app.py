@@ -14,6 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import storage
+from storage import repo, transaction
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
 from dialogs.understanding import Vocabulary, VocabularyError, builtin, extended
@@ -82,6 +83,17 @@ def organisation_vocabulary(settings: Settings) -> Vocabulary | None:
         raise ConfigError(str(error)) from None
 
 
+async def sync_facts(sessions: async_sessionmaker[AsyncSession], now: dt.datetime) -> None:
+    """Write the statistics facts of cases that lack a current one (after an upgrade or a restore)."""
+    while True:
+        async with transaction(sessions) as session:
+            written = await repo.sync_facts(session=session, now=now, batch=500)
+        if written:
+            log.info("statistics: wrote the facts of %d cases", written)
+        if written < 500:
+            return
+
+
 @dataclass
 class Meldbot:
     """A running Meldbot: database, engine, outbox worker, adapters and web server."""
@@ -140,6 +152,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     context = build_context(settings)
     opened = await open_storage(settings)
     db, sessions = opened.db, opened.sessions
+    await sync_facts(sessions, clock())
     for name, adapter in adapters.items():
         # Platform stores (Matrix's encryption store, adapter state files) are sealed with a key of
         # their own, derived from the keyring (stable when the master key is rotated).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,6 +51,12 @@ class OrganisationSettings(_Section):
     #: A TOML file with the organisation's own words for reading stories (department names, local
     #: words such as "Wmo-loket"), added to the built-in vocabulary; see README "Story understanding".
     vocabulary: Path | None = None
+    #: The organisation's departments (codes, e.g. `burgerzaken`): the dialogue asks reporters for
+    #: theirs once, and the statistics count per department. Empty: not asked.
+    departments: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]] = Field(
+        default_factory=list, max_length=100)
+    #: Display names of the departments (code -> name); a code without one is shown as it is.
+    department_names: dict[str, Annotated[str, Field(min_length=1, max_length=80)]] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -215,6 +221,21 @@ class PrivacySettings(_Section):
     purge_time: str = Field("03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+class StatsSettings(_Section):
+    """`[stats]`: what the organisation learns from its reports (statistics, signals)."""
+
+    #: Counts below this are shown as "<N" in every breakdown, so that nobody can be recognised.
+    min_count: int = Field(5, ge=1, le=100)
+    #: A signal goes to the coordinators when a kind, kind of place or department has at least this
+    #: many times its usual monthly count (the average of the three months before) ...
+    signal_factor: float = Field(2.0, ge=1.1, le=20)
+    #: ... and at least this many reports in the month.
+    signal_min_reports: int = Field(5, ge=2, le=1000)
+    #: The monthly signal: day of the month and time (organisation's time zone).
+    monthly_day: int = Field(1, ge=1, le=28)
+    monthly_time: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
 class MatrixSettings(_Section):
     """`[matrix]`: the bot's account on a Matrix homeserver."""
 
@@ -293,6 +314,7 @@ class Settings(BaseSettings):
     followup: FollowupSettings = FollowupSettings()
     limits: LimitsSettings = LimitsSettings()
     privacy: PrivacySettings = PrivacySettings()
+    stats: StatsSettings = StatsSettings()
     console: ConsoleSettings = ConsoleSettings()
     matrix: MatrixSettings | None = None
     teams: TeamsSettings | None = None

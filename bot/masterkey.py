@@ -11,10 +11,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import storage
-from storage import crypto, keys
+from storage import crypto, keys, repo
 from storage.crypto import Vault
 
 from bot.config import ConfigError, Settings
+from bot.core.worktime import WorkingTime
 
 log = logging.getLogger(__name__)
 
@@ -148,4 +149,13 @@ async def open_storage(settings: Settings, *, migrate: bool | None = None, creat
         raise
     sessions = storage.create_sessionmaker(db, vault)
     restricted = storage.create_sessionmaker(db, vault.without_anonymous(), like=sessions)
+    repo.set_fact_rules(sessions, restricted, rules=fact_rules(settings))
     return OpenStorage(db=db, vault=vault, sessions=sessions, restricted=restricted)
+
+
+def fact_rules(settings: Settings) -> "repo.FactRules":
+    """How this organisation's case facts are dated: its time zone and working hours."""
+    followup = settings.followup
+    working = WorkingTime.parse(settings.organisation.timezone, followup.working_hours, followup.working_days,
+                                followup.holidays or None)
+    return repo.FactRules(zone=working.timezone, working_hours=working.hours_between)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -64,7 +65,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
-_DEFAULTS: dict[str, Any] = {"state": {}, "address": {}, "answers": {}, "payload": {}}
+_DEFAULTS: dict[str, Any] = {"state": {}, "address": {}, "answers": {}, "payload": {}, "evaluation": {}}
 
 
 class Sealed:
@@ -178,14 +179,15 @@ class Reporter(Sealed, Base):
 class Case(Sealed, Base):
     """A submitted report and its follow-up.
 
-    The story, the free answers and the closing summary are sealed under the case's own data key
+    The story, the free answers, the closing summary and the evaluation (what was learned, which
+    measures were taken) are sealed under the case's own data key
     (`wrapped_key`, wrapped by the master key). An anonymous case has no reporter row and no
     conversation: `contact` (sealed under the anonymous key) says where to reach its reporter."""
 
     __tablename__ = "cases"
     _sealed_key = None  # the case's own data key
     _sealed_purpose = "case"
-    _sealed_fields = ("story", "answers", "closing_summary")
+    _sealed_fields = ("story", "answers", "closing_summary", "evaluation")
 
     id: Mapped[int] = mapped_column(primary_key=True)
     reference: Mapped[str] = mapped_column(String(16), unique=True)
@@ -442,27 +444,70 @@ class KeyringEntry(Base):
 
 
 class CaseFact(Base):
-    """What the yearly overview needs of a purged case: codes and months only, no free text, no
-    identity, not even the reference (it would link back to chat history)."""
+    """The de-identified facts of one case, in plain columns for the statistics and the exports:
+    codes, months and follow-up milestones only, no free text and no identity.
+
+    Every case has one, kept up to date as the case changes (`storage.repo.facts`). When the case is
+    purged its fact stays with `case_id` cleared: not even the reference survives (it would link back
+    to chat history), and the yearly overview still counts it."""
 
     __tablename__ = "case_facts"
+    __table_args__ = (Index("ix_case_facts_reported_month_department", "reported_month", "department"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"), unique=True)
     #: Months as `YYYY-MM` in the organisation's time zone.
     occurred_month: Mapped[str] = mapped_column(String(7), index=True)
     reported_month: Mapped[str] = mapped_column(String(7), index=True)
+    #: The kind codes (also one row each in `fact_kinds`, for counting and filtering).
     kinds: Mapped[list[Any]] = mapped_column(default=list)
     place: Mapped[str | None] = mapped_column(String(32))
+    department: Mapped[str | None] = mapped_column(String(40))
+    perpetrator: Mapped[str | None] = mapped_column(String(16))
+    injury: Mapped[bool] = mapped_column(Boolean, default=False)
+    damage: Mapped[bool] = mapped_column(Boolean, default=False)
+    absence: Mapped[bool] = mapped_column(Boolean, default=False)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: Codes from the report (consequences, perpetrator kind, ...) that identify nobody.
-    codes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Entered by a coordinator for someone who reported by phone or in person.
+    recorded: Mapped[bool] = mapped_column(Boolean, default=False)
+    police_wanted: Mapped[bool] = mapped_column(Boolean, default=False)
+    police_filed: Mapped[bool] = mapped_column(Boolean, default=False)
+    aftercare_offered: Mapped[bool] = mapped_column(Boolean, default=False)
+    aftercare_accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    aggressor_response: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Working hours from the report to the first contact (None: no contact recorded).
+    first_contact_hours: Mapped[float | None] = mapped_column(Float)
+    #: `new`, `in_progress`, `closed` or `withdrawn`.
+    status: Mapped[str] = mapped_column(String(16), default="new")
     #: Follow-up milestones: step code -> working hours after the report (None: done, time unknown).
     milestones: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    #: `closed`, `withdrawn` or `erased` (on request), and when (month).
-    outcome: Mapped[str] = mapped_column(String(16))
+    #: Of a purged case: `closed`, `withdrawn` or `erased` (on request), and when it ended (month).
+    outcome: Mapped[str | None] = mapped_column(String(16))
     ended_month: Mapped[str | None] = mapped_column(String(7))
-    purged_at: Mapped[dt.datetime]
+    purged_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime | None]
+
+    fact_kinds: Mapped[list["FactKind"]] = relationship(cascade="all, delete-orphan", lazy="raise")
+    fact_measures: Mapped[list["FactMeasure"]] = relationship(cascade="all, delete-orphan", lazy="raise")
+
+
+class FactKind(Base):
+    """One kind of incident of a case fact."""
+
+    __tablename__ = "fact_kinds"
+
+    fact_id: Mapped[int] = mapped_column(ForeignKey("case_facts.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+
+
+class FactMeasure(Base):
+    """One measure taken after a case (the evaluation at closing), as a code."""
+
+    __tablename__ = "fact_measures"
+
+    fact_id: Mapped[int] = mapped_column(ForeignKey("case_facts.id", ondelete="CASCADE"), primary_key=True)
+    measure: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
 
 
 class FileUsage(Base):

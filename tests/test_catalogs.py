@@ -12,7 +12,7 @@ from babel.messages.pofile import read_po
 
 from bot.core.casework import STATUSES, STEPS
 from dialogs import categories
-from dialogs.i18n import LANGUAGES, catalog_path
+from dialogs.i18n import LANGUAGES, catalog_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = re.compile(r"^[a-z_]+\.(?!html$)[a-z_]*[a-z]$")  # not a prefix ("case.error_"), not a template
@@ -26,8 +26,12 @@ CASE_ERRORS = ("closed", "already_yours", "already_taken", "unknown_status", "sa
 
 
 def _catalog(language):
-    with catalog_path(language).open("rb") as handle:
-        return read_po(handle, locale=language)
+    """All catalog files of a language as one list of messages."""
+    messages = []
+    for path in catalog_paths(language):
+        with path.open("rb") as handle:
+            messages.extend(m for m in read_po(handle, locale=language) if m.id)
+    return messages
 
 
 def _messages(language) -> dict[str, str | tuple]:
@@ -111,3 +115,15 @@ def test_catalog_texts_differ_between_languages():
     nl, en = _messages("nl"), _messages("en")
     same = [k for k in nl if nl[k] == en[k] and len(str(nl[k])) > 12]
     assert not same, same
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_key_is_in_one_catalog_file_only(language):
+    seen: dict[str, str] = {}
+    for path in catalog_paths(language):
+        with path.open("rb") as handle:
+            for message in read_po(handle, locale=language):
+                key = message.id if isinstance(message.id, str) else message.id[0]
+                if key:
+                    assert key not in seen, f"{key} is in {seen[key]} and {path.name}"
+                    seen[key] = path.name

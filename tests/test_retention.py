@@ -206,7 +206,7 @@ async def test_a_closed_case_is_noticed_once_kept_until_its_day_and_then_purged_
     async with stack.meldbot.sessions() as session:
         (conversation,) = [c for c in await session.scalars(select(Conversation)) if c.sender == "bob"]
         assert bob not in json.dumps(conversation.state)  # the dialogue forgot the reference too
-        facts = list(await session.scalars(select(CaseFact)))
+        facts = list(await session.scalars(select(CaseFact).where(CaseFact.purged_at.is_not(None))))
     assert len(facts) == 2 and {f.outcome for f in facts} == {"closed"}
     fact = facts[0]
     assert fact.reported_month == "2026-11" and fact.ended_month == "2026-11" and fact.kinds
@@ -247,7 +247,7 @@ async def test_a_withdrawn_report_goes_after_seven_days(stack):
     (entry,) = await purged_audit(stack)
     assert entry.detail == {"outcome": "withdrawn", "rule": "withdrawn_days=7"}
     async with stack.meldbot.sessions() as session:
-        (fact,) = await session.scalars(select(CaseFact))
+        (fact,) = await session.scalars(select(CaseFact).where(CaseFact.purged_at.is_not(None)))
     assert fact.outcome == "withdrawn" and fact.ended_month == "2026-11"
 
 
@@ -265,7 +265,7 @@ async def test_the_daily_job_runs_once_with_two_processes(database_url, tmp_path
         fired = await asyncio.gather(first.meldbot.timers.run_due(), second.meldbot.timers.run_due())
         assert sum(fired) >= 1
         assert sorted(e.case_reference for e in await purged_audit(first)) == sorted(references)
-        assert await count(first, CaseFact) == 2
+        assert await count(first, CaseFact, CaseFact.purged_at.is_not(None)) == 2
         runs = await count(first, Timer, Timer.kind == "retention_purge", Timer.done_at.is_not(None))
         assert runs == 1
         # Both again: the next run is tomorrow, once.
@@ -300,7 +300,7 @@ async def test_the_command_lists_in_a_dry_run_and_then_purges(stack, tmp_path, c
     assert listed[0].split() == [due, "closed", "closed_years=5", ended], listed
     assert len(listed) == 2 and "nothing was purged" in listed[1]
     assert [await exists(stack, ref) for ref in (due, recent, held)] == [True, True, True]
-    assert await count(stack, AuditEntry) == audit_before and await count(stack, CaseFact) == 0
+    assert await count(stack, AuditEntry) == audit_before and await count(stack, CaseFact, CaseFact.purged_at.is_not(None)) == 0
 
     assert await asyncio.to_thread(main, ["retention", "purge", "--config", str(config)]) == 0
     output = capsys.readouterr().out
@@ -309,7 +309,7 @@ async def test_the_command_lists_in_a_dry_run_and_then_purges(stack, tmp_path, c
     (entry,) = await purged_audit(stack)
     assert entry.actor == f"cli:{getpass.getuser()}" and entry.case_reference == due
     assert entry.detail == {"outcome": "closed", "rule": "closed_years=5"}
-    assert await count(stack, CaseFact) == 1
+    assert await count(stack, CaseFact, CaseFact.purged_at.is_not(None)) == 1
     # Nothing more is due: a second run purges nothing.
     assert await asyncio.to_thread(main, ["retention", "purge", "--config", str(config)]) == 0
     assert "0 case(s) purged" in capsys.readouterr().out

@@ -29,7 +29,7 @@ async def purge_command(settings: Settings, *, dry_run: bool) -> int:
             if dry_run:
                 due = await repo.list_due_purges(session=session, now=now, rules=rules)
             else:
-                due = await purge_due(session, rules=rules, now=now, zone=zone, actor=_cli_actor())
+                due = await purge_due(session, rules=rules, now=now, actor=_cli_actor())
                 swept = await repo.sweep_leftovers(session=session, now=now, rules=rules)
             lines = [f"{item.case.reference}  {item.case.status:<11}  {rules.describe(item.rule):<17}  "
                      f"{item.due_at.astimezone(zone).date().isoformat()}" for item in due]

@@ -172,13 +172,13 @@ def check_erasable(case: Case, reason_code: str) -> None:
         raise CaseError("erase_legal_hold")
 
 
-async def erase_case(session: AsyncSession, case: Case, who: Coordinator, reason_code: str, now: dt.datetime,
-                     zone: dt.tzinfo) -> str:
+async def erase_case(session: AsyncSession, case: Case, who: Coordinator, reason_code: str,
+                     now: dt.datetime) -> str:
     """Remove the case with everything of it (a de-identified fact stays) and audit it; returns the
     reference. The audit entry has the reason as a code only."""
     check_erasable(case, reason_code)
     reference = case.reference
-    await repo.purge_case(session=session, case=case, outcome="erased", now=now, zone=zone)
+    await repo.purge_case(session=session, case=case, outcome="erased", now=now)
     # After the purge, which removes the case's own audit entries: this one records the erasure.
     await repo.add_audit(session=session, actor=who.identity, action="erased", now=now, case_reference=reference,
                          detail={"reason_code": reason_code})

@@ -82,3 +82,25 @@ class WorkingTime:
                 if counted == days:
                     return self._local(day, self.end)
         raise ValueError("no working days configured")
+
+    def hours_between(self, start: dt.datetime, end: dt.datetime) -> float:
+        """Working hours from `start` to `end` (0 when `end` is not later)."""
+        start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
+        if end <= start:
+            return 0.0
+        total = dt.timedelta()
+        day = start.astimezone(self.timezone).date() - dt.timedelta(days=1)  # a window may span midnight
+        last = end.astimezone(self.timezone).date()
+        while day <= last:
+            window = self._window(day)
+            if window is not None:
+                begin, finish = max(window[0], start), min(window[1], end)
+                if finish > begin:
+                    total += finish - begin
+            day += dt.timedelta(days=1)
+        return total.total_seconds() / 3600
+
+    @property
+    def hours_per_day(self) -> float:
+        """The length of one working day in hours (as configured, ignoring DST)."""
+        return (self.end - self.start).total_seconds() / 3600

@@ -142,7 +142,7 @@ class PrivacyPages(EvidencePages):
                                      detail={"action": "erase", "error": failure.code})
                 message = Translator(viewer.language)(f"case.error_{failure.code}")
                 return await self._confirm_erase(session, viewer, case, reason, error=message)
-            reference = await privacy.erase_case(session, case, viewer.coordinator, reason, now, self.timezone)
+            reference = await privacy.erase_case(session, case, viewer.coordinator, reason, now)
         log.info("case action=erased")
         raise web.HTTPSeeOther(f"/cases?erased={reference}")
 

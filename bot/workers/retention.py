@@ -37,7 +37,7 @@ def rules_of(privacy: PrivacySettings) -> RetentionRules:
                           idle_conversation_days=privacy.idle_conversation_days)
 
 
-async def purge_due(session: AsyncSession, *, rules: RetentionRules, now: dt.datetime, zone: dt.tzinfo,
+async def purge_due(session: AsyncSession, *, rules: RetentionRules, now: dt.datetime,
                     actor: str) -> list[DuePurge]:
     """Purge every case whose retention is over (none under legal hold), each with an audit entry
     without content; returns what was purged. The daily job and `meldbot retention purge` both use it."""
@@ -50,7 +50,7 @@ async def purge_due(session: AsyncSession, *, rules: RetentionRules, now: dt.dat
             continue
         rule, _ = due
         reference = case.reference
-        await repo.purge_case(session=session, case=case, outcome=rule, now=now, zone=zone)
+        await repo.purge_case(session=session, case=case, outcome=rule, now=now)
         await repo.add_audit(session=session, actor=actor, action="purged", case_reference=reference, now=now,
                              detail={"outcome": rule, "rule": rules.describe(rule)})
         log.info("purged case %s (%s)", reference, rules.describe(rule))
@@ -96,7 +96,7 @@ class RetentionWorker:
 
     async def fire(self, session: AsyncSession, timer: Timer, now: dt.datetime) -> str:
         """The daily job, in the timer's transaction: purge, tell the threads, schedule the next day."""
-        purged = await purge_due(session, rules=self.rules, now=now, zone=self.timezone, actor="meldbot")
+        purged = await purge_due(session, rules=self.rules, now=now, actor="meldbot")
         notices = await self.send_notices(session, now)
         swept = await repo.sweep_leftovers(session=session, now=now, rules=self.rules)
         await self._schedule(session, self.next_run_after(now), now)

@@ -49,6 +49,15 @@ from .cases import (  # noqa: F401
     normalise_reference,
     reporter_conversation_id,
 )
+from .facts import (  # noqa: F401
+    CONSEQUENCES,
+    MEASURES,
+    FactRules,
+    fact_values,
+    refresh_fact,
+    set_fact_rules,
+    sync_facts,
+)
 from .conversations import (  # noqa: F401
     due_draft_conversation,
     find_conversation,
@@ -100,7 +109,6 @@ from .timers import (  # noqa: F401
     schedule_timer,
 )
 from .retention import (  # noqa: F401
-    fact_of,
     purge_case,
 )
 from .retention import (  # noqa: F401

@@ -22,6 +22,7 @@ from ..models import (
     Reporter,
 )
 from ._common import _prebuilt_insert, sender_hash
+from .facts import FACT_EVENTS, refresh_fact
 
 # No 0/O, 1/I/L or U: a reference must survive being read out over the phone.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -134,6 +135,8 @@ async def add_case_event(
                                        "created_at": now})
     if case.updated_at != now:  # a new case already has it: no UPDATE for nothing
         case.updated_at = now
+    if kind in FACT_EVENTS:
+        await refresh_fact(session=session, case=case, now=now)
 
 
 async def get_case(*, session: AsyncSession, reference: str) -> Case | None:

@@ -1,0 +1,226 @@
+"""What the organisation learns from its reports: the figures of a period against the one before,
+with small counts suppressed so that nobody can be recognised in them.
+
+One `figures(...)` call gives everything the statistics page, the yearly overview (page and PDF)
+and the coordinators' `overzicht` show; they differ only in how they render it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialogs import categories
+from storage.repo import facts as fact_codes
+from storage.repo import stats as q
+from storage.repo.stats import Scope
+
+#: Cases open longer than this count as "long open".
+LONG_OPEN_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Count:
+    """A count as it may be shown: `value` is exact; `suppressed` when it is below the threshold
+    (or hidden so that another hidden count cannot be worked out from a total)."""
+
+    value: int
+    suppressed: bool = False
+    threshold: int = 5
+
+    @property
+    def shown(self) -> str:
+        """The count for display: the number, or "<5" (with the configured threshold)."""
+        return f"<{self.threshold}" if self.suppressed else str(self.value)
+
+    @property
+    def chart_value(self) -> int:
+        """What a chart may draw (0 for a hidden count: its bar is never drawn)."""
+        return 0 if self.suppressed else self.value
+
+
+def suppress(counts: dict[Any, int], threshold: int, codes: Iterable[Any] | None = None) -> dict[Any, Count]:
+    """Counts in `codes` order (missing ones are 0) with every count from 1 to threshold-1 hidden.
+
+    A zero is shown (it describes nobody). When exactly one count is hidden, the smallest shown
+    non-zero count is hidden as well: otherwise the total would give the hidden one away."""
+    keys = list(codes) if codes is not None else sorted(counts, key=lambda k: (k is None, str(k)))
+    values = {key: int(counts.get(key, 0)) for key in keys}
+    hidden = {key for key, value in values.items() if 0 < value < threshold}
+    if len(hidden) == 1:
+        shown = sorted((value, str(key)) for key, value in values.items() if value and key not in hidden)
+        if shown:
+            smallest = shown[0][1]
+            hidden |= {key for key in values if str(key) == smallest}
+    return {key: Count(values[key], key in hidden, threshold) for key in keys}
+
+
+def count(value: int, threshold: int) -> Count:
+    """One count on its own (a total): hidden when it is small but not zero."""
+    return Count(int(value), 0 < value < threshold, threshold)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a breakdown: this period and the one compared with."""
+
+    code: Any
+    current: Count
+    previous: Count
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Counts per code (kind, place, department, ...), in the order the codes are listed."""
+
+    name: str
+    rows: tuple[Row, ...]
+
+    @property
+    def largest(self) -> int:
+        """The longest bar a chart of it draws (at least 1)."""
+        return max([1] + [r.current.chart_value for r in self.rows] + [r.previous.chart_value for r in self.rows])
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """How the cases of a period were followed up."""
+
+    total: Count
+    contacted: Count
+    median_contact_hours: float | None
+    contacted_within_day: Count
+    #: Share of the contacted cases contacted within one working day (None when hidden or none).
+    within_day_share: float | None
+    aftercare_offered: Count
+    aftercare_accepted: Count
+    police_wanted: Count
+    police_filed: Count
+    aggressor_response: Count
+    long_open: Count
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything shown of one period (`scope`) against the one before (`previous`)."""
+
+    scope: Scope
+    previous: Scope
+    threshold: int
+    total: Count
+    previous_total: Count
+    months: Breakdown
+    kinds: Breakdown
+    places: Breakdown
+    departments: Breakdown
+    perpetrators: Breakdown
+    consequences: Breakdown
+    followup: FollowUp
+    previous_followup: FollowUp
+    measures: Breakdown
+    #: Measures per kind: kind -> counts per measure (this period).
+    measures_by_kind: dict[str, dict[str, Count]] = field(default_factory=dict)
+
+
+def months_of(scope: Scope) -> list[str]:
+    """Every month of a scope, in order (`YYYY-MM`)."""
+    year, month = int(scope.first_month[:4]), int(scope.first_month[5:])
+    months = []
+    while f"{year:04d}-{month:02d}" <= scope.last_month and len(months) < 1200:
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def shift_months(month: str, by: int) -> str:
+    """`YYYY-MM` moved by `by` months."""
+    index = int(month[:4]) * 12 + int(month[5:]) - 1 + by
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def previous_scope(scope: Scope) -> Scope:
+    """The period just before `scope`, as long as it (a year before a year, a month before a month)."""
+    length = len(months_of(scope))
+    return Scope(shift_months(scope.first_month, -length), shift_months(scope.last_month, -length),
+                 scope.kind, scope.department)
+
+
+def _breakdown(name: str, current: dict, previous: dict, threshold: int, codes: Iterable[Any]) -> Breakdown:
+    codes = list(codes)
+    now, before = suppress(current, threshold, codes), suppress(previous, threshold, codes)
+    return Breakdown(name, tuple(Row(code, now[code], before[code]) for code in codes))
+
+
+def _codes(fixed: Iterable[str], *seen: dict) -> list[Any]:
+    """The fixed codes, then any other value found (an older code), then None (not given) if found."""
+    codes = list(fixed)
+    extra = sorted({k for counts in seen for k in counts if k is not None and k not in codes})
+    nones = [None] if any(None in counts for counts in seen) else []
+    return codes + extra + nones
+
+
+async def _followup(session: AsyncSession, scope: Scope, threshold: int, hours_per_day: float,
+                    now: dt.datetime) -> tuple[FollowUp, dict[str, int]]:
+    flags = await q.count_flags(session=session, scope=scope)
+    contact = await q.contact_times(session=session, scope=scope, within_hours=hours_per_day)
+    long_open = await q.count_open_since(session=session, scope=scope, before=now - dt.timedelta(days=LONG_OPEN_DAYS))
+    c = lambda value: count(value, threshold)  # noqa: E731
+    hidden_contacts = 0 < contact.contacted < threshold
+    share = None if hidden_contacts or not contact.contacted else contact.within / contact.contacted
+    return FollowUp(
+        total=c(flags["total"]), contacted=c(contact.contacted),
+        median_contact_hours=None if hidden_contacts else contact.median_hours,
+        contacted_within_day=c(contact.within), within_day_share=share,
+        aftercare_offered=c(flags["aftercare_offered"]), aftercare_accepted=c(flags["aftercare_accepted"]),
+        police_wanted=c(flags["police_wanted"]), police_filed=c(flags["police_filed"]),
+        aggressor_response=c(flags["aggressor_response"]), long_open=c(long_open),
+    ), flags
+
+
+async def figures(session: AsyncSession, scope: Scope, *, threshold: int, hours_per_day: float, now: dt.datetime,
+                  departments: Iterable[str] = ()) -> Figures:
+    """The figures of `scope` against the period before it (the same length)."""
+    before = previous_scope(scope)
+    followup, flags = await _followup(session, scope, threshold, hours_per_day, now)
+    previous_followup, previous_flags = await _followup(session, before, threshold, hours_per_day, now)
+    per_month = await q.count_by(session=session, scope=scope, dimension="reported_month")
+    per_month_before = await q.count_by(session=session, scope=before, dimension="reported_month")
+    months = months_of(scope)
+    month_rows = []
+    now_counts = suppress(per_month, threshold, months)
+    before_months = months_of(before)
+    before_counts = suppress(per_month_before, threshold, before_months)
+    for month, earlier in zip(months, before_months):
+        month_rows.append(Row(month, now_counts[month], before_counts[earlier]))
+    breakdowns: dict[str, Breakdown] = {}
+    for name, dimension, fixed in (("places", "place", categories.PLACES),
+                                   ("departments", "department", tuple(departments)),
+                                   ("perpetrators", "perpetrator", categories.PERPETRATORS)):
+        current = await q.count_by(session=session, scope=scope, dimension=dimension)
+        previous = await q.count_by(session=session, scope=before, dimension=dimension)
+        breakdowns[name] = _breakdown(name, current, previous, threshold, _codes(fixed, current, previous))
+    kinds_now = await q.count_by_kind(session=session, scope=scope)
+    kinds_before = await q.count_by_kind(session=session, scope=before)
+    measures_now = await q.count_measures(session=session, scope=scope)
+    measures_before = await q.count_measures(session=session, scope=before)
+    by_kind = await q.count_measures_by_kind(session=session, scope=scope)
+    measures_by_kind = {}
+    for kind in categories.KINDS:
+        counts = {measure: n for (k, measure), n in by_kind.items() if k == kind}
+        if counts:
+            measures_by_kind[kind] = suppress(counts, threshold, fact_codes.MEASURES)
+    consequence_codes = fact_codes.CONSEQUENCES
+    return Figures(
+        scope=scope, previous=before, threshold=threshold,
+        total=count(flags["total"], threshold), previous_total=count(previous_flags["total"], threshold),
+        months=Breakdown("months", tuple(month_rows)),
+        kinds=_breakdown("kinds", kinds_now, kinds_before, threshold, _codes(categories.KINDS, kinds_now, kinds_before)),
+        places=breakdowns["places"], departments=breakdowns["departments"], perpetrators=breakdowns["perpetrators"],
+        consequences=_breakdown("consequences", {c: flags[c] for c in consequence_codes},
+                                {c: previous_flags[c] for c in consequence_codes}, threshold, consequence_codes),
+        followup=followup, previous_followup=previous_followup,
+        measures=_breakdown("measures", measures_now, measures_before, threshold, fact_codes.MEASURES),
+        measures_by_kind=measures_by_kind,
+    )

@@ -1,0 +1,139 @@
+"""The aggregates behind the statistics: counts over case facts (live and purged cases alike).
+
+Every function counts facts in a `Scope` (a range of report months, optionally one kind and one
+department) with one SQL aggregate; nothing here loads a case or opens a sealed field. There is no
+count by anything that identifies a perpetrator beyond the perpetrator's kind (citizen, colleague)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, case as case_when, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..models import Case, CaseFact, FactKind, FactMeasure
+
+#: Flags counted by `count_flags` (boolean columns of `CaseFact`).
+FLAGS = ("injury", "damage", "absence", "urgent", "anonymous", "recorded", "police_wanted", "police_filed",
+         "aftercare_offered", "aftercare_accepted", "aggressor_response")
+#: Columns `count_by` groups on.
+DIMENSIONS = ("reported_month", "occurred_month", "place", "department", "perpetrator", "status")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which facts count: reported from `first_month` to `last_month` (`YYYY-MM`, both included),
+    optionally of one kind and from one department."""
+
+    first_month: str
+    last_month: str
+    kind: str | None = None
+    department: str | None = None
+
+    @classmethod
+    def year(cls, year: int, kind: str | None = None, department: str | None = None) -> "Scope":
+        return cls(f"{year:04d}-01", f"{year:04d}-12", kind, department)
+
+
+def _where(query: Select, scope: Scope) -> Select:
+    query = query.where(CaseFact.reported_month >= scope.first_month, CaseFact.reported_month <= scope.last_month)
+    if scope.department is not None:
+        query = query.where(CaseFact.department == scope.department)
+    if scope.kind is not None:
+        query = query.where(exists().where(FactKind.fact_id == CaseFact.id, FactKind.kind == scope.kind))
+    return query
+
+
+async def count_by(*, session: AsyncSession, scope: Scope, dimension: str) -> dict[Any, int]:
+    """Facts per value of one column (`DIMENSIONS`); None counts the facts without a value."""
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"cannot count by {dimension!r}")
+    column = getattr(CaseFact, dimension)
+    rows = await session.execute(_where(select(column, func.count()).select_from(CaseFact), scope).group_by(column))
+    return {value: count for value, count in rows}
+
+
+async def count_by_kind(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
+    """Facts per kind of incident (a fact with two kinds counts for both)."""
+    query = select(FactKind.kind, func.count()).select_from(CaseFact).join(FactKind, FactKind.fact_id == CaseFact.id)
+    rows = await session.execute(_where(query, scope).group_by(FactKind.kind))
+    return {kind: count for kind, count in rows}
+
+
+async def count_flags(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
+    """The number of facts in scope (`total`) and of those with each flag of `FLAGS` set."""
+    columns = [func.count().label("total")]
+    columns += [func.coalesce(func.sum(case_when((getattr(CaseFact, flag).is_(True), 1), else_=0)), 0).label(flag)
+                for flag in FLAGS]
+    row = (await session.execute(_where(select(*columns).select_from(CaseFact), scope))).one()
+    return dict(row._mapping)
+
+
+@dataclass(frozen=True)
+class ContactTimes:
+    """First contact: how many cases had one, the median working hours to it, and how many within
+    `within` working hours."""
+
+    contacted: int
+    median_hours: float | None
+    within: int
+
+
+async def contact_times(*, session: AsyncSession, scope: Scope, within_hours: float) -> ContactTimes:
+    """Time to first contact in working hours (the median by offset: the same SQL on both databases)."""
+    hours = CaseFact.first_contact_hours
+    base = _where(select(func.count(), func.coalesce(func.sum(case_when((hours <= within_hours, 1), else_=0)), 0))
+                  .select_from(CaseFact).where(hours.is_not(None)), scope)
+    contacted, within = (await session.execute(base)).one()
+    median = None
+    if contacted:
+        ordered = _where(select(hours).select_from(CaseFact).where(hours.is_not(None)), scope).order_by(hours)
+        middle = list(await session.scalars(ordered.offset((contacted - 1) // 2).limit(2 - contacted % 2)))
+        median = sum(middle) / len(middle)
+    return ContactTimes(contacted=int(contacted), median_hours=median, within=int(within))
+
+
+async def count_open_since(*, session: AsyncSession, scope: Scope, before: dt.datetime) -> int:
+    """Cases in scope still open (not closed, not withdrawn) that were reported before `before`."""
+    query = (select(func.count()).select_from(CaseFact).join(Case, Case.id == CaseFact.case_id)
+             .where(CaseFact.status.in_(("new", "in_progress")), Case.created_at < before))
+    return int(await session.scalar(_where(query, scope)) or 0)
+
+
+async def count_measures_by_kind(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
+    """Measures taken after evaluation, per kind of incident: (kind, measure) -> cases."""
+    query = (select(FactKind.kind, FactMeasure.measure, func.count()).select_from(CaseFact)
+             .join(FactKind, FactKind.fact_id == CaseFact.id).join(FactMeasure, FactMeasure.fact_id == CaseFact.id))
+    rows = await session.execute(_where(query, scope).group_by(FactKind.kind, FactMeasure.measure))
+    return {(kind, measure): count for kind, measure, count in rows}
+
+
+async def count_measures(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
+    """Cases per measure taken."""
+    query = select(FactMeasure.measure, func.count()).select_from(CaseFact).join(
+        FactMeasure, FactMeasure.fact_id == CaseFact.id)
+    rows = await session.execute(_where(query, scope).group_by(FactMeasure.measure))
+    return {measure: count for measure, count in rows}
+
+
+async def count_per_month(*, session: AsyncSession, first_month: str, last_month: str, dimension: str
+                          ) -> dict[tuple[Any, str], int]:
+    """Facts per (value, report month) of `place`, `department` or `kind`: what the signals compare."""
+    scope = Scope(first_month, last_month)
+    if dimension == "kind":
+        query = (select(FactKind.kind, CaseFact.reported_month, func.count()).select_from(CaseFact)
+                 .join(FactKind, FactKind.fact_id == CaseFact.id).group_by(FactKind.kind, CaseFact.reported_month))
+    elif dimension in ("place", "department"):
+        column = getattr(CaseFact, dimension)
+        query = (select(column, CaseFact.reported_month, func.count()).select_from(CaseFact)
+                 .where(column.is_not(None)).group_by(column, CaseFact.reported_month))
+    else:
+        raise ValueError(f"no signals by {dimension!r}")
+    rows = await session.execute(_where(query, scope))
+    return {(value, month): count for value, month, count in rows}
+
+
+__all__ = ["DIMENSIONS", "FLAGS", "ContactTimes", "Scope", "contact_times", "count_by", "count_by_kind",
+           "count_flags", "count_measures", "count_measures_by_kind", "count_open_since", "count_per_month"]
