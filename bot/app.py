@@ -83,6 +83,12 @@ def organisation_vocabulary(settings: Settings) -> Vocabulary | None:
         raise ConfigError(str(error)) from None
 
 
+def department_names(settings: Settings) -> dict[str, str]:
+    """The configured departments, code -> display name, in the configured order."""
+    names = settings.organisation.department_names
+    return {code: names.get(code, code) for code in settings.organisation.departments}
+
+
 async def sync_facts(sessions: async_sessionmaker[AsyncSession], now: dt.datetime) -> None:
     """Write the statistics facts of cases that lack a current one (after an upgrade or a restore)."""
     while True:
@@ -198,6 +204,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     pages = CasePages(sessions=opened.restricted, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,
-                      is_coordinator=engine.coordinator_allowed)
+                      is_coordinator=engine.coordinator_allowed, stats=settings.stats,
+                      departments=department_names(settings))
     return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
                    pages=pages, adapters=adapters, retention=retention)

@@ -1,4 +1,4 @@
-"""The `meldbot` command: run, chat, cases list, db upgrade, keys rotate, retention purge."""
+"""The `meldbot` command: run, chat, cases list|export, report yearly, db upgrade, keys rotate, retention purge."""
 
 from __future__ import annotations
 
@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     listing = with_config(cases.add_parser("list", help="list cases: reference, status, kinds, created-at"))
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.add_argument("--status", choices=["new", "in_progress", "closed"])
+    export = with_config(cases.add_parser("export", help="every case as one row (columns aligned with GIR), for "
+                                                         "the municipal registration; audited"))
+    export.add_argument("--format", required=True, choices=["csv", "xlsx"])
+    export.add_argument("--year", type=int, help="only cases reported in this year")
+    export.add_argument("--output", required=True, help="the file to write")
+    export.add_argument("--with-personal-data", action="store_true",
+                        help="add the story, names and free text (coordinators only; audited)")
+    report = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
+    yearly = with_config(report.add_parser("yearly", help="the yearly overview for the annual conversation (PDF)"))
+    yearly.add_argument("--year", type=int, required=True)
+    yearly.add_argument("--output", required=True, help="the PDF file to write")
+    yearly.add_argument("--language", choices=["nl", "en"], help="default: [organisation] language")
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply database migrations"))
     keys = sub.add_parser("keys", help="the master key").add_subparsers(dest="keys_command", required=True)
@@ -225,8 +237,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(settings))
         if args.command == "chat":
             return asyncio.run(_chat(settings, args.user))
+        if args.command == "cases" and args.cases_command == "export":
+            from bot.commands.export import export_command
+
+            return asyncio.run(export_command(settings, fmt=args.format, year=args.year, output=Path(args.output),
+                                              personal_data=args.with_personal_data))
         if args.command == "cases":
             return asyncio.run(_cases_list(settings, args.json, args.status))
+        if args.command == "report":
+            from bot.commands.report import yearly_command
+
+            return asyncio.run(yearly_command(settings, year=args.year, output=Path(args.output),
+                                              language=args.language))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
         if args.command == "keys" and args.keys_command == "create":

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,6 +66,15 @@ class OrganisationSettings(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
         return value
+
+    @model_validator(mode="after")
+    def _named_departments(self) -> "OrganisationSettings":
+        unknown = sorted(set(self.department_names) - set(self.departments))
+        if unknown:
+            raise ValueError(f"department_names names departments not in departments: {', '.join(unknown)}")
+        if len(set(self.departments)) != len(self.departments):
+            raise ValueError("departments lists a department twice")
+        return self
 
 
 class DatabaseSettings(_Section):

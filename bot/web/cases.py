@@ -27,7 +27,10 @@ from bot.web.pages import (
     LIST_LIMIT,
     Viewer,
 )
+from bot.web.exports import ExportPages
 from bot.web.privacy import PrivacyPages, erased_notice
+from bot.web.recorded import RecordPages
+from bot.web.stats import StatsPages
 from dialogs import Translator, categories
 from storage import repo, transaction
 from storage.models import Case
@@ -35,7 +38,7 @@ from storage.models import Case
 log = logging.getLogger(__name__)
 
 
-class CasePages(PrivacyPages):
+class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
     """Routes and handlers of the case pages (login and sessions come from SessionPages, files and the
     privacy actions from EvidencePages and PrivacyPages)."""
 
@@ -46,6 +49,9 @@ class CasePages(PrivacyPages):
             web.get("/cases/{reference}", self.case_page),
             web.post("/cases/{reference}", self.case_action),
             *self.privacy_routes(),
+            *self.stats_routes(),
+            *self.export_routes(),
+            *self.record_routes(),
             web.get("/login/{token}", self.login_page),
             web.post("/login", self.login),
             web.post("/logout", self.logout),

@@ -13,7 +13,7 @@ from aiohttp import web
 from babel.dates import format_date, format_datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import WebSettings
+from bot.config import StatsSettings, WebSettings
 from bot.core.casework import CaseWork, Coordinator
 from bot.core.clock import utc_now
 from bot.core.limits import Throttle
@@ -77,6 +77,8 @@ class PageBase:
         clock: Callable[[], dt.datetime] = utc_now,
         on_outbox: Callable[[], None] | None = None,
         is_coordinator: Callable[[str, str], Awaitable[bool | None]] | None = None,
+        stats: StatsSettings | None = None,
+        departments: dict[str, str] | None = None,
     ):
         self.sessions = sessions
         self.casework = casework
@@ -87,6 +89,9 @@ class PageBase:
         self.clock = clock
         self.on_outbox = on_outbox
         self.is_coordinator = is_coordinator
+        #: `[stats]`, and the departments (code -> display name, in the configured order).
+        self.stats = stats or StatsSettings()
+        self.departments = dict(departments or {})
         self._unknown_links = Throttle(UNKNOWN_LINKS_AUDITED_PER_MINUTE)
         self.secure = web_settings.public_url.startswith("https://")
         # `__Host-`: the browser accepts the cookie only Secure, for this host and path / (no
