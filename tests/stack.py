@@ -119,10 +119,13 @@ class Stack:
 
     @classmethod
     async def start(cls, database_url: str, *, followup: dict | None = None, web: dict | None = None,
-                    coordinators: Sequence[str] = ("coco",), limits: dict | None = None) -> "Stack":
-        clock = Clock(dt.datetime(2026, 11, 23, 9, 15, tzinfo=dt.timezone.utc))  # a Monday, 10:15 in NL
+                    coordinators: Sequence[str] = ("coco",), limits: dict | None = None,
+                    organisation: dict | None = None, stats: dict | None = None,
+                    now: dt.datetime | None = None) -> "Stack":
+        clock = Clock(now or dt.datetime(2026, 11, 23, 9, 15, tzinfo=dt.timezone.utc))  # a Monday, 10:15 in NL
         settings = Settings(
-            organisation={"name": "Gemeente Testdam"}, database={"url": database_url},
+            organisation={"name": "Gemeente Testdam", **(organisation or {})}, database={"url": database_url},
+            stats=stats or {},
             web={"public_url": "http://meldbot.test", **(web or {})}, followup=followup or {},
             limits=limits or {}, privacy={"key": encode_key(TEST_MASTER_KEY)},
         )
