@@ -24,6 +24,7 @@ from bot.core.casework import CaseWork
 from bot.core.clock import utc_now
 from bot.core.engine import Engine
 from bot.logs import silence_content_loggers
+from bot.core.signals import HOURLY as HOURLY_SIGNALS, MONTHLY as MONTHLY_SIGNALS, Signals
 from bot.masterkey import open_storage
 from bot.web.cases import CasePages
 from bot.workers.outbox import OutboxWorker
@@ -183,12 +184,15 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     # One CaseWork for the chat commands, the timers and the case pages: the same operations everywhere.
     casework = CaseWork(public_url=settings.web.public_url, coordinator_targets=coordinator_targets,
                         timezone=context.timezone, followup=settings.followup)
+    signals = Signals(settings=settings.stats, language=settings.organisation.language, timezone=context.timezone,
+                      public_url=settings.web.public_url, coordinator_targets=coordinator_targets,
+                      departments=department_names(settings))
     engine = Engine(sessions=sessions, context=context, public_url=settings.web.public_url,
                     coordinator_targets=coordinator_targets, on_outbox=worker.wake,
                     delivery_healthy=lambda: worker.healthy, followup=settings.followup,
                     is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
-                    clock=clock, casework=casework)
+                    clock=clock, casework=casework, signals=signals)
     worker.case_link = casework.case_link
     def is_room(platform: str, target: str) -> bool:
         adapter = adapters.get(platform)
@@ -200,6 +204,10 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     retention = RetentionWorker(sessions=sessions, casework=casework, privacy=settings.privacy,
                                 timezone=context.timezone, clock=clock)
     timers.jobs[RETENTION_PURGE] = retention.fire
+    timers.jobs[HOURLY_SIGNALS] = signals.hourly
+    timers.jobs[MONTHLY_SIGNALS] = signals.monthly
+    async with transaction(sessions) as session:
+        await signals.ensure_scheduled(session, clock())
     # The case pages never hold the key that links an anonymous case to its reporter.
     pages = CasePages(sessions=opened.restricted, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,

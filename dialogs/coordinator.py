@@ -14,6 +14,8 @@ _REPLY_RE = re.compile(r"^[!/]?\s*(antwoord|antwoorden|reply|answer|bericht|mess
 _HELP = ("help", "hulp", "?", "commands")
 #: What a coordinator writes to get a login link for the case pages.
 _LOGIN = ("login", "log in", "inloggen", "log me in")
+#: What a coordinator writes for the numbers of this month and this year.
+_OVERVIEW = ("overzicht", "overview", "cijfers", "figures", "statistieken", "statistics", "stats")
 #: Longest coordinator message relayed to a reporter.
 MAX_RELAY_CHARS = 2000
 
@@ -37,6 +39,11 @@ def parse_coordinator_command(text: str) -> CoordinatorCommand | None:
     if folded in _HELP:
         return CoordinatorCommand("help")
     return None
+
+
+def is_overview_command(text: str) -> bool:
+    """`overzicht` / `overview` (with or without ! or /): this month's and this year's numbers."""
+    return fold(text or "") in _OVERVIEW
 
 
 def is_login_command(text: str) -> bool:

@@ -49,6 +49,8 @@ class RecordingPlatform:
     to_person: dict[str, list[Reply]] = field(default_factory=dict)
     room: list[tuple[str, Notification]] = field(default_factory=list)
     threads: dict[str, list[str]] = field(default_factory=dict)
+    #: Messages of Meldbot's own in the room itself (signals): (destination, text).
+    room_posts: list[tuple[str, str]] = field(default_factory=list)
     down: bool = False
     #: The coordinators' room (a test may move it, as a Teams claim with a new code does).
     destination: str = "coordinators"
@@ -102,6 +104,12 @@ class RecordingPlatform:
             raise DeliveryError("platform down")
         self.threads[root_id].append(text)
         return f"thread-{idempotency_key}"
+
+    async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
+        if self.down:
+            raise DeliveryError("platform down")
+        self.room_posts.append((destination, reply.plain()))
+        return f"room-{idempotency_key}"
 
     def texts_to(self, user: str) -> list[str]:
         return [r.plain() for r in self.to_person.get(user, [])]

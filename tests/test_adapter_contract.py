@@ -230,6 +230,14 @@ async def test_notifications_go_where_the_coordinators_are(harness):
     assert await harness.in_coordinator_room("MB-ABC-DEF: in de draad")
 
 
+async def test_a_message_of_its_own_goes_into_the_coordinator_room(harness):
+    adapter = harness.adapter
+    posted = await adapter.post_in_room(adapter.coordinator_destination(),
+                                        Reply("Signaal: meer meldingen aan de balie dan gewoonlijk"), "key-room")
+    assert isinstance(posted, str) and posted
+    assert await harness.in_coordinator_room("meer meldingen aan de balie dan gewoonlijk")
+
+
 async def test_case_notification_returns_a_thread_root_and_shows_the_link(harness):
     adapter = harness.adapter
     root = await adapter.post_case_notification(adapter.coordinator_destination(), NOTIFICATION, "key-1")

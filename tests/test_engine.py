@@ -74,6 +74,10 @@ class Flaky:
         self._attempt(idempotency_key)
         return await self.inner.post_in_case_thread(destination, root_id, text, idempotency_key)
 
+    async def post_in_room(self, destination, reply, idempotency_key):
+        self._attempt(idempotency_key)
+        return await self.inner.post_in_room(destination, reply, idempotency_key)
+
     async def send_replies(self, address, replies, idempotency_key):
         self._attempt(idempotency_key)
         return await self.inner.send_replies(address, replies, idempotency_key)

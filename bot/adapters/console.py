@@ -166,3 +166,13 @@ class ConsoleAdapter:
             with self._interrupting():
                 self._write(f"  ↳ {t('console.coordinator_room')}: {text}")
         return f"console-{idempotency_key}"
+
+    async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
+        t = Translator(self.language)
+        async with self._lock:
+            with self._interrupting():
+                self._write(f"  ┌─ {t('console.coordinator_room')} ─")
+                for line in reply.plain().splitlines():
+                    self._write(f"  │ {line}")
+                self._write("  └─")
+        return f"console-{idempotency_key}"

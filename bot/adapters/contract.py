@@ -128,6 +128,10 @@ class Adapter(Protocol):
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         """Post a later event of a case as a reply in its thread; returns the platform message ID."""
 
+    async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
+        """Post a message of Meldbot's own (a signal, never case content) in the coordinator
+        room/channel itself, outside any case thread; returns the platform message ID."""
+
     async def is_coordinator(self, user_id: str) -> bool:
         """Whether the platform says `user_id` is a coordinator now (a member of the coordinator
         room/channel, never a guest); raises when the platform cannot tell."""

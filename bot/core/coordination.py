@@ -1,4 +1,5 @@
-"""Coordinator room commands: `login` anywhere, and `claim`, `reply <text>` and `help` in a case thread."""
+"""Coordinator room commands: `login` and `overzicht` anywhere, and `claim`, `reply <text>` and `help`
+in a case thread."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import dialogs
 from dialogs import Context, Reply
-from dialogs.coordinator import is_login_command, parse_coordinator_command, thread_reply
+from dialogs.coordinator import is_login_command, is_overview_command, parse_coordinator_command, thread_reply
 from dialogs.text import clean_name
 from storage import repo, transaction
 
@@ -24,6 +25,7 @@ from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, error_reference, is_duplicate_event
 from bot.core.limits import TURN_TIMEOUT_S, Throttle
 from bot.core.login import Login
+from bot.core.signals import Signals
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Coordination:
         followup: FollowupSettings,
         clock: Clock,
         wake_outbox: Callable[[], None],
+        signals: Signals | None = None,
     ):
         self.sessions = sessions
         self.context = context
@@ -51,13 +54,16 @@ class Coordination:
         self.followup = followup
         self.clock = clock
         self.wake_outbox = wake_outbox
+        #: Answers `overzicht` (None: the command is not offered).
+        self.signals = signals
 
     async def handle_coordinator(self, message: CoordinatorMessage) -> list[Reply]:
         """A message in the coordinator room/channel: `login` anywhere, and `claim` or `reply <text>`
         in a case thread; returns the answers for the room or thread."""
         login = is_login_command(message.text)
-        command = None if login else parse_coordinator_command(message.text)
-        if not login and (command is None or not message.thread_root):
+        overview = not login and self.signals is not None and is_overview_command(message.text)
+        command = None if login or overview else parse_coordinator_command(message.text)
+        if not login and not overview and (command is None or not message.thread_root):
             return []  # coordinators talking among themselves
         language = self.context.default_language
         allowed_now = self.throttle.admit((message.platform, message.sender))
@@ -79,6 +85,8 @@ class Coordination:
                                                   event_id=message.event_id, now=now)
                     if login:
                         answer = await self.login.from_room(session, message, who, allowed, now, address)
+                    elif overview:
+                        answer = await self._overview(session, message, who, now)
                     else:
                         answer = await self._thread_command(session, message, command, who, now)
         except IntegrityError as error:
@@ -93,11 +101,23 @@ class Coordination:
             log.error("coordinator command not saved error=%s event=%s cause=%s", reference, message.event_id,
                       type(error).__name__)
             return list(dialogs.not_saved(language, reference))
-        log.info("coordinator command=%s platform=%s event=%s", "login" if login else command.name,
-                 message.platform, message.event_id)
+        name = "login" if login else "overview" if overview else command.name
+        log.info("coordinator command=%s platform=%s event=%s", name, message.platform, message.event_id)
         if answer is not None:
             self.wake_outbox()
         return [answer] if answer is not None else []
+
+    async def _overview(self, session: AsyncSession, message: CoordinatorMessage, who: Coordinator,
+                        now: dt.datetime) -> Reply:
+        """`overzicht`: only for the coordinators (members of the room/channel, or listed)."""
+        language = self.context.default_language
+        if not message.is_coordinator and f"{message.platform}:{message.sender}" not in self.followup.coordinators:
+            log.warning("coordinator command refused: not a member platform=%s event=%s", message.platform,
+                        message.event_id)
+            return thread_reply(language, "not_allowed")
+        await repo.add_audit(session=session, actor=who.identity, action="view_overview", now=now,
+                             detail={"via": message.platform})
+        return await self.signals.overview(session, now, language)
 
     async def _thread_command(self, session: AsyncSession, message: CoordinatorMessage, command,
                               who: Coordinator, now: dt.datetime) -> Reply | None:

@@ -28,6 +28,7 @@ from bot.core import payloads
 from bot.core.casework import CaseWork
 from bot.core.clock import Clock, utc_now
 from bot.core.coordination import Coordination
+from bot.core.signals import Signals
 from bot.core.errors import DATABASE_ERRORS, TurnFailed, error_reference, is_turn_specific
 from bot.core.limits import TURN_TIMEOUT_S, Quotas, Throttle
 from bot.core.login import Login
@@ -56,6 +57,7 @@ class Engine:
         limits: LimitsSettings | None = None,
         login_link_minutes: int = 10,
         casework: CaseWork | None = None,
+        signals: Signals | None = None,
     ):
         self.sessions = sessions
         self.context = context
@@ -77,7 +79,8 @@ class Engine:
             login_link_minutes=login_link_minutes)
         self.coordination = Coordination(
             sessions=sessions, context=context, casework=self.casework, login=self.login,
-            throttle=self.throttle, followup=self.followup, clock=clock, wake_outbox=self._wake_outbox)
+            throttle=self.throttle, followup=self.followup, clock=clock, wake_outbox=self._wake_outbox,
+            signals=signals)
         # Turns that arrive while a transaction is running wait for the next one and then share it:
         # one BEGIN/COMMIT, one INSERT of their event IDs, one SELECT of their conversations and one
         # executemany UPDATE of their states. `_turns` is looked up per batch (tests wrap it).

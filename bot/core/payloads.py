@@ -11,7 +11,9 @@ earlier versions wrote, so rows queued before an upgrade are still delivered:
 - `reporter_message`: `{"conversation": id}` or `{"case": id, "relay": bool}` (opaque references,
   resolved to the platform address when it is sent; earlier versions and adapters' own deferred replies: `{"address"}`) and
   `"replies": [{"text", "title", "hint", "options": [[n, label, selected]]}]`, plus `"secret": true`
-  when it holds a secret (a login link).
+  when it holds a secret (a login link);
+- `room_message`: `{"replies": [...]}` as above: a message of Meldbot's own in the coordinator
+  room/channel (a statistics signal: counts, codes and a link, never case content).
 
 The whole payload is sealed in the database and emptied once delivered.
 """
@@ -29,7 +31,7 @@ from dialogs import Option, Reply
 from storage import repo
 
 __all__ = [
-    "CaseNotification", "OutboxPayload", "ReporterMessage", "ThreadLine", "UnknownPayloadKind", "address_of",
+    "CaseNotification", "OutboxPayload", "ReporterMessage", "RoomMessage", "ThreadLine", "UnknownPayloadKind", "address_of",
     "enqueue", "from_payload", "payload_of", "reply_of",
 ]
 
@@ -179,9 +181,25 @@ class ReporterMessage:
                    replies=tuple(reply_of(r) for r in data.get("replies", [])), secret=bool(data.get("secret")))
 
 
-OutboxPayload = CaseNotification | ThreadLine | ReporterMessage
+@dataclass(frozen=True)
+class RoomMessage:
+    """A message of Meldbot's own for the coordinator room/channel, outside any case thread."""
 
-_KINDS: dict[str, type] = {c.KIND: c for c in (CaseNotification, ThreadLine, ReporterMessage)}
+    KIND: ClassVar[str] = "room_message"
+
+    reply: Reply
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"replies": [payload_of(self.reply)]}
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> RoomMessage:
+        return cls(reply=reply_of((data.get("replies") or [{}])[0]))
+
+
+OutboxPayload = CaseNotification | ThreadLine | ReporterMessage | RoomMessage
+
+_KINDS: dict[str, type] = {c.KIND: c for c in (CaseNotification, ThreadLine, ReporterMessage, RoomMessage)}
 
 
 def from_payload(kind: str, data: Mapping[str, Any]) -> OutboxPayload:
@@ -193,8 +211,10 @@ def from_payload(kind: str, data: Mapping[str, Any]) -> OutboxPayload:
 
 
 async def enqueue(session: AsyncSession, payload: OutboxPayload, *, platform: str, now: dt.datetime,
-                  destination: str | None = None, case_id: int | None = None) -> repo.QueuedMessage:
-    """Queue `payload` in the outbox, in the caller's transaction."""
+                  destination: str | None = None, case_id: int | None = None,
+                  idempotency_key: str | None = None) -> repo.QueuedMessage:
+    """Queue `payload` in the outbox, in the caller's transaction. With `idempotency_key`, a message
+    once queued under that key is not queued again (its row is returned as it was)."""
     return await repo.enqueue_message(session=session, kind=payload.KIND, platform=platform,
                                       destination=destination, payload=payload.to_payload(), now=now,
-                                      case_id=case_id)
+                                      case_id=case_id, idempotency_key=idempotency_key)

@@ -24,8 +24,8 @@ from storage.models import OutboxMessage
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
-from bot.core.payloads import (CaseNotification, OutboxPayload, ReporterMessage, ThreadLine, UnknownPayloadKind,
-                               address_of, from_payload)
+from bot.core.payloads import (CaseNotification, OutboxPayload, ReporterMessage, RoomMessage, ThreadLine,
+                               UnknownPayloadKind, address_of, from_payload)
 from bot.adapters.contract import Adapter, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,11 @@ class OutboxWorker:
         if isinstance(payload, ReporterMessage):
             return await adapter.send_replies(await self._address(payload), list(payload.replies),
                                               message.idempotency_key)
+        if isinstance(payload, RoomMessage):
+            destination = adapter.coordinator_destination() or destination
+            if not destination:
+                raise DeliveryError(f"no coordinator room or channel known yet on {message.platform}")
+            return await adapter.post_in_room(destination, payload.reply, message.idempotency_key)
         raise DeliveryError(f"unknown outbox kind {message.kind}", permanent=True)
 
     def _thread_text(self, adapter: Adapter, destination: str, line: ThreadLine) -> str:

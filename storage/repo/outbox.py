@@ -25,11 +25,16 @@ class QueuedMessage:
 
 async def enqueue_message(
     *, session: AsyncSession, kind: str, platform: str, destination: str | None, payload: dict[str, Any],
-    now: dt.datetime, case_id: int | None = None,
+    now: dt.datetime, case_id: int | None = None, idempotency_key: str | None = None,
 ) -> QueuedMessage:
     """Add a message to the outbox, in the caller's transaction (one plain INSERT: no unit of work).
-    The payload is sealed under the state key."""
-    key = uuid.uuid4().hex
+    The payload is sealed under the state key. A given `idempotency_key` already queued is not
+    queued again (the earlier row is returned)."""
+    if idempotency_key is not None:
+        earlier = await session.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == idempotency_key))
+        if earlier is not None:
+            return QueuedMessage(earlier, idempotency_key)
+    key = idempotency_key or uuid.uuid4().hex
     sealed = vault_of(session).seal_json(OutboxMessage._sealed_key, {"payload": payload},
                                          OutboxMessage._sealed_purpose)
     message_id = await session.scalar(_ENQUEUE, {

@@ -79,3 +79,6 @@ class OutboundMixin:
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         return await self._send(destination, thread_content(root_id, text), idempotency_key)
+
+    async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
+        return await self._send(destination, reply_content(reply), idempotency_key)

@@ -107,6 +107,21 @@ class OutboundMixin:
             raise http_delivery_error(error, may_be_permanent=may_be_permanent) from error
         return created[0] if created else None
 
+    async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
+        """A new post in the coordinator channel (not a reply in a case's thread)."""
+        self._refuse_retired(destination)
+        service_url = self.state.get("service_url")
+        if not service_url:
+            raise DeliveryError("the Teams service URL is not known yet (no activity received)")
+        parameters = ConversationParameters(
+            is_group=True, activity=MessageFactory.text(escape(reply.plain())),
+            channel_data={"channel": {"id": destination}, "tenant": {"id": self.settings.tenant_id}},
+        )
+        conversation_id = await self._create_conversation(parameters, service_url, may_be_permanent=False)
+        if conversation_id is None:
+            raise DeliveryError("the channel post was not confirmed")
+        return conversation_id
+
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
         self._refuse_retired(destination)
         # Thread lines carry reporters' words and coordinators' names: shown literally.
