@@ -85,9 +85,11 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_fact_measures_measure'), 'fact_measures', ['measure'], unique=False)
 
-    facts = sa.table('case_facts', *[sa.column(c) for c in (
-        'id', 'occurred_month', 'reported_month', 'kinds', 'place', 'department', 'perpetrator', 'urgent',
-        'anonymous', *_FLAGS, 'first_contact_hours', 'status', 'milestones', 'outcome', 'ended_month', 'purged_at')])
+    facts = sa.table('case_facts', sa.column('kinds', sa.JSON()), sa.column('milestones', sa.JSON()),
+                     *[sa.column(c) for c in (
+                         'id', 'occurred_month', 'reported_month', 'place', 'department', 'perpetrator', 'urgent',
+                         'anonymous', *_FLAGS, 'first_contact_hours', 'status', 'outcome', 'ended_month',
+                         'purged_at')])
     kinds_table = sa.table('fact_kinds', sa.column('fact_id'), sa.column('kind'))
     for row in old:
         codes = _json(row["codes"]) or {}
