@@ -459,8 +459,16 @@ class CaseFact(Base):
     #: Months as `YYYY-MM` in the organisation's time zone.
     occurred_month: Mapped[str] = mapped_column(String(7), index=True)
     reported_month: Mapped[str] = mapped_column(String(7), index=True)
-    #: The kind codes (also one row each in `fact_kinds`, for counting and filtering).
+    #: The kind codes (also one row each in `fact_kinds`) ...
     kinds: Mapped[list[Any]] = mapped_column(default=list)
+    #: ... and as bits (`storage.repo.facts.KIND_BITS`): the statistics count kinds in the same scan
+    #: as everything else, without a join.
+    kind_bits: Mapped[int] = mapped_column(Integer, default=0)
+    #: The measures of the evaluation as bits (`MEASURE_BITS`; also rows in `fact_measures`).
+    measure_bits: Mapped[int] = mapped_column(Integer, default=0)
+    #: While the case is open (new or in progress): when it was reported (for "open longer than 30
+    #: days" without a join); None once it is closed or withdrawn, so a purged fact never has it.
+    open_since: Mapped[dt.datetime | None] = mapped_column(index=True)
     place: Mapped[str | None] = mapped_column(String(32))
     department: Mapped[str | None] = mapped_column(String(40))
     perpetrator: Mapped[str | None] = mapped_column(String(16))

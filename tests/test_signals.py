@@ -12,7 +12,7 @@ from bot.adapters.contract import CoordinatorMessage
 from bot.config import StatsSettings
 from bot.core.signals import Signal, standing_out
 from stack import Stack
-from storage import transaction
+from storage import repo, transaction
 from storage.models import AuditEntry, CaseFact, FactKind, Timer
 
 _events = itertools.count()
@@ -32,7 +32,8 @@ async def add_facts(sessions, month: str, n: int, *, kinds=("verbal",), place="c
     async with transaction(sessions) as session:
         for _ in range(n):
             fact = CaseFact(occurred_month=month, reported_month=month, kinds=list(kinds), place=place,
-                            department=department, status="closed", milestones={})
+                            kind_bits=repo.bits_of(repo.KIND_BITS, kinds), department=department,
+                            status="closed", milestones={})
             session.add(fact)
             await session.flush()
             for kind in kinds:

@@ -161,9 +161,46 @@ def _codes(fixed: Iterable[str], *seen: dict) -> list[Any]:
     return codes + extra + nones
 
 
-async def _followup(session: AsyncSession, scope: Scope, threshold: int, hours_per_day: float,
-                    now: dt.datetime) -> tuple[FollowUp, dict[str, int]]:
-    flags = await q.count_flags(session=session, scope=scope)
+def _in(period: Scope, month: str) -> bool:
+    return period.first_month <= month <= period.last_month
+
+
+def _sums(rows: list[dict], period: Scope) -> tuple[dict[str, int], dict[str, dict]]:
+    """Flags (with `total`) and the one-column breakdowns of the grouped rows of one period."""
+    flags = {name: 0 for name in ("total", *q.FLAGS)}
+    groups: dict[str, dict] = {name: {} for name in q.GROUPS}
+    for row in rows:
+        if not _in(period, row["reported_month"]):
+            continue
+        for name in flags:
+            flags[name] += int(row[name] or 0)
+        for name in q.GROUPS:
+            groups[name][row[name]] = groups[name].get(row[name], 0) + int(row["total"])
+    return flags, groups
+
+
+def _decode(counts: dict[tuple[str, int, int], int], period: Scope) -> tuple[dict, dict, dict]:
+    """From (month, kind bits, measure bits) counts of one period: facts per kind, per measure, and
+    per (kind, measure)."""
+    kinds: dict[str, int] = {}
+    measures: dict[str, int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for (month, kind_bits, measure_bits), value in counts.items():
+        if not _in(period, month):
+            continue
+        kind_codes = fact_codes.codes_of(fact_codes.KIND_BITS, kind_bits or 0)
+        measure_codes = fact_codes.codes_of(fact_codes.MEASURE_BITS, measure_bits or 0)
+        for kind in kind_codes:
+            kinds[kind] = kinds.get(kind, 0) + value
+        for measure in measure_codes:
+            measures[measure] = measures.get(measure, 0) + value
+            for kind in kind_codes:
+                pairs[(kind, measure)] = pairs.get((kind, measure), 0) + value
+    return kinds, measures, pairs
+
+
+async def _followup(session: AsyncSession, scope: Scope, flags: dict[str, int], threshold: int,
+                    hours_per_day: float, now: dt.datetime) -> FollowUp:
     contact = await q.contact_times(session=session, scope=scope, within_hours=hours_per_day)
     long_open = await q.count_open_since(session=session, scope=scope, before=now - dt.timedelta(days=LONG_OPEN_DAYS))
     c = lambda value: count(value, threshold)  # noqa: E731
@@ -176,36 +213,37 @@ async def _followup(session: AsyncSession, scope: Scope, threshold: int, hours_p
         aftercare_offered=c(flags["aftercare_offered"]), aftercare_accepted=c(flags["aftercare_accepted"]),
         police_wanted=c(flags["police_wanted"]), police_filed=c(flags["police_filed"]),
         aggressor_response=c(flags["aggressor_response"]), long_open=c(long_open),
-    ), flags
+    )
 
 
 async def figures(session: AsyncSession, scope: Scope, *, threshold: int, hours_per_day: float, now: dt.datetime,
                   departments: Iterable[str] = ()) -> Figures:
-    """The figures of `scope` against the period before it (the same length)."""
+    """The figures of `scope` against the period before it (the same length).
+
+    Both periods come from the same two grouped scans of the facts over their months together (one
+    by month, place, department and perpetrator kind with the flags, one by kind and measure bits),
+    split by month here; only the median time to contact and the long-open cases are asked per period."""
     before = previous_scope(scope)
-    followup, flags = await _followup(session, scope, threshold, hours_per_day, now)
-    previous_followup, previous_flags = await _followup(session, before, threshold, hours_per_day, now)
-    per_month = await q.count_by(session=session, scope=scope, dimension="reported_month")
-    per_month_before = await q.count_by(session=session, scope=before, dimension="reported_month")
-    months = months_of(scope)
-    month_rows = []
-    now_counts = suppress(per_month, threshold, months)
-    before_months = months_of(before)
-    before_counts = suppress(per_month_before, threshold, before_months)
-    for month, earlier in zip(months, before_months):
-        month_rows.append(Row(month, now_counts[month], before_counts[earlier]))
+    both = Scope(before.first_month, scope.last_month, scope.kind, scope.department)
+    rows = await q.grouped_counts(session=session, scope=both)
+    bits = await q.count_by_bits(session=session, scope=both)
+    flags, groups = _sums(rows, scope)
+    previous_flags, previous_groups = _sums(rows, before)
+    followup = await _followup(session, scope, flags, threshold, hours_per_day, now)
+    previous_followup = await _followup(session, before, previous_flags, threshold, hours_per_day, now)
+    months, before_months = months_of(scope), months_of(before)
+    now_counts = suppress(groups["reported_month"], threshold, months)
+    before_counts = suppress(previous_groups["reported_month"], threshold, before_months)
+    month_rows = tuple(Row(month, now_counts[month], before_counts[earlier])
+                       for month, earlier in zip(months, before_months))
     breakdowns: dict[str, Breakdown] = {}
     for name, dimension, fixed in (("places", "place", categories.PLACES),
                                    ("departments", "department", tuple(departments)),
                                    ("perpetrators", "perpetrator", categories.PERPETRATORS)):
-        current = await q.count_by(session=session, scope=scope, dimension=dimension)
-        previous = await q.count_by(session=session, scope=before, dimension=dimension)
+        current, previous = groups[dimension], previous_groups[dimension]
         breakdowns[name] = _breakdown(name, current, previous, threshold, _codes(fixed, current, previous))
-    kinds_now = await q.count_by_kind(session=session, scope=scope)
-    kinds_before = await q.count_by_kind(session=session, scope=before)
-    measures_now = await q.count_measures(session=session, scope=scope)
-    measures_before = await q.count_measures(session=session, scope=before)
-    by_kind = await q.count_measures_by_kind(session=session, scope=scope)
+    kinds_now, measures_now, by_kind = _decode(bits, scope)
+    kinds_before, measures_before, _ = _decode(bits, before)
     measures_by_kind = {}
     for kind in categories.KINDS:
         counts = {measure: n for (k, measure), n in by_kind.items() if k == kind}
@@ -215,7 +253,7 @@ async def figures(session: AsyncSession, scope: Scope, *, threshold: int, hours_
     return Figures(
         scope=scope, previous=before, threshold=threshold,
         total=count(flags["total"], threshold), previous_total=count(previous_flags["total"], threshold),
-        months=Breakdown("months", tuple(month_rows)),
+        months=Breakdown("months", month_rows),
         kinds=_breakdown("kinds", kinds_now, kinds_before, threshold, _codes(categories.KINDS, kinds_now, kinds_before)),
         places=breakdowns["places"], departments=breakdowns["departments"], perpetrators=breakdowns["perpetrators"],
         consequences=_breakdown("consequences", {c: flags[c] for c in consequence_codes},

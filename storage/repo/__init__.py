@@ -51,7 +51,11 @@ from .cases import (  # noqa: F401
 )
 from .facts import (  # noqa: F401
     CONSEQUENCES,
+    KIND_BITS,
+    MEASURE_BITS,
     MEASURES,
+    bits_of,
+    codes_of,
     FactRules,
     fact_values,
     refresh_fact,

@@ -26,6 +26,26 @@ CONTACT_STEPS = ("contact_made",)
 MEASURES = ("house_rules", "training", "workplace", "procedure", "aggressor_response", "none")
 #: Consequence codes a report can hold.
 CONSEQUENCES = ("injury", "damage", "absence")
+#: Kind codes by bit (`CaseFact.kind_bits`): append only, a bit never changes its meaning.
+KIND_BITS = ("verbal", "threat", "intimidation", "physical", "discrimination", "sexual", "vandalism", "online",
+             "bribery", "other")
+#: Measure codes by bit (`CaseFact.measure_bits`): the order of `MEASURES`, append only.
+MEASURE_BITS = MEASURES
+
+
+def bit_of(codes: tuple[str, ...], code: str) -> int:
+    """The bit of one code (0 for a code without one)."""
+    return 1 << codes.index(code) if code in codes else 0
+
+
+def bits_of(codes: tuple[str, ...], chosen) -> int:
+    """The bits of several codes."""
+    return sum(bit_of(codes, code) for code in set(chosen))
+
+
+def codes_of(codes: tuple[str, ...], bits: int) -> list[str]:
+    """The codes whose bits are set, in the order of `codes`."""
+    return [code for index, code in enumerate(codes) if bits & (1 << index)]
 
 
 @dataclass(frozen=True)
@@ -93,9 +113,11 @@ def fact_values(case: Case, rules: FactRules) -> dict[str, Any]:
     perpetrator = answers.get("perpetrator")
     status = "withdrawn" if case.withdrawn_at is not None else case.status
     ended = case.closed_at if case.status == "closed" else case.withdrawn_at
+    kinds = [k for k in dict.fromkeys(case.kind_codes) if _is_code(k)]
     return {
         "occurred_month": _month(case.occurred_at, zone), "reported_month": _month(case.created_at, zone),
-        "kinds": [k for k in dict.fromkeys(case.kind_codes) if _is_code(k)], "place": case.place,
+        "kinds": kinds, "kind_bits": bits_of(KIND_BITS, kinds), "measure_bits": bits_of(MEASURE_BITS, measures),
+        "open_since": case.created_at if status in ("new", "in_progress") else None, "place": case.place,
         "department": department if _is_code(department) else None,
         "perpetrator": perpetrator if _is_code(perpetrator) else None,
         **{code: code in consequences for code in CONSEQUENCES},
@@ -148,6 +170,9 @@ async def detach_fact(*, session: AsyncSession, case: Case, outcome: str, now: d
     """Before a purge: the fact as the case ends, then cut loose from it (it keeps counting)."""
     fact = await refresh_fact(session=session, case=case, now=now)
     fact.outcome = outcome
+    if fact.status in ("new", "in_progress"):  # erased while open: it ended here
+        fact.status = "closed"
+    fact.open_since = None
     if fact.ended_month is None:
         fact.ended_month = _month(now, _rules(session).zone)
     fact.case_id, fact.purged_at = None, now
@@ -166,5 +191,6 @@ async def sync_facts(*, session: AsyncSession, now: dt.datetime, batch: int = 50
     return written
 
 
-__all__ = ["CONSEQUENCES", "FACT_EVENTS", "FACT_RULES", "MEASURES", "FactRules", "detach_fact", "fact_values",
+__all__ = ["CONSEQUENCES", "FACT_EVENTS", "FACT_RULES", "KIND_BITS", "MEASURE_BITS", "MEASURES", "bit_of", "bits_of",
+           "codes_of", "FactRules", "detach_fact", "fact_values",
            "refresh_fact", "set_fact_rules", "sync_facts"]

@@ -10,10 +10,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, case as case_when, exists, func, select
+from sqlalchemy import Select, case as case_when, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Case, CaseFact, FactKind, FactMeasure
+from ..models import CaseFact, FactKind, FactMeasure
+from .facts import KIND_BITS, bit_of, codes_of
 
 #: Flags counted by `count_flags` (boolean columns of `CaseFact`).
 FLAGS = ("injury", "damage", "absence", "urgent", "anonymous", "recorded", "police_wanted", "police_filed",
@@ -42,7 +43,7 @@ def _where(query: Select, scope: Scope) -> Select:
     if scope.department is not None:
         query = query.where(CaseFact.department == scope.department)
     if scope.kind is not None:
-        query = query.where(exists().where(FactKind.fact_id == CaseFact.id, FactKind.kind == scope.kind))
+        query = query.where(CaseFact.kind_bits.op("&")(bit_of(KIND_BITS, scope.kind)) != 0)
     return query
 
 
@@ -53,6 +54,45 @@ async def count_by(*, session: AsyncSession, scope: Scope, dimension: str) -> di
     column = getattr(CaseFact, dimension)
     rows = await session.execute(_where(select(column, func.count()).select_from(CaseFact), scope).group_by(column))
     return {value: count for value, count in rows}
+
+
+#: The columns `grouped_counts` groups on (a breakdown sums its rows over the others).
+GROUPS = ("reported_month", "place", "department", "perpetrator")
+
+
+async def grouped_counts(*, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
+    """One scan for most figures: facts counted per (report month, place, department, perpetrator
+    kind), with the number of each flag of `FLAGS`. Totals, months and every one-column breakdown
+    are sums over these rows (a few thousand at most), so a page needs one pass, not one per figure."""
+    columns = [getattr(CaseFact, name) for name in GROUPS]
+    sums = [func.coalesce(func.sum(case_when((getattr(CaseFact, flag).is_(True), 1), else_=0)), 0).label(flag)
+            for flag in FLAGS]
+    query = _where(select(*columns, func.count().label("total"), *sums).select_from(CaseFact), scope)
+    return [dict(row._mapping) for row in await session.execute(query.group_by(*columns))]
+
+
+async def count_by_bits(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, int, int], int]:
+    """Facts per (report month, kind bits, measure bits): kinds and measures per month and measures
+    per kind, all from one scan without a join (the bits decode with `facts.codes_of`)."""
+    columns = (CaseFact.reported_month, CaseFact.kind_bits, CaseFact.measure_bits)
+    rows = await session.execute(_where(select(*columns, func.count()).select_from(CaseFact), scope).group_by(*columns))
+    return {(month, kinds, measures): count for month, kinds, measures, count in rows}
+
+
+async def count_by_kind_and_month(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
+    """Facts per (kind, report month)."""
+    query = (select(FactKind.kind, CaseFact.reported_month, func.count()).select_from(CaseFact)
+             .join(FactKind, FactKind.fact_id == CaseFact.id))
+    rows = await session.execute(_where(query, scope).group_by(FactKind.kind, CaseFact.reported_month))
+    return {(kind, month): count for kind, month, count in rows}
+
+
+async def count_measures_by_month(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
+    """Cases per (measure taken, report month)."""
+    query = (select(FactMeasure.measure, CaseFact.reported_month, func.count()).select_from(CaseFact)
+             .join(FactMeasure, FactMeasure.fact_id == CaseFact.id))
+    rows = await session.execute(_where(query, scope).group_by(FactMeasure.measure, CaseFact.reported_month))
+    return {(measure, month): count for measure, month, count in rows}
 
 
 async def count_by_kind(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
@@ -97,8 +137,7 @@ async def contact_times(*, session: AsyncSession, scope: Scope, within_hours: fl
 
 async def count_open_since(*, session: AsyncSession, scope: Scope, before: dt.datetime) -> int:
     """Cases in scope still open (not closed, not withdrawn) that were reported before `before`."""
-    query = (select(func.count()).select_from(CaseFact).join(Case, Case.id == CaseFact.case_id)
-             .where(CaseFact.status.in_(("new", "in_progress")), Case.created_at < before))
+    query = select(func.count()).select_from(CaseFact).where(CaseFact.open_since < before)
     return int(await session.scalar(_where(query, scope)) or 0)
 
 
@@ -123,9 +162,14 @@ async def count_per_month(*, session: AsyncSession, first_month: str, last_month
     """Facts per (value, report month) of `place`, `department` or `kind`: what the signals compare."""
     scope = Scope(first_month, last_month)
     if dimension == "kind":
-        query = (select(FactKind.kind, CaseFact.reported_month, func.count()).select_from(CaseFact)
-                 .join(FactKind, FactKind.fact_id == CaseFact.id).group_by(FactKind.kind, CaseFact.reported_month))
-    elif dimension in ("place", "department"):
+        query = (select(CaseFact.kind_bits, CaseFact.reported_month, func.count()).select_from(CaseFact)
+                 .group_by(CaseFact.kind_bits, CaseFact.reported_month))
+        counts: dict[tuple[Any, str], int] = {}
+        for bits, month, count in await session.execute(_where(query, scope)):
+            for kind in codes_of(KIND_BITS, bits or 0):
+                counts[(kind, month)] = counts.get((kind, month), 0) + count
+        return counts
+    if dimension in ("place", "department"):
         column = getattr(CaseFact, dimension)
         query = (select(column, CaseFact.reported_month, func.count()).select_from(CaseFact)
                  .where(column.is_not(None)).group_by(column, CaseFact.reported_month))
@@ -135,5 +179,6 @@ async def count_per_month(*, session: AsyncSession, first_month: str, last_month
     return {(value, month): count for value, month, count in rows}
 
 
-__all__ = ["DIMENSIONS", "FLAGS", "ContactTimes", "Scope", "contact_times", "count_by", "count_by_kind",
-           "count_flags", "count_measures", "count_measures_by_kind", "count_open_since", "count_per_month"]
+__all__ = ["DIMENSIONS", "FLAGS", "GROUPS", "ContactTimes", "Scope", "contact_times", "count_by", "count_by_kind",
+           "count_by_bits", "count_by_kind_and_month", "count_flags", "count_measures", "count_measures_by_kind",
+           "count_measures_by_month", "count_open_since", "count_per_month", "grouped_counts"]

@@ -23,6 +23,15 @@ _FLAGS = ("injury", "damage", "absence", "recorded", "police_wanted", "police_fi
           "aftercare_accepted", "aggressor_response")
 
 
+#: The kind bits as this revision defines them (storage.repo.facts.KIND_BITS only ever grows).
+_KIND_BITS = ("verbal", "threat", "intimidation", "physical", "discrimination", "sexual", "vandalism", "online",
+              "bribery", "other")
+
+
+def kind_bits(kinds) -> int:
+    return sum(1 << _KIND_BITS.index(k) for k in set(kinds) if k in _KIND_BITS)
+
+
 def _json(value):
     if isinstance(value, str):
         try:
@@ -53,6 +62,9 @@ def upgrade() -> None:
     sa.Column('perpetrator', sa.String(length=16), nullable=True),
     *[sa.Column(name, sa.Boolean(), nullable=False) for name in ("injury", "damage", "absence", "urgent", "anonymous")],
     *[sa.Column(name, sa.Boolean(), nullable=False) for name in _FLAGS[3:]],
+    sa.Column('kind_bits', sa.Integer(), nullable=False),
+    sa.Column('measure_bits', sa.Integer(), nullable=False),
+    sa.Column('open_since', sa.DateTime(timezone=True), nullable=True),
     sa.Column('first_contact_hours', sa.Float(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('milestones', sa.JSON(), nullable=False),
@@ -66,6 +78,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_case_facts_occurred_month'), 'case_facts', ['occurred_month'], unique=False)
     op.create_index(op.f('ix_case_facts_reported_month'), 'case_facts', ['reported_month'], unique=False)
+    op.create_index(op.f('ix_case_facts_open_since'), 'case_facts', ['open_since'], unique=False)
     op.create_index('ix_case_facts_reported_month_department', 'case_facts', ['reported_month', 'department'],
                     unique=False)
     op.create_table('fact_kinds',
@@ -88,6 +101,7 @@ def upgrade() -> None:
     facts = sa.table('case_facts', sa.column('kinds', sa.JSON()), sa.column('milestones', sa.JSON()),
                      *[sa.column(c) for c in (
                          'id', 'occurred_month', 'reported_month', 'place', 'department', 'perpetrator', 'urgent',
+                         'kind_bits', 'measure_bits',
                          'anonymous', *_FLAGS, 'first_contact_hours', 'status', 'outcome', 'ended_month',
                          'purged_at')])
     kinds_table = sa.table('fact_kinds', sa.column('fact_id'), sa.column('kind'))
@@ -98,7 +112,8 @@ def upgrade() -> None:
         consequences = codes.get("consequences") or []
         values = {
             "id": row["id"], "occurred_month": row["occurred_month"], "reported_month": row["reported_month"],
-            "kinds": kinds, "place": row["place"], "department": codes.get("department"),
+            "kinds": kinds, "kind_bits": kind_bits(kinds), "measure_bits": 0,
+            "place": row["place"], "department": codes.get("department"),
             "perpetrator": codes.get("perpetrator_kind"), "urgent": bool(row["urgent"]),
             "anonymous": bool(row["anonymous"]),
             "injury": "injury" in consequences, "damage": "damage" in consequences,
