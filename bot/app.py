@@ -206,8 +206,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     timers.jobs[RETENTION_PURGE] = retention.fire
     timers.jobs[HOURLY_SIGNALS] = signals.hourly
     timers.jobs[MONTHLY_SIGNALS] = signals.monthly
-    async with transaction(sessions) as session:
-        await signals.ensure_scheduled(session, clock())
+    casework.new_case_hooks.append(signals.schedule_check)
     # The case pages never hold the key that links an anonymous case to its reporter.
     pages = CasePages(sessions=opened.restricted, casework=casework, web_settings=settings.web,
                       organisation=settings.organisation.name, language=settings.organisation.language,

@@ -249,7 +249,7 @@ async def test_every_action_is_recorded_once_posted_to_the_thread_and_told_to_th
     assert refused.status == 409 and "samenvatting" in await refused.text()
     assert (await case_of(stack, reference)).status == "in_progress"
     closed = await stack.act(reference, "status", status="closed",
-                             summary="Aangifte gedaan, de man heeft een brief gekregen.")
+                             summary="Aangifte gedaan, de man heeft een brief gekregen.", measures="aggressor_response")
     assert closed.status == 303
     await stack.deliver()
     assert "de man heeft een brief gekregen" in stack.chat.texts_to("anna")[-1]
@@ -576,7 +576,7 @@ async def test_two_coordinators_changing_a_case_at_once_lose_nothing(database_ur
         # Closing and taking at once: either order is fine, but a closed case is never reopened by a take.
         claims_before = [e.kind for e in await events(stack, reference)].count("claimed")
         closing, taking = await asyncio.gather(
-            stack.act(reference, "status", status="closed", summary="Afgehandeld."),
+            stack.act(reference, "status", status="closed", summary="Afgehandeld.", measures="none"),
             stack.act(reference, "take", client=other))
         case = await case_of(stack, reference)
         assert closing.status == 303 and case.status == "closed" and case.closed_at is not None

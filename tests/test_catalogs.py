@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po
 
-from bot.core.casework import STATUSES, STEPS
+from bot.core.casework import RECORDED_HOW, STATUSES, STEPS
+from storage.repo.facts import MEASURES
 from dialogs import categories
 from dialogs.i18n import LANGUAGES, catalog_paths
 
@@ -18,11 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = re.compile(r"^[a-z_]+\.(?!html$)[a-z_]*[a-z]$")  # not a prefix ("case.error_"), not a template
 #: Literal keys in templates: t("web.cases") or t('web.cases', ...).
 TEMPLATE_KEY = re.compile(r"""\bt(?:\.plural)?\(\s*["']([a-z_]+\.[a-z_]*[a-z])["']""")
-ACTIONS = ("take", "status", "step", "note", "message")
+ACTIONS = ("take", "status", "step", "note", "message", "evaluate")
 TIMELINE_KINDS = ("submitted", "claimed", "evidence_added", "reporter_message", "coordinator_message", "note",
-                  "claim_reminder", "escalated", "aftercare_checkin", "aftercare_reoffer", "step", "status")
+                  "claim_reminder", "escalated", "aftercare_checkin", "aftercare_reoffer", "step", "status",
+                  "evaluated", "recorded")
 CASE_ERRORS = ("closed", "already_yours", "already_taken", "unknown_status", "same_status", "summary_required", "unknown_step",
-               "future_date", "empty_note", "empty_message", "unreachable", "unknown_action")
+               "future_date", "empty_note", "empty_message", "unreachable", "unknown_action", "measures_required",
+               "unknown_measure", "measures_none_alone", "not_closed")
 
 
 def _catalog(language):
@@ -74,6 +77,10 @@ def _used_keys() -> set[str]:
     keys |= {f"case.error_{code}" for code in CASE_ERRORS} | {"flag.escalation"}
     keys |= {f"flag.{f}" for f in ("urgent", "contact", "aftercare", "aftercare_later", "police_came",
                                    "police_report", "injury", "evidence")}
+    keys |= {f"casework.measure_{m}" for m in MEASURES} | {f"casework.how_{h}" for h in RECORDED_HOW}
+    keys |= {f"casework.error_{c}" for c in ("for_required", "how_required", "story_required", "kinds_required",
+                                             "when_invalid", "when_future", "aftercare_required", "unknown_choice")}
+    keys |= {"event.evaluated", "web.done_recorded", "audit.recorded", "audit.record_form"}
     return keys
 
 

@@ -11,20 +11,23 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import dialogs
-from dialogs import Reply, State
+from dialogs import Draft, Reply, State
+from dialogs.categories import is_urgent
 from dialogs.coordinator import MAX_RELAY_CHARS, claimed_for_reporter, message_for_reporter
 from dialogs.text import clean
 from storage import repo
 from storage.models import Case
+from storage.repo.facts import MEASURES
 
 from bot.config import FollowupSettings
 from bot.core import payloads
+from bot.core.notifications import payload_for_case
 from bot.core.payloads import ReporterMessage, ThreadLine
 from bot.core.worktime import WorkingTime
 
@@ -37,6 +40,10 @@ STEPS = ("contact_made", "aftercare_offered", "aftercare_accepted", "aftercare_d
 MAX_NOTE_CHARS = 4000
 #: A police report should be filed within this many working days.
 POLICE_REPORT_WORKING_DAYS = 2
+#: What was learned from a case, at most (free text, sealed with the case).
+MAX_LESSON_CHARS = 1000
+#: How a report a coordinator records for someone else was made.
+RECORDED_HOW = ("phone", "in_person", "other")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,26 @@ class Coordinator:
         return f"coordinator:{self.identity}"
 
 
+@dataclass(frozen=True)
+class RecordedReport:
+    """A report a coordinator records for someone else (by phone, in person): already checked
+    against the answer sets; `recorded_for` is the name of whom it is about."""
+
+    recorded_for: str
+    recorded_how: str
+    story: str
+    kinds: list[str]
+    occurred_at: dt.datetime
+    place: str | None = None
+    department: str | None = None
+    perpetrator: str | None = None
+    consequences: list[str] = field(default_factory=list)
+    police_came: bool = False
+    police_report: bool = False
+    aftercare: str = "no"
+    contact: bool = False
+
+
 class CaseError(Exception):
     """An action that cannot be done; `code` names the message (`case.error_<code>`)."""
 
@@ -58,6 +85,20 @@ class CaseError(Exception):
         super().__init__(code)
         self.code = code
         self.values = values
+
+
+def evaluation(who: Coordinator, measures: Sequence[str], lesson: str, now: dt.datetime) -> dict[str, Any]:
+    """The evaluation of a closed case: the measures taken (codes of `MEASURES`, at least one; `none`
+    only on its own) and what was learned (free text, cleaned and cut like a note)."""
+    chosen = list(dict.fromkeys(m for m in measures if m))
+    if not chosen:
+        raise CaseError("measures_required")
+    if any(m not in MEASURES for m in chosen):
+        raise CaseError("unknown_measure")
+    if "none" in chosen and len(chosen) > 1:
+        raise CaseError("measures_none_alone")
+    return {"measures": [m for m in MEASURES if m in chosen], "lesson": clean(lesson, MAX_LESSON_CHARS).text,
+            "by": who.name, "at": now.isoformat()}
 
 
 def login_digest(token: str) -> str:
@@ -82,6 +123,8 @@ class CaseWork:
         self.settings = followup or FollowupSettings()
         self.working_time = WorkingTime.parse(timezone, self.settings.working_hours, self.settings.working_days,
                                               self.settings.holidays or None)
+        #: Called in the transaction of every new case (the statistics' signal check is scheduled so).
+        self.new_case_hooks: list[Callable[[AsyncSession, dt.datetime], Awaitable[None]]] = []
 
     def case_link(self, reference: str) -> str:
         """The protected case page of a case."""
@@ -131,6 +174,49 @@ class CaseWork:
                                       case_id=case.id, now=now,
                                       due_at=now + dt.timedelta(hours=self.settings.aftercare_checkin_hours))
 
+    async def announce_new_case(self, session: AsyncSession, case: Case, now: dt.datetime, *, evidence: bool,
+                                targets: Sequence[tuple[str, str | None]] | None = None) -> None:
+        """Queue the coordinator notification of a new case (codes and the link only) for every
+        coordinator room or channel (`targets`, by default this CaseWork's)."""
+        notification = payload_for_case(case, link=self.case_link(case.reference), evidence=evidence)
+        for platform, destination in (self.coordinator_targets() if targets is None else targets):
+            await payloads.enqueue(session, notification, platform=platform, destination=destination, now=now,
+                                   case_id=case.id)
+        for hook in self.new_case_hooks:
+            await hook(session, now)
+
+    async def record_report(self, session: AsyncSession, who: Coordinator, report: RecordedReport, language: str,
+                            now: dt.datetime) -> Case:
+        """Create the case of a report `who` took down for someone else, like a chat report (sealed,
+        timers, the coordinators' notification) but with no reporter row and no conversation: there
+        is nobody to message in the chat."""
+        draft = Draft(
+            draft_id=secrets.token_hex(8), story=report.story, kinds=list(report.kinds),
+            occurred_at=report.occurred_at.isoformat(), occurred_just_now=False, place=report.place,
+            perpetrator=report.perpetrator, consequences=list(report.consequences), contact=report.contact,
+            aftercare=report.aftercare, police_came=report.police_came, police_report=report.police_report,
+        )
+        # The same answers a chat report has, plus who took it down, for whom and how.
+        answers = draft.to_dict()
+        answers.pop("story", None)
+        answers.update(department=report.department, recorded_by=who.name, recorded_by_id=who.identity,
+                       recorded_for=report.recorded_for, recorded_how=report.recorded_how)
+        urgent = is_urgent(report.kinds)
+        new = repo.NewCase(
+            story=report.story, kinds=list(report.kinds), occurred_at=report.occurred_at, place=report.place,
+            urgent=urgent, contact_wanted=report.contact, aftercare=report.aftercare,
+            police_came=report.police_came, police_report_wanted=report.police_report, language=language,
+            answers=answers, claim_due_at=self.claim_interval_end(now, urgent),
+        )
+        case = await repo.create_case(session=session, new=new, reporter_id=None, conversation_id=None, now=now)
+        await repo.add_case_event(session=session, case=case, kind="recorded", actor=who.actor,
+                                  data={"name": who.name, "how": report.recorded_how}, now=now)
+        await self.schedule_new_case(session, case, now)
+        await self.announce_new_case(session, case, now, evidence=False)
+        log.info("case recorded reference=%s kinds=%s urgent=%s", case.reference, ",".join(report.kinds),
+                 case.urgent)
+        return case
+
     # -- actions ----------------------------------------------------------------------------------
 
     async def take(self, session: AsyncSession, case: Case, who: Coordinator, now: dt.datetime,
@@ -151,8 +237,9 @@ class CaseWork:
         await self.to_reporter(session, case, claimed_for_reporter(case.language, case.reference, who.name), now)
 
     async def set_status(self, session: AsyncSession, case: Case, who: Coordinator, status: str,
-                         summary: str, now: dt.datetime) -> None:
-        """Move the case to `status`; closing needs a summary, which the reporter receives."""
+                         summary: str, now: dt.datetime, measures: Sequence[str] = (), lesson: str = "") -> None:
+        """Move the case to `status`; closing needs a summary, which the reporter receives, and the
+        evaluation (`measures`, `lesson`; see `evaluation`), which stays with the coordinators."""
         if status not in STATUSES:
             raise CaseError("unknown_status")
         if status == case.status:
@@ -160,10 +247,14 @@ class CaseWork:
         summary = clean(summary, MAX_NOTE_CHARS).text
         if status == "closed" and not summary:
             raise CaseError("summary_required")
+        evaluated = evaluation(who, measures, lesson, now) if status == "closed" else None
         previous = case.status
         case.status = status
         case.closed_at = now if status == "closed" else None
         case.closing_summary = summary if status == "closed" else case.closing_summary
+        if evaluated is not None:
+            # Before the event: the event refreshes the statistics fact, which counts the measures.
+            case.evaluation = evaluated
         await repo.add_case_event(session=session, case=case, kind="status", actor=who.actor,
                                   data={"name": who.name, "from": previous, "to": status}, now=now)
         await self.post_to_thread(session, case.id, ThreadLine(f"status_{status}", case.reference, name=who.name),
@@ -173,6 +264,18 @@ class CaseWork:
                                    relay=True)
         else:
             await self.to_reporter(session, case, dialogs.status_changed(case.language, case.reference, status), now)
+
+    async def evaluate(self, session: AsyncSession, case: Case, who: Coordinator, measures: Sequence[str],
+                       lesson: str, now: dt.datetime) -> None:
+        """Record or change the evaluation of a closed case. The thread hears that it was recorded,
+        never what it says; the reporter is not told (it is the organisation's own learning)."""
+        if case.status != "closed":
+            raise CaseError("not_closed", reference=case.reference)
+        evaluated = evaluation(who, measures, lesson, now)
+        case.evaluation = evaluated
+        await repo.add_case_event(session=session, case=case, kind="evaluated", actor=who.actor,
+                                  data={"name": who.name, "measures": evaluated["measures"]}, now=now)
+        await self.post_to_thread(session, case.id, ThreadLine("evaluated", case.reference, name=who.name), now)
 
     async def record_step(self, session: AsyncSession, case: Case, who: Coordinator, step: str,
                           on: dt.date | None, now: dt.datetime) -> None:

@@ -1,7 +1,8 @@
 """Signals and the overview for the coordinators: what stands out in this month's reports.
 
-Every hour (a durable caseless timer) the reports of the current month are compared per kind of
-incident, kind of place and department with their usual: the average of the three months before.
+At the end of every hour with new reports (a durable caseless timer) the reports of the current
+month are compared per kind of incident, kind of place and department with their usual: the average
+of the three months before.
 One that has `[stats] signal_factor` times its usual and at least `signal_min_reports` reports gets
 one short signal in the coordinator room/channel, once per month. Once a month the month before is
 summed up the same way. Never by perpetrator: there is no count across cases by who did it (a list
@@ -103,11 +104,14 @@ class Signals:
                             tzinfo=self.timezone)
         return local.astimezone(dt.timezone.utc)
 
-    async def ensure_scheduled(self, session: AsyncSession, now: dt.datetime) -> None:
-        """The next hourly check and the next monthly summary (idempotent: one timer per key)."""
+    async def schedule_check(self, session: AsyncSession, now: dt.datetime) -> None:
+        """After a new report: the check at the end of this hour (one per hour, however many reports)."""
         hour = self.next_hour(now)
         await repo.schedule_timer(session=session, key=f"{HOURLY}:{hour.strftime('%Y-%m-%dT%H')}", kind=HOURLY,
                                   case_id=None, due_at=hour, now=now)
+
+    async def ensure_monthly(self, session: AsyncSession, now: dt.datetime) -> None:
+        """The next monthly summary (idempotent: one timer per month)."""
         month = self._month(now)
         if self.monthly_due(month) <= now:
             month = shift_months(month, 1)
@@ -115,13 +119,14 @@ class Signals:
                                   due_at=self.monthly_due(month), now=now)
 
     async def hourly(self, session: AsyncSession, timer: Timer, now: dt.datetime) -> str:
-        """The hourly check: a signal for each new stand-out of this month (once per month each)."""
+        """The check after new reports: a signal for each new stand-out of this month (once per month
+        each); it also keeps the next monthly summary scheduled."""
         month = self._month(now)
         sent = 0
         for signal in await standing_out(session, month, self.settings):
             reply = Reply(self._signal_text(signal), title=Translator(self.language)("signal.title"))
             sent += await self._post(session, reply, f"signal:{month}:{signal.dimension}:{signal.code}", now)
-        await self.ensure_scheduled(session, now)
+        await self.ensure_monthly(session, now)
         return f"signals={sent}"
 
     async def monthly(self, session: AsyncSession, timer: Timer, now: dt.datetime) -> str:
@@ -139,7 +144,7 @@ class Signals:
         lines.append(t("signal.link", link=self.link))
         reply = Reply("\n\n".join(lines), title=t("signal.monthly_title", month=month_name(month, self.language)))
         await self._post(session, reply, f"signal-monthly:{month}", now)
-        await self.ensure_scheduled(session, now)
+        await self.ensure_monthly(session, now)
         return f"monthly={len(stand_outs)}"
 
     async def _post(self, session: AsyncSession, reply: Reply, key: str, now: dt.datetime) -> int:

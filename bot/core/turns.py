@@ -32,12 +32,11 @@ from storage import repo, transaction
 
 from bot.adapters.contract import InboundAttachment, InboundMessage
 from bot.config import FollowupSettings
-from bot.core import payloads, reporter_rights
+from bot.core import reporter_rights
 from bot.core.casework import CaseWork
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, TurnFailed
 from bot.core.limits import Quotas
-from bot.core.notifications import payload_for_case
 from bot.core.payloads import ThreadLine
 
 log = logging.getLogger(__name__)
@@ -213,10 +212,8 @@ class ReporterTurns:
         linked = await repo.link_draft_attachments(session=session, conversation_id=conversation_id,
                                                    draft_id=draft.draft_id, case_id=case.id) \
             if draft.attachments else 0
-        notification = payload_for_case(case, link=self.casework.case_link(case.reference), evidence=linked > 0)
-        for platform, destination in self.coordinator_targets():
-            await payloads.enqueue(session, notification, platform=platform, destination=destination, now=now,
-                                   case_id=case.id)
+        await self.casework.announce_new_case(session, case, now, evidence=linked > 0,
+                                              targets=self.coordinator_targets())
         log.info("case created reference=%s kinds=%s urgent=%s", case.reference, ",".join(kinds), case.urgent)
         return case.reference, not self.delivery_healthy()
 

@@ -13,9 +13,10 @@ import logging
 from importlib import resources
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core.casework import STATUSES, STEPS, CaseError
+from bot.core.casework import MAX_LESSON_CHARS, RECORDED_HOW, STATUSES, STEPS, CaseError
 from bot.core.privacy_actions import ERASE_REASONS, MAX_HOLD_REASON
 from bot.web.evidence import shown_images
 from bot.web.pages import (
@@ -33,9 +34,12 @@ from bot.web.recorded import RecordPages
 from bot.web.stats import StatsPages
 from dialogs import Translator, categories
 from storage import repo, transaction
-from storage.models import Case
+from storage.models import Case, CaseFact
 
 log = logging.getLogger(__name__)
+
+#: Notices the case page shows after an action (the shared ones plus this module's own).
+NOTICES = _NOTICES | {"evaluate", "recorded"}
 
 
 class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
@@ -46,12 +50,13 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
         """The routes to add to the web application."""
         return [
             web.get("/cases", self.list_page),
+            # Before /cases/{reference}: `new` is no reference.
+            *self.record_routes(),
             web.get("/cases/{reference}", self.case_page),
             web.post("/cases/{reference}", self.case_action),
             *self.privacy_routes(),
             *self.stats_routes(),
             *self.export_routes(),
-            *self.record_routes(),
             web.get("/login/{token}", self.login_page),
             web.post("/login", self.login),
             web.post("/logout", self.logout),
@@ -85,9 +90,10 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
             )
             truncated = len(cases) > LIST_LIMIT
             cases = cases[:LIST_LIMIT]
-            rows = [(case, self.casework.overdue(case, now)) for case in cases]
+            recorded = await _recorded(session, cases)
+            rows = [(case, self.casework.overdue(case, now), recorded.get(case.id)) for case in cases]
             if filters["overdue"]:
-                rows = [(case, late) for case, late in rows if late]
+                rows = [row for row in rows if row[1]]
             # The filters used, never free text: the reference filter is the only typed input.
             used = {"status": filters["status"], "kind": filters["kind"],
                     "since": filters["since"].isoformat() if filters["since"] else "",
@@ -120,16 +126,21 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
     async def _render_case(self, session: AsyncSession, case: Case, viewer: Viewer, attachments: list,
                            notice: str | None = None, error: str | None = None, status: int = 200) -> web.Response:
         now = self.clock()
-        reporter = None if case.anonymous else await repo.get_reporter(session=session, reporter_id=case.reporter_id)
+        # No reporter row: an anonymous case, or one a coordinator recorded for someone else.
+        reporter = None if case.anonymous or case.reporter_id is None else \
+            await repo.get_reporter(session=session, reporter_id=case.reporter_id)
         events = await repo.list_case_events(session=session, case=case)
         audit = await repo.list_audit(session=session, case_reference=case.reference, limit=30)
+        evaluation = case.evaluation or {}
         return self.render(
             "case.html", viewer.language, status=status, viewer=viewer, case=case, reporter=reporter, events=events,
             attachments=attachments, audit=audit, overdue=self.casework.overdue(case, now),
             police_due=self.casework.police_report_due(case) if case.police_report_wanted else None,
-            statuses=STATUSES, steps=STEPS, notice=notice if notice in _NOTICES else None,
+            statuses=STATUSES, steps=STEPS, notice=notice if notice in NOTICES else None,
             error=error, today=now.astimezone(self.timezone).date().isoformat(), answers=case.answers or {},
             inline_types=INLINE_TYPES, erase_reasons=ERASE_REASONS, hold_reason_chars=MAX_HOLD_REASON,
+            measures=repo.MEASURES, evaluation=evaluation, evaluated_at=_moment(evaluation.get("at")),
+            lesson_chars=MAX_LESSON_CHARS, departments=self.departments, recorded_how=RECORDED_HOW,
         )
 
     async def case_action(self, request: web.Request) -> web.Response:
@@ -149,6 +160,8 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
                 return self.render("not_found.html", viewer.language, status=404, viewer=viewer)
             case = await repo.lock_case(session=session, case=case)
             action = form.get("action", "")
+            # Checkboxes: one field per ticked measure (the form dict keeps only the last).
+            measures = [m for m in (await request.post()).getall("measures", []) if isinstance(m, str)]
             who = viewer.coordinator
             try:
                 async with session.begin_nested():
@@ -157,7 +170,10 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
                                                  take_over=bool(form.get("expected")))
                     elif action == "status":
                         await self.casework.set_status(session, case, who, form.get("status", ""),
-                                                       form.get("summary", ""), now)
+                                                       form.get("summary", ""), now, measures=measures,
+                                                       lesson=form.get("lesson", ""))
+                    elif action == "evaluate":
+                        await self.casework.evaluate(session, case, who, measures, form.get("lesson", ""), now)
                     elif action == "step":
                         await self.casework.record_step(session, case, who, form.get("step", ""),
                                                         _date(form.get("date")), now)
@@ -192,6 +208,17 @@ class CasePages(StatsPages, ExportPages, RecordPages, PrivacyPages):
         return response
 
 
+async def _recorded(session: AsyncSession, cases: list[Case]) -> dict[int, dict]:
+    """Of the listed cases, those a coordinator recorded for someone else: case ID -> their answers.
+    The plain `recorded` flag of the facts finds them, so only those few cases are opened."""
+    ids = [case.id for case in cases]
+    if not ids:
+        return {}
+    found = set(await session.scalars(select(CaseFact.case_id).where(CaseFact.case_id.in_(ids),
+                                                                     CaseFact.recorded.is_(True))))
+    return {case.id: case.answers for case in cases if case.id in found}
+
+
 def _date(value: str | None) -> dt.date | None:
     """A date from a form, or None for anything else (including dates no case can have)."""
     try:
@@ -199,6 +226,14 @@ def _date(value: str | None) -> dt.date | None:
     except ValueError:
         return None
     return day if day is not None and EARLIEST <= day <= LATEST else None
+
+
+def _moment(value: str | None) -> dt.datetime | None:
+    """A stored ISO moment, or None."""
+    try:
+        return dt.datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _start_of(day: dt.date | None, tz: dt.tzinfo) -> dt.datetime | None:

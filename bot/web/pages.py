@@ -144,6 +144,7 @@ class PageBase:
         return viewer.language if viewer else self.language
 
 
-_NOTICES = frozenset({"take", "status", "step", "note", "message", "legal_hold", "legal_hold_lifted"})
+_NOTICES = frozenset({"take", "status", "step", "note", "message", "legal_hold", "legal_hold_lifted", "evaluate",
+                      "recorded"})
 #: Actions whose refusal the case page's audit list names (a refusal's action is request input).
 _REFUSABLE = _NOTICES | {"export_reporter", "erase"}
