@@ -79,7 +79,8 @@ def _used_keys() -> set[str]:
                                    "police_report", "injury", "evidence")}
     keys |= {f"casework.measure_{m}" for m in MEASURES} | {f"casework.how_{h}" for h in RECORDED_HOW}
     keys |= {f"casework.error_{c}" for c in ("for_required", "how_required", "story_required", "kinds_required",
-                                             "when_invalid", "when_future", "aftercare_required", "unknown_choice")}
+                                             "when_invalid", "when_future", "aftercare_required", "unknown_choice",
+                                             "already_recorded")}
     keys |= {"event.evaluated", "web.done_recorded", "audit.recorded", "audit.record_form"}
     return keys
 

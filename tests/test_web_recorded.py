@@ -192,6 +192,22 @@ async def test_invalid_input_shows_the_form_again_and_creates_nothing(stack):
     assert await count_cases(stack) == 0
 
 
+async def test_the_same_form_sent_twice_files_one_case(stack):
+    await stack.log_in()
+    page = await (await stack.client.get("/cases/new")).text()
+    form_id = re.search(r'name="form_id" value="([^"]+)"', page).group(1)
+    first = await submit(stack, fields(form_id=form_id))
+    assert first.status == 303
+    again = await submit(stack, fields(form_id=form_id))  # a double click, or the browser resending
+    assert again.status == 409 and "al verzonden" in await again.text()
+    assert await count_cases(stack) == 1
+    # A new form (a fresh ID) files a new case.
+    page = await (await stack.client.get("/cases/new")).text()
+    other_id = re.search(r'name="form_id" value="([^"]+)"', page).group(1)
+    assert other_id != form_id
+    assert (await submit(stack, fields(form_id=other_id))).status == 303 and await count_cases(stack) == 2
+
+
 async def test_a_post_without_the_csrf_token_is_refused(stack):
     await stack.log_in()
     refused = await submit(stack, fields(), token="wrong")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
+from sqlalchemy.exc import IntegrityError
 
 from bot.core.casework import RECORDED_HOW, RecordedReport
 from bot.web.pages import EARLIEST, LATEST, Viewer
@@ -46,7 +48,7 @@ class RecordPages(SessionPages):
                                  now=self.clock())
         local = self.clock().astimezone(self.timezone)
         values = {**_values(MultiDictProxy(MultiDict())), "date": local.date().isoformat(),
-                  "time": local.strftime("%H:%M")}
+                  "time": local.strftime("%H:%M"), "form_id": secrets.token_urlsafe(16)}
         return self._record_form(viewer, values)
 
     async def new_case(self, request: web.Request) -> web.Response:
@@ -67,6 +69,10 @@ class RecordPages(SessionPages):
                 await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="refused",
                                      now=now, detail={"action": "recorded", "errors": errors})
                 return self._record_form(viewer, values, errors, status=400)
+            if not await _first_submit(session, values["form_id"], now):
+                await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="refused",
+                                     now=now, detail={"action": "recorded", "errors": ["already_recorded"]})
+                return self._record_form(viewer, values, ["already_recorded"], status=409)
             case = await self.casework.record_report(session, viewer.coordinator, report, self.language, now)
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="recorded", now=now,
                                  case_reference=case.reference)
@@ -137,6 +143,19 @@ class RecordPages(SessionPages):
         return moment.astimezone(dt.timezone.utc)
 
 
+async def _first_submit(session, form_id: str, now: dt.datetime) -> bool:
+    """Whether this is the first submit of this form (a double click or a resent POST files nothing
+    twice). Remembered like a platform's event ID, for 30 days."""
+    if not form_id:
+        return True  # a form from before this guard: nothing to compare with
+    try:
+        async with session.begin_nested():
+            await repo.mark_event_handled(session=session, platform="web", event_id=f"record:{form_id}", now=now)
+    except IntegrityError:
+        return False
+    return True
+
+
 def _values(data: MultiDictProxy) -> dict[str, Any]:
     """What the form holds, as entered (shown again when it has errors); lists for the checkboxes."""
 
@@ -150,6 +169,7 @@ def _values(data: MultiDictProxy) -> dict[str, Any]:
     values: dict[str, Any] = {name: text(name, 40) for name in ("recorded_how", "date", "time", "place",
                                                                  "department", "perpetrator", "aftercare")}
     values["recorded_for"] = text("recorded_for", MAX_FOR_CHARS * 2)
+    values["form_id"] = "".join(ch for ch in text("form_id", 40) if ch.isalnum() or ch in "-_")
     values["story"] = text("story", MAX_MESSAGE_CHARS * 2)
     values["kinds"], values["consequences"] = ticked("kinds"), ticked("consequences")
     values.update({name: data.get(name) == "1" for name in FLAGS})
