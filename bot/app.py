@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def build_context(settings: Settings) -> Context:
-    """The dialogue's view of the organisation: name, language, time zone and texts."""
+    """The dialogue's view of the organisation: name, language, time zone, texts and departments."""
     org = settings.organisation
 
     def texts(path, name: str) -> dict[str, str]:
@@ -62,6 +62,7 @@ def build_context(settings: Settings) -> Context:
         house_rules=texts(org.house_rules, "house_rules"), norm_card=texts(org.norm_card, "norm_card"),
         aftercare=same_for_all(org.aftercare), contact_promise=same_for_all(org.contact_promise),
         closed_years=settings.privacy.closed_years, withdrawn_days=settings.privacy.withdrawn_days,
+        departments=tuple(department_names(settings).items()),
     )
 
 

@@ -9,11 +9,13 @@ import datetime as dt
 from collections.abc import Callable
 
 from . import categories as cat
+from . import department as dep
 from . import text as tx
 from .i18n import LANGUAGES, Translator
 from .labels import wish_selection
 from .model import Draft, RelayToCoordinator, SubmitReport
-from .questions import advance, ask, details_wanted, question, question_relay_or_report
+from .questions import (advance, ask, details_wanted, finish_department, keep_department, question,
+                        question_relay_or_report)
 from .summary import WISH_WORDS, apply_ticks, parse_ticks, settle_wishes, step_to_change, ticked_reply
 from .turn import Answer, TurnContext
 from .understanding import read
@@ -372,7 +374,7 @@ def answer_summary(c: TurnContext, text: str) -> None:
         return
     try:
         ticks = parse_ticks(text)
-        step = None if ticks else step_to_change(text)
+        step = None if ticks else step_to_change(text, departments=bool(c.ctx.departments))
     except Answer as error:
         fail(c, error, text)
         return
@@ -390,14 +392,67 @@ def answer_summary(c: TurnContext, text: str) -> None:
         c.state.step = step
         c.replies.append(question(c, step))
         return
+    code = dep.match(c, text, numbers=False)  # the department named on the summary (bare numbers tick)
+    if code:
+        dep.choose(c, code)
+        c.say("department.saved", name=dep.name(c, code))
+        ask(c, "summary", repeat=True)
+        return
     fail(c, Answer("error.summary"), text)
 
 
 def _send(c: TurnContext) -> None:
+    if c.ctx.departments:
+        c.state.department_asked = True  # sent without naming it: skipped, not asked again
     settle_wishes(c.draft)
     c.effects.append(SubmitReport(c.draft))
     c.state.relay_reference = c.state.relay_until = None  # a new report, a new follow-up
     c.end_draft()
+
+
+# -- the department (`wijzig 7`, `afdeling`) ----------------------------------------------------------------
+
+def answer_department(c: TurnContext, text: str) -> None:
+    """A number, code or name; `geen` for none; a send word or `ja` keeps it as it is."""
+    if not c.ctx.departments:  # no longer configured (a conversation saved at this step)
+        leave_department(c, text)
+        return
+    if not text:
+        c.say("error.empty")
+        ask(c, "department", repeat=True)
+        return
+    folded = tx.fold(text)
+    if folded in tx.SEND_WORDS or tx.is_yes(text):
+        keep_department(c, skipped=True)
+        return
+    if tx.is_no(text):
+        dep.choose(c, None)
+        c.say("department.none")
+        finish_department(c)
+        return
+    code = dep.match(c, text)
+    if code:
+        dep.choose(c, code)
+        c.say("department.saved", name=dep.name(c, code))
+        finish_department(c)
+        return
+    if c.in_dialogue():
+        fail(c, Answer("error.department", high=len(c.ctx.departments)), text)
+    elif len(text.split()) >= 3 or cat.suggest_kinds(text, c.ctx.vocabulary):
+        leave_department(c, text)  # outside a report, more than a name is most likely a story
+    else:
+        c.say("error.department", high=len(c.ctx.departments))
+        ask(c, "department", repeat=True)
+
+
+def leave_department(c: TurnContext, text: str) -> None:
+    """Drop the department question and read the message as if it had not been asked."""
+    c.state.department_return = None
+    if c.in_dialogue():
+        ask(c, "summary", push=False)
+        return
+    c.state.step = "idle"
+    answer_idle(c, text)
 
 
 ANSWERS: dict[str, Callable[[TurnContext, str], None]] = {
@@ -410,6 +465,7 @@ ANSWERS: dict[str, Callable[[TurnContext, str], None]] = {
     "perpetrator": answer_perpetrator,
     "consequences": answer_consequences,
     "wishes": answer_wishes,
+    "department": answer_department,
     "summary": answer_summary,
 }
 

@@ -1,14 +1,16 @@
 """Commands that work at any step: help, language, house rules, norm card, my reports, my data,
-withdraw, report, stop/cancel (and its confirmation), back and skip."""
+withdraw, report, department, stop/cancel (and its confirmation), back and skip."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from . import department as dep
 from . import text as tx
 from .i18n import LANGUAGES
 from .model import DiscardDraft, ListMyReports, Reply, ShowMyData, WithdrawReport
-from .questions import advance, ask, question_confirm_cancel, repeat_question
+from .questions import (advance, ask, finish_department, keep_department, question, question_confirm_cancel,
+                        repeat_question)
 from .turn import TurnContext
 
 #: Commands that work at any moment, even while a cancel waits for confirmation.
@@ -47,6 +49,11 @@ def command(c: TurnContext, cmd: tx.Command) -> None:
             repeat_question(c)
     elif name == "report":
         start_report(c)
+    elif name == "department":
+        department_command(c, cmd.arg)
+    elif c.state.step == "department" and (name in ("back", "skip") or not c.in_dialogue()):
+        # In a report, `stop` still stops the report; outside one it only ends this question.
+        keep_department(c, skipped=name == "skip")
     elif name == "cancel":
         cancel(c)
     elif name == "back":
@@ -62,6 +69,10 @@ def _context_text(c: TurnContext, texts: dict[str, str], missing_key: str) -> st
 
 def help_reply(c: TurnContext) -> Reply:
     body = c.t("help.body")
+    if c.ctx.departments:
+        # One more item in the list, before its closing line (the emergency number).
+        items, _, closing = body.rpartition("\n")
+        body = f"{items}\n{c.t('help.department')}\n{closing}" if items else f"{body}\n{c.t('help.department')}"
     if c.in_dialogue():
         body = c.t("help.in_dialogue") + "\n\n" + body
     return Reply(body, title=c.t("help.title"))
@@ -82,11 +93,53 @@ def start_report(c: TurnContext) -> None:
 
 
 def _form_values(c: TurnContext) -> dict | None:
-    """A story typed before `melden` fills the form, with the kinds and place read from it."""
+    """A story typed before `melden` fills the form, with the kinds and place read from it; with
+    departments configured, the form offers them, the remembered one chosen."""
     draft = c.state.draft
-    if draft is None or not draft.story:
-        return None
-    return {"story": draft.story, "kinds": list(draft.kinds or ()), "place": draft.place}
+    values: dict = {}
+    if draft is not None and draft.story:
+        values.update(story=draft.story, kinds=list(draft.kinds or ()), place=draft.place)
+    if c.ctx.departments:
+        values["departments"] = [[code, name] for code, name in c.ctx.departments]
+        values["department"] = c.state.department if c.state.department in dep.codes(c) else None
+    return values or None
+
+
+# -- the department ------------------------------------------------------------------------------------
+
+def department_command_fits(c: TurnContext, cmd: tx.Command) -> bool:
+    """`afdeling` is a command only when the organisation has departments, and `afdeling <x>` only
+    when x names one (else the message is read as usual: a story may start with the word)."""
+    if not c.ctx.departments:
+        return False
+    return not cmd.arg or dep.match(c, cmd.arg) is not None
+
+
+def department_command(c: TurnContext, arg: str) -> None:
+    """`afdeling Burgerzaken` sets it at once; `afdeling` asks it, in or outside a report."""
+    step = c.state.step
+    if arg:
+        code = dep.match(c, arg)
+        dep.choose(c, code)
+        c.say("department.saved", name=dep.name(c, code))
+        if step == "department":
+            finish_department(c)
+        else:
+            repeat_question(c, after_effect=True)
+        return
+    if step == "department":
+        ask(c, "department", repeat=True)
+    elif c.in_dialogue() and step == "summary":
+        c.state.editing = True  # as `wijzig 7`: answering returns to the summary
+        c.state.step = "department"
+        c.replies.append(question(c, "department"))
+    elif c.in_dialogue():
+        c.state.department_return = step  # answered, the interrupted question comes back
+        c.state.step = "department"
+        c.replies.append(question(c, "department"))
+    else:
+        c.state.step = "department"  # outside a report: a question of its own, then idle again
+        c.replies.append(question(c, "department"))
 
 
 def cancel(c: TurnContext) -> None:
@@ -144,6 +197,10 @@ def skip(c: TurnContext) -> None:
     elif step == "story":
         c.say("skip.story")
         ask(c, "story", repeat=True)
+    elif step == "summary" and dep.pending(c):
+        c.state.department_asked = True  # `overslaan` on the first summary skips the department question
+        c.say("department.skipped")
+        ask(c, "summary", repeat=True)
     elif step == "summary":
         c.say("skip.summary")
         ask(c, "summary", repeat=True)

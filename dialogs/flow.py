@@ -8,6 +8,12 @@ aftercare, police report, ...) are a tick list on the summary: "2" or "nazorg" t
 "geen nazorg" unticks, "2 verzenden" ticks and sends in one message. The `wishes` step is only
 reached by a conversation an older version saved there; it returns to the summary.
 
+When the organisation has departments (`Context.departments`), the summary has a 7th line, the
+reporter's department, remembered in the `State` and copied into every new draft. The first
+report's summary asks for it once: a name answers it (one more message), sending or `overslaan`
+skips it (none); it is not asked again. `wijzig 7` or `afdeling` / `department` (also outside a
+report) shows the numbered list (`department` step); see `department.py`.
+
 This module routes one message (command, form, files or an answer) and holds the small functions the
 engine calls around a turn. The steps themselves live in `questions` (asking), `answers` (parsing the
 answer), `summary`, `commands`, `form` and `evidence`, all sharing one `turn.TurnContext`.
@@ -22,7 +28,7 @@ from babel.dates import format_datetime
 
 from . import text as tx
 from .answers import ANSWERS, answer_idle
-from .commands import ANYTIME, answer_confirm_cancel, command
+from .commands import ANYTIME, answer_confirm_cancel, command, department_command_fits
 from .evidence import EVIDENCE_WINDOW, recent_reference, take_attachments
 from .form import submit_form
 from .i18n import Translator
@@ -64,6 +70,8 @@ def _route(c: TurnContext) -> None:
     cmd = tx.parse_command(text) if text and not c.input.attachments else None
     if cmd and c.state.step == "confirm_cancel" and cmd.name not in ANYTIME:
         cmd = None  # "stop", "terug", "overslaan" answer the confirmation itself
+    if cmd and cmd.name == "department" and not department_command_fits(c, cmd):
+        cmd = None  # no departments configured, or "afdeling ..." that names none: an ordinary message
     if cmd:
         command(c, cmd)
         return
@@ -75,7 +83,7 @@ def _route(c: TurnContext) -> None:
     if c.input.attachments and take_attachments(c, c.input.attachments, has_text=bool(text)):
         return
 
-    if (c.in_dialogue() and c.state.step not in ("story", "summary", "confirm_cancel")
+    if (c.in_dialogue() and c.state.step not in ("story", "summary", "confirm_cancel", "department")
             and text and tx.fold(text) in tx.SEND_WORDS):
         # "verzenden" at a question: show the summary to confirm, keeping every answer.
         ask(c, "summary")
@@ -106,7 +114,8 @@ def late_evidence_case(state: State, now: dt.datetime) -> str | None:
 
 def discard_draft(state: State) -> State:
     """The state once an unfinished report was discarded (e.g. expired): idle, nothing pending."""
-    return replace(state, draft=None, step="idle", history=[], editing=False, before_cancel=None)
+    return replace(state, draft=None, step="idle", history=[], editing=False, before_cancel=None,
+                   department_return=None)
 
 
 def open_relay(state: State, reference: str, now: dt.datetime) -> State:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import categories as cat
+from . import department as dep
 from . import text as tx
 from .model import Draft, SubmitReport
 from .turn import TurnContext
@@ -51,6 +52,15 @@ def submit_form(c: TurnContext, values: dict) -> None:
     draft.anonymous = "anonymous" in wishes
     if reading.injury:
         draft.consequences = ["injury"]
+    draft.department = c.remembered_department()
+    if c.ctx.departments:
+        # The form showed the choice (pre-filled with the remembered one): what it holds, possibly
+        # nothing, is the answer and is remembered; left out, the remembered one stays.
+        if "department" in values:
+            chosen = _codes(values.get("department"), dep.codes(c))
+            dep.choose(c, chosen[0] if chosen else None)
+            draft.department = c.state.department
+        c.state.department_asked = True
     c.effects.append(SubmitReport(draft, form_id or None))
     if in_progress is not None:
         c.end_draft()

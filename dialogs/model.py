@@ -35,7 +35,9 @@ class Reply:
     reference: str | None = None
     #: The reply starts a report: a platform with forms may offer the whole report as one form.
     offer_form: bool = False
-    #: What the form starts with (`story`, `kinds` and `place` codes read from a story typed first).
+    #: What the form starts with (`story`, `kinds` and `place` codes read from a story typed first), and
+    #: when the organisation has departments: `departments` (the choices, [code, name] pairs in order) and
+    #: `department` (the reporter's remembered code, or None).
     form_values: dict[str, Any] | None = None
     #: The options are boxes to tick (shown as boxes even when none is ticked yet).
     checklist: bool = False
@@ -96,6 +98,9 @@ class Context:
     #: The words stories are read with: the built-in vocabulary extended with the organisation's own
     #: (`[organisation] vocabulary`, a `dialogs.understanding.Vocabulary`); None: the built-in one.
     vocabulary: Any = None
+    #: The organisation's departments (`[organisation] departments`): (code, display name) pairs in the
+    #: configured order. Empty: the reporter is never asked for one.
+    departments: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -123,6 +128,9 @@ class Draft:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     #: The reporter was reminded once of this unfinished report.
     reminded: bool = False
+    #: The reporter's department (a code of `Context.departments`), copied from the conversation's
+    #: remembered one; only for the statistics. None: not given.
+    department: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict (which deep-copies everything): this runs every turn.
@@ -166,6 +174,12 @@ class State:
     pending_relay: str | None = None
     #: Forms already submitted (form ID -> reference): a second submit files nothing new.
     submitted_forms: dict[str, str] = field(default_factory=dict)
+    #: The reporter's department (a code), remembered for every next report; None: not given.
+    department: str | None = None
+    #: The department was asked (answered, skipped or sent past): it is not asked again.
+    department_asked: bool = False
+    #: The step an `afdeling` command interrupted, asked again once the department is answered.
+    department_return: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _field_names(State)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import categories as cat
+from . import department as dep
 from .labels import kind_labels, options, when_label, wish_selection
 from .model import Option, Reply
 from .summary import summary_reply
@@ -67,6 +68,13 @@ def question_consequences(c: TurnContext) -> Reply:
                  c.t("hint.consequences"))
 
 
+def question_department(c: TurnContext) -> Reply:
+    """The department as a numbered list (from `wijzig 7` or `afdeling`; also outside a report)."""
+    choices = tuple(Option(number, name, code == c.state.department)
+                    for number, (code, name) in enumerate(c.ctx.departments, start=1))
+    return Reply(c.t("q.department"), choices, c.t("hint.department"))
+
+
 def question_wishes(c: TurnContext) -> Reply:
     """The wishes as a question of their own: only for a conversation an older version saved there."""
     return Reply(c.t("q.wishes"), options(c, "wish", cat.WISHES, wish_selection(c)), c.t("hint.wishes"))
@@ -81,6 +89,7 @@ QUESTIONS: dict[str, Callable[[TurnContext], Reply]] = {
     "perpetrator": question_perpetrator,
     "consequences": question_consequences,
     "wishes": question_wishes,
+    "department": question_department,
     "summary": summary_reply,
     "confirm_cancel": question_confirm_cancel,
 }
@@ -120,6 +129,31 @@ def advance(c: TurnContext) -> None:
     ask(c, next_step(c))
 
 
+def finish_department(c: TurnContext) -> None:
+    """After the department question: back to the step it interrupted, the summary, or idle."""
+    back_to, c.state.department_return = c.state.department_return, None
+    if not c.in_dialogue():
+        c.state.step = "idle"
+        repeat_question(c, after_effect=True)  # a pending "answer or new report?" is asked again
+    elif back_to in QUESTION_STEPS and back_to != "department":
+        ask(c, back_to, repeat=True)
+    else:
+        advance(c)  # `wijzig 7` (editing) returns to the summary, as any changed line does
+
+
+def keep_department(c: TurnContext, skipped: bool) -> None:
+    """`overslaan`, `ok`, `terug` at the department question: it stays as it was (`skipped`: and
+    counts as asked)."""
+    if skipped:
+        c.state.department_asked = True
+    current = dep.name(c, c.state.department)
+    if current:
+        c.say("department.kept", name=current)
+    else:
+        c.say("department.skipped")
+    finish_department(c)
+
+
 def question_relay_or_report(c: TurnContext) -> Reply:
     """Does the pending message answer the coordinator, or is it a new report?"""
     reference = c.state.relay_reference or c.state.last_reference or ""
@@ -132,7 +166,7 @@ def question_relay_or_report(c: TurnContext) -> Reply:
 
 def repeat_question(c: TurnContext, after_effect: bool = False) -> None:
     """Ask the current question again after a side command (help, language, ...)."""
-    if c.in_dialogue():
+    if c.in_dialogue() or c.state.step == "department":  # the department is asked outside a report too
         ask(c, c.state.step, repeat=True)
     elif c.state.pending_relay is not None:
         c.replies.append(question_relay_or_report(c))

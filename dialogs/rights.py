@@ -58,6 +58,8 @@ class StoredData:
     reports: tuple[StoredReport, ...] = ()
     #: An unfinished report is kept in the conversation.
     draft: bool = False
+    #: The display name of the department remembered in the conversation (None: none).
+    department: str | None = None
     closed_years: int = 5
     withdrawn_days: int = 7
 
@@ -79,6 +81,8 @@ def my_data(language: str, data: StoredData, zone: dt.tzinfo | None = None) -> t
         intro.append(t("my_data.no_person"))
     if data.draft:
         intro.append(t("my_data.draft"))
+    if data.department:
+        intro.append(t("my_data.department", name=data.department))
     if not data.reports:
         intro.append(t("my_data.no_reports"))
     replies = [Reply("\n\n".join(intro), title=t("my_data.title"))]

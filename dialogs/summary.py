@@ -2,7 +2,8 @@
 
 `wijzig N` / `change N` reopens report line N; a wish is ticked with its number or a word (`2`,
 `nazorg`), unticked with a negation (`niet 2`, `geen nazorg`, `2 uit`), and a send word after the
-ticks (`2 verzenden`) sends in the same message.
+ticks (`2 verzenden`) sends in the same message. With departments configured, line 7 is the
+reporter's department, and the first report's summary asks for it once (a name answers it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from . import categories as cat
+from . import department as dep
 from . import labels
 from . import text as tx
 from .i18n import LANGUAGES, Translator
@@ -92,13 +94,29 @@ def summary_reply(c: TurnContext) -> Reply:
         (5, t("summary.perpetrator"), labels.perpetrator_label(c) or t("summary.optional")),
         (6, t("summary.consequences"), labels.consequence_label(c) or t("summary.optional")),
     ]
+    if c.ctx.departments:
+        lines.append((dep.DEPARTMENT_LINE, t("summary.department"),
+                      dep.name(c, draft.department) or t("summary.optional")))
     body = [t("summary.intro")]
     body.append("\n".join(f"{n}. {label}: {value}" for n, label, value in lines))
     if draft.attachments:
         body.append(t.plural("summary.evidence", "summary.evidence_plural", len(draft.attachments)))
+    if dep.pending(c):
+        body.append(department_prompt(c))
     body.append(t("summary.wishes_intro"))
     return Reply("\n\n".join(body), wish_options(c), hint=t("hint.summary"), title=t("summary.title"),
                  checklist=True)
+
+
+def department_prompt(c: TurnContext) -> str:
+    """The one-time question on the first report's summary: a name answers it, sending skips it."""
+    number = dep.DEPARTMENT_LINE
+    if len(c.ctx.departments) <= dep.NAMES_IN_PROMPT:
+        names = ", ".join(name for _, name in c.ctx.departments)
+        choose = c.t("summary.department_choose_names", names=names, number=number)
+    else:
+        choose = c.t("summary.department_choose", number=number)
+    return c.t("summary.department_prompt", choose=choose)
 
 
 def wish_options(c: TurnContext) -> tuple[Option, ...]:
@@ -108,15 +126,18 @@ def wish_options(c: TurnContext) -> tuple[Option, ...]:
                  for number, code in enumerate(cat.WISHES, start=1))
 
 
-def step_to_change(text: str) -> str | None:
+def step_to_change(text: str, departments: bool = False) -> str | None:
     """The step a `wijzig N` answer reopens, or None when the text names no summary line.
+    With `departments`, line 7 is the department.
 
     Raises `Answer` for a line number the summary does not have (`wijzig 9`)."""
     number = tx.parse_change(text)
     if number is None:
         return None
+    if departments and number == dep.DEPARTMENT_LINE:
+        return "department"
     if number not in SUMMARY_LINES:
-        raise Answer("error.number_range", low=1, high=len(SUMMARY_LINES))
+        raise Answer("error.number_range", low=1, high=dep.DEPARTMENT_LINE if departments else len(SUMMARY_LINES))
     return SUMMARY_LINES[number]
 
 

@@ -92,6 +92,8 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "withdraw": ("intrekken", "withdraw", "melding intrekken", "withdraw report", "trek in"),
     "cancel": ("stop", "annuleer", "annuleren", "cancel", "afbreken", "abort"),
     "back": ("terug", "back", "vorige", "previous"),
+    "department": ("afdeling", "department", "mijn afdeling", "my department", "afdeling wijzigen",
+                   "wijzig afdeling", "change department", "andere afdeling", "other department"),
     "skip": ("overslaan", "sla over", "skip", "weet ik niet", "weet niet", "geen idee", "don't know",
              "dont know", "-", "pass"),
 }
@@ -106,13 +108,15 @@ _WITHDRAW_RE = re.compile(
     rf"^(?:(?:melding\s+)?intrekken|trek\s+in|withdraw(?:\s+report)?)\s*:?\s+{_REFERENCE}$"
     rf"|^(?:trek\s+(?:melding\s+)?{_REFERENCE}\s+in|{_REFERENCE}\s+(?:intrekken|withdraw))$"
 )
+#: `afdeling Burgerzaken`, `department: 2`: the department named at once (checked by the dialogue).
+_DEPARTMENT_RE = re.compile(r"^(?:mijn\s+)?(?:afdeling|department|my\s+department)\s*[:=]?\s+(\S.{0,79})$")
 _LANGUAGE_CODES = {"nl": "nl", "nederlands": "nl", "dutch": "nl", "en": "en", "engels": "en", "english": "en"}
 
 
 @dataclass(frozen=True)
 class Command:
-    """A recognised command; `arg` carries the language code for `language` and the reference
-    for `withdraw` (empty when none was given)."""
+    """A recognised command; `arg` carries the language code for `language`, the reference for
+    `withdraw` and the folded words after `afdeling`/`department` (empty when none was given)."""
 
     name: str
     arg: str = ""
@@ -134,7 +138,10 @@ def parse_command(text: str) -> Command | None:
     if match:
         return Command("withdraw", next(g for g in match.groups() if g).upper())
     name = _COMMAND_LOOKUP.get(folded)
-    return Command(name) if name else None
+    if name:
+        return Command(name)
+    match = _DEPARTMENT_RE.match(folded)
+    return Command("department", match.group(1)) if match else None
 
 
 _YES = {"ja", "j", "yes", "y", "ok", "oke", "okay", "oké", "klopt", "goed", "prima", "correct", "jep", "jawel",

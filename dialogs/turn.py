@@ -12,7 +12,8 @@ from .i18n import Translator
 from .model import Context, Draft, Effect, Reply, State, Turn, UserInput
 
 #: The steps that ask one question each (the summary and the cancel confirmation are not in it).
-QUESTION_STEPS = ("story", "details", "kinds", "when", "where", "perpetrator", "consequences", "wishes")
+QUESTION_STEPS = ("story", "details", "kinds", "when", "where", "perpetrator", "consequences", "wishes",
+                  "department")
 
 
 class Answer(Exception):
@@ -60,11 +61,21 @@ class TurnContext:
 
     def start_draft(self) -> None:
         draft_id = self.input.now.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S%f")
-        self.state.draft = Draft(draft_id=draft_id, occurred_at=self.now.isoformat())
+        self.state.draft = Draft(draft_id=draft_id, occurred_at=self.now.isoformat(),
+                                 department=self.remembered_department())
         self.state.pending_relay = None  # a new report was chosen over answering the coordinator
         self.state.history = []
         self.state.editing = False
+        self.state.department_return = None
         self.state.step = "story"
+
+    def remembered_department(self) -> str | None:
+        """The reporter's remembered department for a new report. One the organisation no longer
+        has is forgotten (and so asked again); with no departments configured, none is used."""
+        known = {code for code, _ in self.ctx.departments}
+        if known and self.state.department is not None and self.state.department not in known:
+            self.state.department, self.state.department_asked = None, False
+        return self.state.department if self.state.department in known else None
 
     def end_draft(self) -> None:
         """Back to idle with nothing in progress (after sending or cancelling)."""
@@ -72,6 +83,7 @@ class TurnContext:
         self.state.step = "idle"
         self.state.history = []
         self.state.editing = False
+        self.state.department_return = None
 
     def result(self) -> Turn:
         return Turn(tuple(self.replies), self.state, tuple(self.effects))

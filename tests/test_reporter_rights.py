@@ -243,3 +243,15 @@ async def test_where_the_room_may_not_hold_it_the_answer_stays_on_the_case_page(
     async with stack.meldbot.sessions() as session:
         assert int(await session.scalar(select(func.count()).select_from(CaseEvent).where(
             CaseEvent.kind == "reporter_message"))) == 1
+
+
+async def test_my_data_names_the_department_i_gave(database_url):
+    stack = await Stack.start(database_url, organisation={"departments": ["burgerzaken", "wijkteam"],
+                                                          "department_names": {"wijkteam": "Wijkteam Noord"}})
+    try:
+        before = await stack.say("anna", "mijn gegevens")
+        assert "Wijkteam Noord" not in before
+        await stack.say("anna", "afdeling wijkteam")
+        assert "Wijkteam Noord" in await stack.say("anna", "mijn gegevens")
+    finally:
+        await stack.close()

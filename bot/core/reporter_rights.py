@@ -46,6 +46,7 @@ async def stored_data(session: AsyncSession, message: InboundMessage, state: Sta
         address=reporter.platform_user_id if reporter else None,
         platform=message.platform, reports=tuple(reports),
         draft=state.draft is not None and state.step != "idle",
+        department=dict(context.departments).get(state.department) if state.department else None,
         closed_years=context.closed_years, withdrawn_days=context.withdrawn_days,
     )
 

@@ -16,7 +16,9 @@ CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 
 def report_card(language: str, form_id: str | None = None, values: dict | None = None) -> dict:
     """Every field of a report on one card. `Action.Execute` with an `Action.Submit` fallback.
-    `values` pre-fill it (a story typed before `melden`, with the kinds and place read from it)."""
+    `values` pre-fill it (a story typed before `melden`, with the kinds and place read from it), and
+    bring the organisation's departments (`departments`: [code, name] pairs) with the reporter's
+    remembered one (`department`): then the card has a department choice too."""
     t = Translator(language)
     form_id = form_id or uuid.uuid4().hex
     data = {"form_id": form_id, "meldbot": "report"}
@@ -44,14 +46,29 @@ def report_card(language: str, form_id: str | None = None, values: dict | None =
             "fallback": {"type": "Action.Submit", "title": t("card.send"), "data": data},
         }],
     }
+    departments = _departments(values)
+    if departments:
+        # After the place, before the wishes: about the reporter, not the incident.
+        card["body"].insert(len(card["body"]) - 1, {
+            "type": "Input.ChoiceSet", "id": "department", "label": t("card.department"), "style": "compact",
+            "placeholder": t("card.department_placeholder"),
+            "choices": [{"title": name, "value": code} for code, name in departments]})
     if values:
+        codes = {code for code, _ in departments}
         prefill = {"story": values.get("story") or None,
                    "kinds": ",".join(k for k in values.get("kinds") or () if k in KINDS) or None,
-                   "place": values.get("place") if values.get("place") in PLACES else None}
+                   "place": values.get("place") if values.get("place") in PLACES else None,
+                   "department": values.get("department") if values.get("department") in codes else None}
         for element in card["body"]:
             if prefill.get(element.get("id")):
                 element["value"] = prefill[element["id"]]
     return card
+
+
+def _departments(values: dict | None) -> list[tuple[str, str]]:
+    """The department choices the dialogue sent along: (code, display name) pairs, in order."""
+    pairs = (values or {}).get("departments") or ()
+    return [(str(pair[0]), str(pair[1])) for pair in pairs if isinstance(pair, (list, tuple)) and len(pair) == 2]
 
 
 def sent_card(language: str, reference: str) -> dict:
