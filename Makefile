@@ -32,6 +32,7 @@ chat: $(DEMO_STAMP)
 test: $(STAMP)
 	bash .ci/services
 	bash .ci/browser
+	bash .ci/pdf
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -115,7 +115,7 @@ async def test_from_notification_to_closed_case_in_a_real_browser(web_world):
         await page.get_by_label("Nieuwe status").select_option("closed")
         await page.get_by_label("Afsluitende samenvatting").fill(
             "Aangifte is gedaan en de bezoeker heeft een brief met een gedragsaanwijzing gekregen.")
-        await page.get_by_label("Maatregel tegen de dader (gesprek, brief, gedragsaanwijzing)").check()
+        await page.get_by_label("Maatregel richting de pleger (gesprek, brief, gedragsaanwijzing)").check()
         await page.get_by_role("button", name="Status wijzigen").click()
         await page.wait_for_url(re.compile(r"done=status"))
         closed = await world.reporter.wait_for_text(dm, "gedragsaanwijzing", start=seen)

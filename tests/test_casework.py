@@ -114,6 +114,14 @@ async def test_a_case_link_without_a_session_explains_login_and_returns_to_the_c
     assert response.headers["Location"] == f"/cases/{reference}"
 
 
+async def test_a_statistics_link_without_a_session_returns_to_the_statistics(stack):
+    page = await stack.client.get("/stats/year/2026?lang=en", allow_redirects=False)
+    assert page.status == 401
+    link = await stack.login_link()
+    response = await stack.client.post("/login", data={"token": link.rsplit("/", 1)[1]}, allow_redirects=False)
+    assert response.headers["Location"] == "/stats/year/2026"  # the page, not its query
+
+
 async def test_sessions_end_when_idle_when_too_old_and_at_logout(stack):
     reference = await stack.report()
     await stack.log_in()

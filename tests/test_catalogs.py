@@ -77,7 +77,8 @@ def _used_keys() -> set[str]:
     keys |= {f"case.error_{code}" for code in CASE_ERRORS} | {"flag.escalation"}
     keys |= {f"flag.{f}" for f in ("urgent", "contact", "aftercare", "aftercare_later", "police_came",
                                    "police_report", "injury", "evidence")}
-    keys |= {f"casework.measure_{m}" for m in MEASURES} | {f"casework.how_{h}" for h in RECORDED_HOW}
+    keys |= {f"measure.{m}" for m in MEASURES} | {f"casework.how_{h}" for h in RECORDED_HOW}
+    keys |= {f"audit.{a}" for a in ("view_stats", "view_yearly", "report_yearly")}
     keys |= {f"casework.error_{c}" for c in ("for_required", "how_required", "story_required", "kinds_required",
                                              "when_invalid", "when_future", "aftercare_required", "unknown_choice",
                                              "already_recorded")}

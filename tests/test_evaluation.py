@@ -125,7 +125,7 @@ async def test_closing_records_the_evaluation_sealed_and_counted_but_never_sent(
     page = await stack.client.get(f"/cases/{reference}")
     html = await page.text()
     assert "Evaluatie" in html and LESSON.replace("'", "&#39;") in html
-    assert "Training of instructie voor medewerkers" in html and "Werkplek aangepast" in html
+    assert "Training of instructie voor medewerkers" in html and "Werkplek of gebouw aangepast" in html
     assert "Vastgelegd door Coco op 23 nov 2026 10:15" in html
     # On a closed case the page offers to change the evaluation, preset to what it holds.
     assert 'name="action" value="evaluate"' in html
@@ -166,7 +166,7 @@ async def test_the_evaluation_can_be_changed_afterwards_with_a_timeline_event(st
 
     page = await (await stack.client.get(f"/cases/{reference}?done=evaluate")).text()
     assert "De evaluatie is vastgelegd." in page
-    assert "Evaluatie vastgelegd: Huisregels aangepast of gehandhaafd, Maatregel tegen de dader" in page
+    assert "Evaluatie vastgelegd: Huisregels aangepast of gehandhaafd, Maatregel richting de pleger" in page
 
     # A refused change keeps the evaluation as it was.
     refused = await post(stack, reference, "evaluate", ("lesson", "zonder maatregel"))

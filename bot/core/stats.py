@@ -141,9 +141,11 @@ def shift_months(month: str, by: int) -> str:
 
 
 def previous_scope(scope: Scope) -> Scope:
-    """The period just before `scope`, as long as it (a year before a year, a month before a month)."""
-    length = len(months_of(scope))
-    return Scope(shift_months(scope.first_month, -length), shift_months(scope.last_month, -length),
+    """What `scope` is compared with: the same months a year before (January to November against
+    January to November of last year: seasons and holidays line up); a period longer than a year
+    against the whole years before it."""
+    years = -(-len(months_of(scope)) // 12)
+    return Scope(shift_months(scope.first_month, -12 * years), shift_months(scope.last_month, -12 * years),
                  scope.kind, scope.department)
 
 

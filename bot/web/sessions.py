@@ -106,7 +106,8 @@ class SessionPages(PageBase):
         response = self.render("login_needed.html", language, status=401, retry=retry)
         # Back to the list or a case after logging in; never to a file (an image on a page whose
         # session ended would otherwise become the landing page).
-        if request.method == "GET" and request.path.startswith("/cases") and "/attachments/" not in request.path:
+        if request.method == "GET" and request.path.startswith(("/cases", "/stats")) \
+                and "/attachments/" not in request.path:
             response.set_cookie(self.next_cookie, request.path, max_age=1800, httponly=True, samesite="Lax",
                                 secure=self.secure, path="/")
         return response
@@ -211,7 +212,7 @@ class SessionPages(PageBase):
             )
             await repo.add_audit(session=session, actor=link.coordinator, action="login", now=now)
         target = request.cookies.get(self.next_cookie, "")
-        if not target.startswith("/cases") or "//" in target:
+        if not target.startswith(("/cases", "/stats")) or "//" in target:
             target = "/cases"
         response = web.HTTPSeeOther(target)
         response.set_cookie(self.session_cookie, cookie, httponly=True, samesite="Strict", secure=self.secure,
