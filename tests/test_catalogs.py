@@ -69,7 +69,7 @@ def _used_keys() -> set[str]:
     keys |= {f"audit.{a}" for a in ("login", "logout", "login_link", "view_list", "view_case", "view_attachment",
                                     "view_missing", "csrf_refused", "no_longer_coordinator", "recheck_failed",
                                     "login_refused", "login_link_opened", "login_link_refused", "refused",
-                                    "cli_list", "claim_code_issued", "channel_claimed", "channel_claim_refused")}
+                                    "cli_list", "claim_code_issued", "channel_claimed", "channel_claim_refused", "export")}
     keys |= {f"web.overdue_{x}{late}" for late in ("claim", "police_report", "aftercare") for x in ("", "long_")}
     keys |= {"event.note_added"} | {f"timeline.{kind}" for kind in TIMELINE_KINDS} | {f"web.language_{code}" for code in LANGUAGES}
     keys |= {f"web.aftercare_{a}" for a in ("yes", "later", "no", "unknown")}

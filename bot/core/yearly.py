@@ -10,40 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.stats import Breakdown, Count, Figures, count
-from storage.models import CaseFact
-from storage.repo.facts import KIND_BITS, bit_of
+from storage.repo import stats as q
 from storage.repo.stats import Scope
 
 #: Years a statistics page offers (a year outside these is no page).
 FIRST_YEAR = 2000
-
-
-def _in_scope(query: Select, scope: Scope) -> Select:
-    """The same selection as storage.repo.stats: report months, and optionally a kind and a department."""
-    query = query.where(CaseFact.reported_month >= scope.first_month, CaseFact.reported_month <= scope.last_month)
-    if scope.department is not None:
-        query = query.where(CaseFact.department == scope.department)
-    if scope.kind is not None:
-        query = query.where(CaseFact.kind_bits.op("&")(bit_of(KIND_BITS, scope.kind)) != 0)
-    return query
-
-
-async def fact_years(*, session: AsyncSession) -> list[int]:
-    """The years in which cases were reported (that have a fact), newest first."""
-    year = func.substr(CaseFact.reported_month, 1, 4)
-    rows = await session.scalars(select(year).group_by(year).order_by(year.desc()))
-    return [int(value) for value in rows if value and value.isdigit()]
-
-
-async def count_unevaluated(*, session: AsyncSession, scope: Scope) -> int:
-    """Closed cases in scope with no evaluation yet: no measure recorded (an evaluation always
-    records at least one, "none" included)."""
-    query = select(func.count()).select_from(CaseFact).where(CaseFact.status == "closed", CaseFact.measure_bits == 0)
-    return int(await session.scalar(_in_scope(query, scope)) or 0)
 
 
 @dataclass(frozen=True)
@@ -55,7 +29,7 @@ class Extra:
 
 async def extra_figures(session: AsyncSession, scope: Scope, *, threshold: int) -> Extra:
     """The counts of the discussion points that `figures` does not have."""
-    return Extra(unevaluated=count(await count_unevaluated(session=session, scope=scope), threshold))
+    return Extra(unevaluated=count(await q.count_unevaluated(session=session, scope=scope), threshold))
 
 
 @dataclass(frozen=True)
@@ -136,5 +110,4 @@ def discussion_points(figures: Figures, extra: Extra, *, year: int) -> list[Poin
     return points
 
 
-__all__ = ["Extra", "FIRST_YEAR", "Point", "count_unevaluated", "discussion_points", "extra_figures", "fact_years",
-           "safe_share"]
+__all__ = ["Extra", "FIRST_YEAR", "Point", "discussion_points", "extra_figures", "safe_share"]

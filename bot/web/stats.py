@@ -24,6 +24,7 @@ from bot.web.charts import Bar, bar_chart, column_chart
 from bot.web.sessions import SessionPages
 from dialogs import Translator, categories
 from storage import repo, transaction
+from storage.repo import stats as stats_repo
 from storage.repo.stats import Scope
 
 #: A month in a filter: `YYYY-MM`.
@@ -136,7 +137,7 @@ class StatsPages(SessionPages):
             filters = self._filters(request.query)
             scope = Scope(filters["from"], filters["to"], filters["kind"] or None, filters["department"] or None)
             found = await self._figures(session, scope)
-            years = await yearly.fact_years(session=session)
+            years = await stats_repo.fact_years(session=session)
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="view_stats",
                                  now=self.clock(), detail={"filters": {k: v for k, v in filters.items() if v}})
         labels = _Labels(Translator(viewer.language), self.departments)

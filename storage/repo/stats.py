@@ -157,6 +157,20 @@ async def count_measures(*, session: AsyncSession, scope: Scope) -> dict[str, in
     return {measure: count for measure, count in rows}
 
 
+async def fact_years(*, session: AsyncSession) -> list[int]:
+    """The years in which cases were reported (that have a fact), newest first."""
+    year = func.substr(CaseFact.reported_month, 1, 4)
+    rows = await session.scalars(select(year).group_by(year).order_by(year.desc()))
+    return [int(value) for value in rows if value and value.isdigit()]
+
+
+async def count_unevaluated(*, session: AsyncSession, scope: Scope) -> int:
+    """Closed cases in scope with no evaluation yet: no measure recorded (an evaluation always
+    records at least one, "none" included)."""
+    query = select(func.count()).select_from(CaseFact).where(CaseFact.status == "closed", CaseFact.measure_bits == 0)
+    return int(await session.scalar(_where(query, scope)) or 0)
+
+
 async def count_per_month(*, session: AsyncSession, first_month: str, last_month: str, dimension: str
                           ) -> dict[tuple[Any, str], int]:
     """Facts per (value, report month) of `place`, `department` or `kind`: what the signals compare."""
@@ -180,5 +194,5 @@ async def count_per_month(*, session: AsyncSession, first_month: str, last_month
 
 
 __all__ = ["DIMENSIONS", "FLAGS", "GROUPS", "ContactTimes", "Scope", "contact_times", "count_by", "count_by_kind",
-           "count_by_bits", "count_by_kind_and_month", "count_flags", "count_measures", "count_measures_by_kind",
+           "count_by_bits", "count_by_kind_and_month", "count_flags", "count_unevaluated", "fact_years", "count_measures", "count_measures_by_kind",
            "count_measures_by_month", "count_open_since", "count_per_month", "grouped_counts"]
