@@ -41,7 +41,7 @@ from bot.web.server import create_app  # noqa: E402
 from dialogs import categories  # noqa: E402
 from storage import crypto, repo, transaction  # noqa: E402
 from storage.crypto import encode_key  # noqa: E402
-from storage.models import Case, CaseFact, FactKind, FactMeasure  # noqa: E402
+from storage.models import Case, CaseFact  # noqa: E402
 
 BENCH_MASTER_KEY = bytes(range(32))
 YEARS = (2022, 2023, 2024, 2025, 2026)
@@ -84,14 +84,14 @@ def _month(moment: dt.datetime) -> str:
 
 
 async def generate(url: str, count: int) -> None:
-    """`count` cases over five years with their facts, kinds and measures (bulk inserts, plain
+    """`count` cases over five years with their facts (bulk inserts, plain
     placeholder seals: nothing here opens them); a tenth of them purged (fact only)."""
     db = storage.create_engine(url)
     vault = await storage.prepare(db, BENCH_MASTER_KEY)
     rng = random.Random(13)
     cipher, wrapped = vault.new_data_key(Case._sealed_purpose)
     sealed = crypto.seal_with(cipher, {"story": "", "answers": {}, "closing_summary": None}, Case._sealed_purpose)
-    cases, facts, kinds, measures = [], [], [], []
+    cases, facts = [], []
     for number in range(1, count + 1):
         year = YEARS[number % len(YEARS)]
         created = dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
@@ -122,11 +122,8 @@ async def generate(url: str, count: int) -> None:
                       "outcome": "closed" if purged else None,
                       "ended_month": _month(created + dt.timedelta(days=9)) if status == "closed" else None,
                       "purged_at": NOW if purged else None, "updated_at": created})
-        kinds += [{"fact_id": number, "kind": kind} for kind in chosen]
-        measures += [{"fact_id": number, "measure": m} for m in chosen_measures]
     async with db.begin() as connection:
-        for table, rows in ((Case.__table__, cases), (CaseFact.__table__, facts), (FactKind.__table__, kinds),
-                            (FactMeasure.__table__, measures)):
+        for table, rows in ((Case.__table__, cases), (CaseFact.__table__, facts)):
             for start in range(0, len(rows), 5000):
                 await connection.execute(insert(table), rows[start:start + 5000])
         for table in ("cases", "case_facts"):

@@ -459,12 +459,12 @@ class CaseFact(Base):
     #: Months as `YYYY-MM` in the organisation's time zone.
     occurred_month: Mapped[str] = mapped_column(String(7), index=True)
     reported_month: Mapped[str] = mapped_column(String(7), index=True)
-    #: The kind codes (also one row each in `fact_kinds`) ...
+    #: The kind codes ...
     kinds: Mapped[list[Any]] = mapped_column(default=list)
-    #: ... and as bits (`storage.repo.facts.KIND_BITS`): the statistics count kinds in the same scan
-    #: as everything else, without a join.
+    #: ... and as bits (`storage.repo.facts.KIND_BITS`): the statistics count and filter kinds in the
+    #: same scan as everything else, without a join.
     kind_bits: Mapped[int] = mapped_column(Integer, default=0)
-    #: The measures of the evaluation as bits (`MEASURE_BITS`; also rows in `fact_measures`).
+    #: The measures of the evaluation as bits (`storage.repo.facts.MEASURE_BITS`).
     measure_bits: Mapped[int] = mapped_column(Integer, default=0)
     #: While the case is open (new or in progress): when it was reported (for "open longer than 30
     #: days" without a join); None once it is closed or withdrawn, so a purged fact never has it.
@@ -495,27 +495,6 @@ class CaseFact(Base):
     ended_month: Mapped[str | None] = mapped_column(String(7))
     purged_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime | None]
-
-    fact_kinds: Mapped[list["FactKind"]] = relationship(cascade="all, delete-orphan", lazy="raise")
-    fact_measures: Mapped[list["FactMeasure"]] = relationship(cascade="all, delete-orphan", lazy="raise")
-
-
-class FactKind(Base):
-    """One kind of incident of a case fact."""
-
-    __tablename__ = "fact_kinds"
-
-    fact_id: Mapped[int] = mapped_column(ForeignKey("case_facts.id", ondelete="CASCADE"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
-
-
-class FactMeasure(Base):
-    """One measure taken after a case (the evaluation at closing), as a code."""
-
-    __tablename__ = "fact_measures"
-
-    fact_id: Mapped[int] = mapped_column(ForeignKey("case_facts.id", ondelete="CASCADE"), primary_key=True)
-    measure: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
 
 
 class FileUsage(Base):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.core.casework import CaseError, Coordinator, evaluation
 from stack import Stack
 from storage import repo
-from storage.models import AuditEntry, CaseFact, FactMeasure
+from storage.models import AuditEntry, CaseFact
 
 LESSON = "Balie voortaan met twee collega's bezetten als de bezoeker vaker boos is geweest"
 NOW = dt.datetime(2026, 11, 23, 9, 15, tzinfo=dt.timezone.utc)
@@ -40,7 +40,7 @@ async def fact_measures(stack: Stack, reference: str) -> set[str]:
     async with stack.meldbot.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)
         fact = await session.scalar(select(CaseFact).where(CaseFact.case_id == case.id))
-        return set(await session.scalars(select(FactMeasure.measure).where(FactMeasure.fact_id == fact.id)))
+        return set(repo.codes_of(repo.MEASURE_BITS, fact.measure_bits))
 
 
 async def audit_actions(stack: Stack, reference: str) -> list[tuple[str, dict]]:

@@ -31,7 +31,7 @@ from helpers import TEST_MASTER_KEY
 from stack import Stack
 from storage import repo, transaction
 from storage.crypto import encode_key
-from storage.models import AuditEntry, CaseFact, FactKind, FactMeasure
+from storage.models import AuditEntry, CaseFact
 
 AMS = ZoneInfo("Europe/Amsterdam")
 UTC = dt.timezone.utc
@@ -510,13 +510,11 @@ async def add_facts(sessions, first: int, last: int) -> None:
                       "police_filed": number % 2 == 0, "aftercare_offered": True, "aftercare_accepted": False,
                       "aggressor_response": False, "first_contact_hours": number % 9 + 0.5, "status": "closed",
                       "milestones": {"contact_made": 1.5}, "outcome": "closed", "ended_month": month,
-                      "purged_at": PURGED, "updated_at": PURGED})
-        kinds += [{"fact_id": number, "kind": "verbal"}, {"fact_id": number, "kind": "threat"}]
-        measures += [{"fact_id": number, "measure": "training"}] if number % 2 else []
+                      "purged_at": PURGED, "updated_at": PURGED,
+                      "kind_bits": repo.bits_of(repo.KIND_BITS, ["verbal", "threat"]),
+                      "measure_bits": repo.bits_of(repo.MEASURE_BITS, ["training"] if number % 2 else [])})
     async with transaction(sessions) as session:
         await session.execute(insert(CaseFact), facts)
-        await session.execute(insert(FactKind), kinds)
-        await session.execute(insert(FactMeasure), measures)
 
 
 async def export_peak(sessions, fmt: str, target: Path) -> tuple[int, int]:

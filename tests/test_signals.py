@@ -13,7 +13,7 @@ from bot.config import StatsSettings
 from bot.core.signals import Signal, standing_out
 from stack import Stack
 from storage import repo, transaction
-from storage.models import AuditEntry, CaseFact, FactKind, Timer
+from storage.models import AuditEntry, CaseFact, Timer
 
 _events = itertools.count()
 
@@ -35,9 +35,6 @@ async def add_facts(sessions, month: str, n: int, *, kinds=("verbal",), place="c
                             kind_bits=repo.bits_of(repo.KIND_BITS, kinds), department=department,
                             status="closed", milestones={})
             session.add(fact)
-            await session.flush()
-            for kind in kinds:
-                session.add(FactKind(fact_id=fact.id, kind=kind))
 
 
 def room_signals(stack) -> list[str]:

@@ -63,8 +63,8 @@ from sqlalchemy.orm import lazyload
 
 from dialogs import Translator, categories
 from storage.db import vault_of
-from storage.models import Case, CaseFact, FactMeasure, Reporter
-from storage.repo import MEASURES
+from storage.models import Case, CaseFact, Reporter
+from storage.repo import MEASURE_BITS, MEASURES, codes_of
 
 #: Facts read (and, with personal data, cases opened) per query.
 BATCH = 200
@@ -125,7 +125,7 @@ _FACT_COLUMNS = (
     CaseFact.place, CaseFact.department, CaseFact.perpetrator, CaseFact.injury, CaseFact.damage,
     CaseFact.absence, CaseFact.anonymous, CaseFact.recorded, CaseFact.police_wanted, CaseFact.police_filed,
     CaseFact.aftercare_offered, CaseFact.aftercare_accepted, CaseFact.first_contact_hours, CaseFact.status,
-    CaseFact.ended_month,
+    CaseFact.ended_month, CaseFact.measure_bits,
     Case.reference, Case.occurred_at, Case.created_at, Case.closed_at, Case.followup, Case.police_came,
 )
 
@@ -200,26 +200,15 @@ async def rows(sessions: async_sessionmaker[AsyncSession], spec: ExportSpec,
             page = (await session.execute(query)).all()
             if not page:
                 return
-            measures = await _measures(session, [row.id for row in page])
             personal = await _personal(session, page) if spec.personal_data else {}
         for fact in page:
-            row = _row(fact, measures.get(fact.id, ()), spec, t, words)
+            row = _row(fact, codes_of(MEASURE_BITS, fact.measure_bits or 0), spec, t, words)
             if spec.personal_data:
                 row.extend(personal.get(fact.case_id, (None,) * len(PERSONAL_COLUMNS)) if not fact.anonymous
                            else _anonymous_personal(personal.get(fact.case_id)))
             yield row
         after = (page[-1].reported_month, page[-1].id)
-        del page, measures, personal
-
-
-async def _measures(session: AsyncSession, fact_ids: Sequence[int]) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    result = await session.execute(select(FactMeasure.fact_id, FactMeasure.measure)
-                                   .where(FactMeasure.fact_id.in_(fact_ids)))
-    for fact_id, measure in result:
-        found.setdefault(fact_id, []).append(measure)
-    order = {code: index for index, code in enumerate(MEASURES)}
-    return {fact_id: sorted(codes, key=lambda c: (order.get(c, len(order)), c)) for fact_id, codes in found.items()}
+        del page, personal
 
 
 def _text(value: Any) -> str | None:

@@ -11,10 +11,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..models import Case, CaseFact, FactKind, FactMeasure
+from ..models import Case, CaseFact
 
 #: Where a sessionmaker keeps its `FactRules` (in its `info`).
 FACT_RULES = "meldbot_fact_rules"
@@ -92,7 +92,7 @@ def _step_moment(record: Any, zone: dt.tzinfo) -> dt.datetime | None:
 
 
 def fact_values(case: Case, rules: FactRules) -> dict[str, Any]:
-    """The plain columns of the fact of `case` (`measures` and `kinds` listed as codes)."""
+    """The plain columns of the fact of `case` (and `measures`, the measure codes, for reading)."""
     zone = rules.zone
     answers = case.answers or {}
     consequences = answers.get("consequences") or []
@@ -138,32 +138,17 @@ async def refresh_fact(*, session: AsyncSession, case: Case, now: dt.datetime) -
     if case.id is None:
         await session.flush()
     values = fact_values(case, _rules(session))
-    kinds, measures = values.pop("kinds"), values.pop("measures")
+    values.pop("measures")
     fact = await session.scalar(select(CaseFact).where(CaseFact.case_id == case.id))
     if fact is None:
-        fact = CaseFact(case_id=case.id, kinds=kinds, updated_at=now, **values)
+        fact = CaseFact(case_id=case.id, updated_at=now, **values)
         session.add(fact)
-        await session.flush()
-        old_kinds: set[str] = set()
-        old_measures: set[str] = set()
     else:
-        old_kinds = set(await session.scalars(select(FactKind.kind).where(FactKind.fact_id == fact.id)))
-        old_measures = set(await session.scalars(select(FactMeasure.measure).where(FactMeasure.fact_id == fact.id)))
         for name, value in values.items():
             setattr(fact, name, value)
-        fact.kinds, fact.updated_at = kinds, now
-    await _sync_rows(session, FactKind, FactKind.kind, fact.id, old_kinds, set(kinds))
-    await _sync_rows(session, FactMeasure, FactMeasure.measure, fact.id, old_measures, set(measures))
+        fact.updated_at = now
+    await session.flush()
     return fact
-
-
-async def _sync_rows(session: AsyncSession, model, column, fact_id: int, old: set[str], new: set[str]) -> None:
-    if old - new:
-        await session.execute(delete(model).where(model.fact_id == fact_id, column.in_(old - new)))
-    for code in sorted(new - old):
-        session.add(model(fact_id=fact_id, **{column.key: code}))
-    if new - old:
-        await session.flush()
 
 
 async def detach_fact(*, session: AsyncSession, case: Case, outcome: str, now: dt.datetime) -> None:

@@ -13,15 +13,12 @@ from typing import Any
 from sqlalchemy import Select, case as case_when, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import CaseFact, FactKind, FactMeasure
+from ..models import CaseFact
 from .facts import KIND_BITS, bit_of, codes_of
 
 #: Flags counted by `count_flags` (boolean columns of `CaseFact`).
 FLAGS = ("injury", "damage", "absence", "urgent", "anonymous", "recorded", "police_wanted", "police_filed",
          "aftercare_offered", "aftercare_accepted", "aggressor_response")
-#: Columns `count_by` groups on.
-DIMENSIONS = ("reported_month", "occurred_month", "place", "department", "perpetrator", "status")
-
 
 @dataclass(frozen=True)
 class Scope:
@@ -47,15 +44,6 @@ def _where(query: Select, scope: Scope) -> Select:
     return query
 
 
-async def count_by(*, session: AsyncSession, scope: Scope, dimension: str) -> dict[Any, int]:
-    """Facts per value of one column (`DIMENSIONS`); None counts the facts without a value."""
-    if dimension not in DIMENSIONS:
-        raise ValueError(f"cannot count by {dimension!r}")
-    column = getattr(CaseFact, dimension)
-    rows = await session.execute(_where(select(column, func.count()).select_from(CaseFact), scope).group_by(column))
-    return {value: count for value, count in rows}
-
-
 #: The columns `grouped_counts` groups on (a breakdown sums its rows over the others).
 GROUPS = ("reported_month", "place", "department", "perpetrator")
 
@@ -77,29 +65,6 @@ async def count_by_bits(*, session: AsyncSession, scope: Scope) -> dict[tuple[st
     columns = (CaseFact.reported_month, CaseFact.kind_bits, CaseFact.measure_bits)
     rows = await session.execute(_where(select(*columns, func.count()).select_from(CaseFact), scope).group_by(*columns))
     return {(month, kinds, measures): count for month, kinds, measures, count in rows}
-
-
-async def count_by_kind_and_month(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
-    """Facts per (kind, report month)."""
-    query = (select(FactKind.kind, CaseFact.reported_month, func.count()).select_from(CaseFact)
-             .join(FactKind, FactKind.fact_id == CaseFact.id))
-    rows = await session.execute(_where(query, scope).group_by(FactKind.kind, CaseFact.reported_month))
-    return {(kind, month): count for kind, month, count in rows}
-
-
-async def count_measures_by_month(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
-    """Cases per (measure taken, report month)."""
-    query = (select(FactMeasure.measure, CaseFact.reported_month, func.count()).select_from(CaseFact)
-             .join(FactMeasure, FactMeasure.fact_id == CaseFact.id))
-    rows = await session.execute(_where(query, scope).group_by(FactMeasure.measure, CaseFact.reported_month))
-    return {(measure, month): count for measure, month, count in rows}
-
-
-async def count_by_kind(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
-    """Facts per kind of incident (a fact with two kinds counts for both)."""
-    query = select(FactKind.kind, func.count()).select_from(CaseFact).join(FactKind, FactKind.fact_id == CaseFact.id)
-    rows = await session.execute(_where(query, scope).group_by(FactKind.kind))
-    return {kind: count for kind, count in rows}
 
 
 async def count_flags(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
@@ -141,22 +106,6 @@ async def count_open_since(*, session: AsyncSession, scope: Scope, before: dt.da
     return int(await session.scalar(_where(query, scope)) or 0)
 
 
-async def count_measures_by_kind(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
-    """Measures taken after evaluation, per kind of incident: (kind, measure) -> cases."""
-    query = (select(FactKind.kind, FactMeasure.measure, func.count()).select_from(CaseFact)
-             .join(FactKind, FactKind.fact_id == CaseFact.id).join(FactMeasure, FactMeasure.fact_id == CaseFact.id))
-    rows = await session.execute(_where(query, scope).group_by(FactKind.kind, FactMeasure.measure))
-    return {(kind, measure): count for kind, measure, count in rows}
-
-
-async def count_measures(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
-    """Cases per measure taken."""
-    query = select(FactMeasure.measure, func.count()).select_from(CaseFact).join(
-        FactMeasure, FactMeasure.fact_id == CaseFact.id)
-    rows = await session.execute(_where(query, scope).group_by(FactMeasure.measure))
-    return {measure: count for measure, count in rows}
-
-
 async def fact_years(*, session: AsyncSession) -> list[int]:
     """The years in which cases were reported (that have a fact), newest first."""
     year = func.substr(CaseFact.reported_month, 1, 4)
@@ -193,6 +142,5 @@ async def count_per_month(*, session: AsyncSession, first_month: str, last_month
     return {(value, month): count for value, month, count in rows}
 
 
-__all__ = ["DIMENSIONS", "FLAGS", "GROUPS", "ContactTimes", "Scope", "contact_times", "count_by", "count_by_kind",
-           "count_by_bits", "count_by_kind_and_month", "count_flags", "count_unevaluated", "fact_years", "count_measures", "count_measures_by_kind",
-           "count_measures_by_month", "count_open_since", "count_per_month", "grouped_counts"]
+__all__ = ["FLAGS", "GROUPS", "ContactTimes", "Scope", "contact_times", "count_by_bits",
+           "count_flags", "count_open_since", "count_per_month", "count_unevaluated", "fact_years", "grouped_counts"]

@@ -1,5 +1,5 @@
-"""statistics: a de-identified fact for every case (not only purged ones), in plain columns, with its
-kinds and the measures taken after it in rows of their own
+"""statistics: a de-identified fact for every case (not only purged ones), in plain columns, its kinds
+and the measures taken after it also as bits
 
 Facts of purged cases are carried over (their codes and milestones become columns); facts of live
 cases are written by `storage.repo.facts.sync_facts` when Meldbot starts (it needs the master key).
@@ -81,30 +81,12 @@ def upgrade() -> None:
     op.create_index(op.f('ix_case_facts_open_since'), 'case_facts', ['open_since'], unique=False)
     op.create_index('ix_case_facts_reported_month_department', 'case_facts', ['reported_month', 'department'],
                     unique=False)
-    op.create_table('fact_kinds',
-    sa.Column('fact_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.ForeignKeyConstraint(['fact_id'], ['case_facts.id'], name=op.f('fk_fact_kinds_fact_id_case_facts'),
-                            ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('fact_id', 'kind', name=op.f('pk_fact_kinds'))
-    )
-    op.create_index(op.f('ix_fact_kinds_kind'), 'fact_kinds', ['kind'], unique=False)
-    op.create_table('fact_measures',
-    sa.Column('fact_id', sa.Integer(), nullable=False),
-    sa.Column('measure', sa.String(length=32), nullable=False),
-    sa.ForeignKeyConstraint(['fact_id'], ['case_facts.id'], name=op.f('fk_fact_measures_fact_id_case_facts'),
-                            ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('fact_id', 'measure', name=op.f('pk_fact_measures'))
-    )
-    op.create_index(op.f('ix_fact_measures_measure'), 'fact_measures', ['measure'], unique=False)
-
     facts = sa.table('case_facts', sa.column('kinds', sa.JSON()), sa.column('milestones', sa.JSON()),
                      *[sa.column(c) for c in (
                          'id', 'occurred_month', 'reported_month', 'place', 'department', 'perpetrator', 'urgent',
                          'kind_bits', 'measure_bits',
                          'anonymous', *_FLAGS, 'first_contact_hours', 'status', 'outcome', 'ended_month',
                          'purged_at')])
-    kinds_table = sa.table('fact_kinds', sa.column('fact_id'), sa.column('kind'))
     for row in old:
         codes = _json(row["codes"]) or {}
         milestones = _json(row["milestones"]) or {}
@@ -128,8 +110,6 @@ def upgrade() -> None:
             "outcome": row["outcome"], "ended_month": row["ended_month"], "purged_at": row["purged_at"],
         }
         connection.execute(facts.insert().values(**values))
-        for kind in dict.fromkeys(kinds):
-            connection.execute(kinds_table.insert().values(fact_id=row["id"], kind=kind))
     if connection.dialect.name == "postgresql" and old:
         connection.execute(sa.text("SELECT setval(pg_get_serial_sequence('case_facts', 'id'), "
                                    "(SELECT MAX(id) FROM case_facts))"))
