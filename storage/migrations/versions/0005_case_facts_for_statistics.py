@@ -77,10 +77,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('case_id', name=op.f('uq_case_facts_case_id'))
     )
     op.create_index(op.f('ix_case_facts_occurred_month'), 'case_facts', ['occurred_month'], unique=False)
-    op.create_index(op.f('ix_case_facts_reported_month'), 'case_facts', ['reported_month'], unique=False)
     op.create_index(op.f('ix_case_facts_open_since'), 'case_facts', ['open_since'], unique=False)
-    op.create_index('ix_case_facts_reported_month_department', 'case_facts', ['reported_month', 'department'],
-                    unique=False)
+    op.create_index('ix_case_facts_reported_month_id', 'case_facts', ['reported_month', 'id'], unique=False)
     facts = sa.table('case_facts', sa.column('kinds', sa.JSON()), sa.column('milestones', sa.JSON()),
                      *[sa.column(c) for c in (
                          'id', 'occurred_month', 'reported_month', 'place', 'department', 'perpetrator', 'urgent',
