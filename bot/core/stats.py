@@ -167,38 +167,35 @@ def _in(period: Scope, month: str) -> bool:
     return period.first_month <= month <= period.last_month
 
 
-def _sums(rows: list[dict], period: Scope) -> tuple[dict[str, int], dict[str, dict]]:
-    """Flags (with `total`) and the one-column breakdowns of the grouped rows of one period."""
+def _monthly_sums(rows: list[dict], period: Scope) -> tuple[dict[str, int], dict[str, int], dict[str, int],
+                                                         dict[str, int]]:
+    """Of one period: flags (with `total`), facts per month, per kind and per measure."""
     flags = {name: 0 for name in ("total", *q.FLAGS)}
-    groups: dict[str, dict] = {name: {} for name in q.GROUPS}
+    months: dict[str, int] = {}
+    kinds = {code: 0 for code in fact_codes.KIND_BITS}
+    measures = {code: 0 for code in fact_codes.MEASURE_BITS}
     for row in rows:
         if not _in(period, row["reported_month"]):
             continue
+        months[row["reported_month"]] = int(row["total"])
         for name in flags:
             flags[name] += int(row[name] or 0)
-        for name in q.GROUPS:
-            groups[name][row[name]] = groups[name].get(row[name], 0) + int(row["total"])
-    return flags, groups
+        for code in kinds:
+            kinds[code] += int(row[f"kind_{code}"] or 0)
+        for code in measures:
+            measures[code] += int(row[f"measure_{code}"] or 0)
+    return flags, months, kinds, measures
 
 
-def _decode(counts: dict[tuple[str, int, int], int], period: Scope) -> tuple[dict, dict, dict]:
-    """From (month, kind bits, measure bits) counts of one period: facts per kind, per measure, and
-    per (kind, measure)."""
-    kinds: dict[str, int] = {}
-    measures: dict[str, int] = {}
-    pairs: dict[tuple[str, str], int] = {}
-    for (month, kind_bits, measure_bits), value in counts.items():
-        if not _in(period, month):
+def _breakdown_sums(rows: list[dict], current: bool) -> dict[str, dict]:
+    """Of one period: facts per value of each breakdown column."""
+    groups: dict[str, dict] = {name: {} for name in q.BREAKDOWNS}
+    for row in rows:
+        if bool(row["current"]) != current:
             continue
-        kind_codes = fact_codes.codes_of(fact_codes.KIND_BITS, kind_bits or 0)
-        measure_codes = fact_codes.codes_of(fact_codes.MEASURE_BITS, measure_bits or 0)
-        for kind in kind_codes:
-            kinds[kind] = kinds.get(kind, 0) + value
-        for measure in measure_codes:
-            measures[measure] = measures.get(measure, 0) + value
-            for kind in kind_codes:
-                pairs[(kind, measure)] = pairs.get((kind, measure), 0) + value
-    return kinds, measures, pairs
+        for name in q.BREAKDOWNS:
+            groups[name][row[name]] = groups[name].get(row[name], 0) + int(row["total"])
+    return groups
 
 
 async def _followup(session: AsyncSession, scope: Scope, flags: dict[str, int], threshold: int,
@@ -220,22 +217,25 @@ async def _followup(session: AsyncSession, scope: Scope, flags: dict[str, int], 
 
 async def figures(session: AsyncSession, scope: Scope, *, threshold: int, hours_per_day: float, now: dt.datetime,
                   departments: Iterable[str] = ()) -> Figures:
-    """The figures of `scope` against the period before it (the same length).
+    """The figures of `scope` against the same months a year earlier (`previous_scope`).
 
-    Both periods come from the same two grouped scans of the facts over their months together (one
-    by month, place, department and perpetrator kind with the flags, one by kind and measure bits),
-    split by month here; only the median time to contact and the long-open cases are asked per period."""
+    Both periods come from the same scans of the facts over their months together (one a row per
+    month with the flags, kinds and measures; one per period and place, department and perpetrator
+    kind), split here; the measures per kind, the median time to contact and the long-open cases are
+    asked per period."""
     before = previous_scope(scope)
     both = Scope(before.first_month, scope.last_month, scope.kind, scope.department)
-    rows = await q.grouped_counts(session=session, scope=both)
-    bits = await q.count_by_bits(session=session, scope=both)
-    flags, groups = _sums(rows, scope)
-    previous_flags, previous_groups = _sums(rows, before)
+    monthly = await q.monthly_counts(session=session, scope=both)
+    breakdown_rows = await q.breakdown_counts(session=session, scope=both, current_from=scope.first_month)
+    pairs = await q.measure_pairs(session=session, scope=scope)
+    flags, per_month, kinds_now, measures_now = _monthly_sums(monthly, scope)
+    previous_flags, per_month_before, kinds_before, measures_before = _monthly_sums(monthly, before)
+    groups, previous_groups = _breakdown_sums(breakdown_rows, True), _breakdown_sums(breakdown_rows, False)
     followup = await _followup(session, scope, flags, threshold, hours_per_day, now)
     previous_followup = await _followup(session, before, previous_flags, threshold, hours_per_day, now)
     months, before_months = months_of(scope), months_of(before)
-    now_counts = suppress(groups["reported_month"], threshold, months)
-    before_counts = suppress(previous_groups["reported_month"], threshold, before_months)
+    now_counts = suppress(per_month, threshold, months)
+    before_counts = suppress(per_month_before, threshold, before_months)
     month_rows = tuple(Row(month, now_counts[month], before_counts[earlier])
                        for month, earlier in zip(months, before_months))
     breakdowns: dict[str, Breakdown] = {}
@@ -244,8 +244,13 @@ async def figures(session: AsyncSession, scope: Scope, *, threshold: int, hours_
                                    ("perpetrators", "perpetrator", categories.PERPETRATORS)):
         current, previous = groups[dimension], previous_groups[dimension]
         breakdowns[name] = _breakdown(name, current, previous, threshold, _codes(fixed, current, previous))
-    kinds_now, measures_now, by_kind = _decode(bits, scope)
-    kinds_before, measures_before, _ = _decode(bits, before)
+    kinds_now = {code: n for code, n in kinds_now.items() if n}
+    kinds_before = {code: n for code, n in kinds_before.items() if n}
+    by_kind: dict[tuple[str, str], int] = {}
+    for (kind_bits, measure_bits), n in pairs.items():
+        for kind in fact_codes.codes_of(fact_codes.KIND_BITS, kind_bits or 0):
+            for measure in fact_codes.codes_of(fact_codes.MEASURE_BITS, measure_bits or 0):
+                by_kind[(kind, measure)] = by_kind.get((kind, measure), 0) + n
     measures_by_kind = {}
     for kind in categories.KINDS:
         counts = {measure: n for (k, measure), n in by_kind.items() if k == kind}

@@ -14,7 +14,7 @@ from sqlalchemy import Select, case as case_when, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import CaseFact
-from .facts import KIND_BITS, bit_of, codes_of
+from .facts import KIND_BITS, MEASURE_BITS, bit_of, codes_of
 
 #: Flags counted by `count_flags` (boolean columns of `CaseFact`).
 FLAGS = ("injury", "damage", "absence", "urgent", "anonymous", "recorded", "police_wanted", "police_filed",
@@ -44,27 +44,44 @@ def _where(query: Select, scope: Scope) -> Select:
     return query
 
 
-#: The columns `grouped_counts` groups on (a breakdown sums its rows over the others).
-GROUPS = ("reported_month", "place", "department", "perpetrator")
+#: The breakdowns `breakdown_counts` counts per period.
+BREAKDOWNS = ("place", "department", "perpetrator")
 
 
-async def grouped_counts(*, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
-    """One scan for most figures: facts counted per (report month, place, department, perpetrator
-    kind), with the number of each flag of `FLAGS`. Totals, months and every one-column breakdown
-    are sums over these rows (a few thousand at most), so a page needs one pass, not one per figure."""
-    columns = [getattr(CaseFact, name) for name in GROUPS]
-    sums = [func.coalesce(func.sum(case_when((getattr(CaseFact, flag).is_(True), 1), else_=0)), 0).label(flag)
-            for flag in FLAGS]
-    query = _where(select(*columns, func.count().label("total"), *sums).select_from(CaseFact), scope)
+def _sum_where(condition, label: str):
+    return func.coalesce(func.sum(case_when((condition, 1), else_=0)), 0).label(label)
+
+
+def _has_bit(column, bit: int):
+    return column.op("&")(bit) != 0
+
+
+async def monthly_counts(*, session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
+    """Per report month (one scan, a row a month): the facts (`total`), those with each flag of
+    `FLAGS`, with each kind (`kind_<code>`) and with each measure (`measure_<code>`)."""
+    sums = [_sum_where(getattr(CaseFact, flag).is_(True), flag) for flag in FLAGS]
+    sums += [_sum_where(_has_bit(CaseFact.kind_bits, 1 << i), f"kind_{code}") for i, code in enumerate(KIND_BITS)]
+    sums += [_sum_where(_has_bit(CaseFact.measure_bits, 1 << i), f"measure_{code}")
+             for i, code in enumerate(MEASURE_BITS)]
+    query = _where(select(CaseFact.reported_month, func.count().label("total"), *sums).select_from(CaseFact), scope)
+    return [dict(row._mapping) for row in await session.execute(query.group_by(CaseFact.reported_month))]
+
+
+async def breakdown_counts(*, session: AsyncSession, scope: Scope, current_from: str) -> list[dict[str, Any]]:
+    """Facts per (period, place, department, perpetrator kind) in one scan: `current` is True for
+    report months from `current_from` on (the period shown), False before it (the one compared)."""
+    current = (CaseFact.reported_month >= current_from).label("current")
+    columns = [current, *(getattr(CaseFact, name) for name in BREAKDOWNS)]
+    query = _where(select(*columns, func.count().label("total")).select_from(CaseFact), scope)
     return [dict(row._mapping) for row in await session.execute(query.group_by(*columns))]
 
 
-async def count_by_bits(*, session: AsyncSession, scope: Scope) -> dict[tuple[str, int, int], int]:
-    """Facts per (report month, kind bits, measure bits): kinds and measures per month and measures
-    per kind, all from one scan without a join (the bits decode with `facts.codes_of`)."""
-    columns = (CaseFact.reported_month, CaseFact.kind_bits, CaseFact.measure_bits)
-    rows = await session.execute(_where(select(*columns, func.count()).select_from(CaseFact), scope).group_by(*columns))
-    return {(month, kinds, measures): count for month, kinds, measures, count in rows}
+async def measure_pairs(*, session: AsyncSession, scope: Scope) -> dict[tuple[int, int], int]:
+    """Evaluated facts per (kind bits, measure bits): the measures per kind (a few hundred rows at
+    most; decode with `facts.codes_of`)."""
+    columns = (CaseFact.kind_bits, CaseFact.measure_bits)
+    query = _where(select(*columns, func.count()).select_from(CaseFact).where(CaseFact.measure_bits != 0), scope)
+    return {(kinds, measures): count for kinds, measures, count in await session.execute(query.group_by(*columns))}
 
 
 async def count_flags(*, session: AsyncSession, scope: Scope) -> dict[str, int]:
@@ -142,5 +159,5 @@ async def count_per_month(*, session: AsyncSession, first_month: str, last_month
     return {(value, month): count for value, month, count in rows}
 
 
-__all__ = ["FLAGS", "GROUPS", "ContactTimes", "Scope", "contact_times", "count_by_bits",
-           "count_flags", "count_open_since", "count_per_month", "count_unevaluated", "fact_years", "grouped_counts"]
+__all__ = ["BREAKDOWNS", "FLAGS", "ContactTimes", "Scope", "breakdown_counts", "contact_times", "count_flags",
+           "count_open_since", "count_per_month", "count_unevaluated", "fact_years", "measure_pairs", "monthly_counts"]
