@@ -462,7 +462,7 @@ async def test_text_that_looks_like_a_formula_stays_text(tmp_path):
 async def test_a_failed_export_leaves_no_half_file_and_the_old_file_as_it_was(tmp_path, monkeypatch):
     spare = tmp_path / "tmp"
     spare.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spare))  # where openpyxl streams a sheet before saving
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))  # where a library would put temporary files
     spec = exports.ExportSpec(language="nl")
     target = tmp_path / "cases.csv"
     target.write_text("the previous export", encoding="utf-8")
