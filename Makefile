@@ -2,31 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-test
+# Every dependency comes from the pinned, hash-checked lock (deploy/lock.sh regenerates it).
+LOCK := requirements-test.lock
+STAMP := $(VENV)/.installed-lock
 export MELDBOT_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo chat test bench clean
-
-DEMO_STAMP := $(VENV)/.installed-demo
+.PHONY: demo chat test bench lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
-	touch $(DEMO_STAMP)
-
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# The lock holds every package (the build backend too), each with its hashes: pip installs exactly
+# those files and refuses anything else. Meldbot itself is then installed without resolving anything.
+$(STAMP): $(LOCK) pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # A private Matrix homeserver, the bot and the reporter's chat in this terminal (see README).
-demo: $(DEMO_STAMP)
+demo: $(STAMP)
 	$(BIN)/meldbot demo
 
 # The same conversation without Matrix: the console platform.
-chat: $(DEMO_STAMP)
+chat: $(STAMP)
 	$(BIN)/meldbot chat
 
 test: $(STAMP)
@@ -40,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/matrix_latency.py
 	$(BIN)/python bench/teams_throughput.py
 	$(BIN)/python bench/understanding.py
+
+# Regenerate requirements.lock and requirements-test.lock after a change in pyproject.toml.
+lock:
+	PYTHON=$(PYTHON) bash deploy/lock.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts

@@ -23,6 +23,8 @@ from bot.config import ConfigError, Settings
 from bot.core.casework import CaseWork
 from bot.core.clock import utc_now
 from bot.core.engine import Engine
+from bot.core.errors import DATABASE_ERRORS
+from bot.core.metrics import Metrics
 from bot.logs import silence_content_loggers
 from bot.core.signals import HOURLY as HOURLY_SIGNALS, MONTHLY as MONTHLY_SIGNALS, Signals
 from bot.masterkey import open_storage
@@ -31,6 +33,7 @@ from bot.workers.outbox import OutboxWorker
 from bot.adapters.contract import Adapter
 from bot.workers.timers import TimerWorker
 from bot.workers.retention import KIND as RETENTION_PURGE, RetentionWorker
+from bot.web.health import READY_TIMEOUT_S, Readiness, create_metrics_app
 from bot.web.server import create_app
 
 log = logging.getLogger(__name__)
@@ -115,9 +118,33 @@ class Meldbot:
     pages: CasePages
     adapters: dict[str, Adapter]
     retention: RetentionWorker | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    #: What /readyz checks (database, migrations, platforms, leading).
+    readiness: Readiness | None = None
+    clock: Callable[[], dt.datetime] = utc_now
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _runner: web.AppRunner | None = None
+    _metrics_runner: web.AppRunner | None = None
+
+    async def scrape(self) -> bytes:
+        """The metrics text, with the outbox and timer gauges read from the database now."""
+        try:
+            async with self.sessions() as session:
+                await asyncio.wait_for(self.metrics.refresh(session, self.clock()), READY_TIMEOUT_S)
+        except (*DATABASE_ERRORS, TimeoutError) as error:
+            log.warning("metrics: database unavailable (%s); its gauges are unknown", type(error).__name__)
+            self.metrics.unknown()
+        return self.metrics.exposition()
+
+    def web_app(self) -> web.Application:
+        """The web server's application: the adapters' routes, the case pages, health and (unless
+        `[metrics] listen` gives it an address of its own) /metrics for loopback clients."""
+        routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
+        routes += self.pages.routes()
+        own_address = self.settings.metrics.listen is not None
+        return create_app(db_engine=self.db, routes=routes, public_url=self.settings.web.public_url,
+                          readiness=self.readiness, scrape=None if own_address else self.scrape)
 
     async def start(self, *, web_server: bool) -> None:
         """Start adapters, the outbox worker and (optionally) the web server."""
@@ -128,15 +155,17 @@ class Meldbot:
         if self.retention is not None:
             self._tasks.append(asyncio.create_task(self.retention.run(self.stop_event), name="retention"))
         if web_server:
-            routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
-            routes += self.pages.routes()
-            self._runner = web.AppRunner(create_app(db_engine=self.db, routes=routes,
-                                                    public_url=self.settings.web.public_url), access_log=None)
+            self._runner = web.AppRunner(self.web_app(), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
             await site.start()
             log.info("web server listening on %s (public URL %s)", self.settings.web.listen,
                      self.settings.web.public_url)
+        if self.settings.metrics.listen is not None:
+            self._metrics_runner = web.AppRunner(create_metrics_app(self.scrape), access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, self.settings.metrics.host, self.settings.metrics.port).start()
+            log.info("metrics listening on %s", self.settings.metrics.listen)
 
     async def stop(self) -> None:
         """Stop everything; undelivered messages stay in the outbox for the next start."""
@@ -148,14 +177,17 @@ class Meldbot:
             await adapter.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.db.dispose()
 
 
-async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callable[[], dt.datetime] = utc_now
-                ) -> Meldbot:
+async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callable[[], dt.datetime] = utc_now,
+                leader: Callable[[], bool] = lambda: True) -> Meldbot:
     """Connect to the database (migrating it when configured) and wire everything together.
 
-    `clock` is the one source of "now" for every part (tests move it by hand)."""
+    `clock` is the one source of "now" for every part (tests move it by hand); `leader` says
+    whether this instance leads now (shown by /readyz and the metrics)."""
     silence_content_loggers()  # whoever configured logging: SQL parameters (report content) stay out
     context = build_context(settings)
     opened = await open_storage(settings)
@@ -167,8 +199,12 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
         use_store_key = getattr(adapter, "use_store_key", None)
         if use_store_key is not None:
             use_store_key(opened.vault.derive(f"store:{name}"))
+    metrics = Metrics()  # a registry of its own: several apps in one process do not collide
+    metrics.watch_leader(leader)
+    for adapter in adapters.values():
+        watch_adapter(metrics, adapter)
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
-                          timezone=context.timezone, clock=clock)
+                          timezone=context.timezone, clock=clock, metrics=metrics)
 
     def coordinator_targets() -> list[tuple[str, str | None]]:
         # Every platform gets the notification; one whose room/channel is not known yet (a Teams
@@ -193,7 +229,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                     delivery_healthy=lambda: worker.healthy, followup=settings.followup,
                     is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
-                    clock=clock, casework=casework, signals=signals)
+                    clock=clock, casework=casework, signals=signals, metrics=metrics)
     worker.case_link = casework.case_link
     def is_room(platform: str, target: str) -> bool:
         adapter = adapters.get(platform)
@@ -214,5 +250,27 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                       timezone=context.timezone, on_outbox=worker.wake, clock=clock,
                       is_coordinator=engine.coordinator_allowed, stats=settings.stats,
                       departments=department_names(settings))
+    pages.on_login_refused = lambda: metrics.auth_failed("web_login")
+    pages.on_reports_created = metrics.reports_created
+    readiness = Readiness(db=db, platforms={name: platform_ready(adapter) for name, adapter in adapters.items()},
+                          leader=leader)
     return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
-                   pages=pages, adapters=adapters, retention=retention)
+                   pages=pages, adapters=adapters, retention=retention, metrics=metrics, readiness=readiness,
+                   clock=clock)
+
+
+def platform_ready(adapter: Adapter) -> Callable[[], bool]:
+    """Whether a platform is connected: its adapter's optional `ready()` (Matrix: a recent successful
+    sync); a platform without one (Teams: the endpoint is served; the console) is always ready."""
+    ready = getattr(adapter, "ready", None)
+    return ready if callable(ready) else (lambda: True)
+
+
+def watch_adapter(metrics: Metrics, adapter: Adapter) -> None:
+    """The metrics an adapter feeds: Matrix's sync lag (read at scrape time from the time of its last
+    successful sync), Teams' refused tokens (counted by its authentication)."""
+    if isinstance(getattr(adapter, "synced_at", None), (int, float)):
+        metrics.watch_matrix_sync(lambda: adapter.synced_at)
+    auth = getattr(adapter, "auth", None)
+    if auth is not None and hasattr(auth, "on_refused"):
+        auth.on_refused = lambda: metrics.auth_failed("teams_jwt")

@@ -1,10 +1,12 @@
-"""The `meldbot` command: run, chat, cases list|export, report yearly, db upgrade, keys rotate, retention purge."""
+"""The `meldbot` command: run, chat, cases list|export, report yearly, db upgrade, keys create|rotate,
+retention purge, teams claim-code, teams-package, demo, and doctor (checks an installation, writes nothing)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import getpass
 import json
 import logging
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                                                                                       required=True)
     purge = with_config(retention.add_parser("purge", help="purge the cases whose retention period is over"))
     purge.add_argument("--dry-run", action="store_true", help="list what is due, purge nothing")
+    doctor = sub.add_parser("doctor", help="check the configuration, database, master key, Matrix, Teams and "
+                                           "public_url, and say how to fix what fails (writes nothing)")
+    doctor.add_argument("--config", "-c", required=True, help="the TOML file to check")
     return parser
 
 
@@ -124,7 +129,15 @@ async def _run(settings: Settings) -> int:
         console = ConsoleAdapter(user=settings.console.user, language=settings.organisation.language)
         adapters["console"] = console
     app = await build(settings, adapters)
-    await app.start(web_server=True)
+    try:
+        await app.start(web_server=True)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        await app.stop()
+        # Not a database problem (the default for OSError below): another process has the port.
+        raise ConfigError(f"[web] listen / [metrics] listen: the address is in use by another process "
+                          f"({error.strerror}); choose another port or stop the other process") from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -232,8 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return asyncio.run(run_demo(Path(args.data), fresh=args.fresh))
     try:
+        if args.command == "doctor":
+            # The doctor loads the configuration itself: a file that does not load is its first finding.
+            from bot.commands.doctor import doctor_command
+
+            return asyncio.run(doctor_command(args.config))
         settings = load_settings(args.config)
         if args.command == "run":
+            # [logging] format is known only now (the set-up above already covered config errors).
+            configure_logging(args.log_level or logging.INFO, settings.logging.format)
             return asyncio.run(_run(settings))
         if args.command == "chat":
             return asyncio.run(_chat(settings, args.user))

@@ -30,6 +30,14 @@ def http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def host_port(value: str) -> str:
+    """A listen address `host:port` (IPv6 as `[::1]:8080`), or ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, for example 127.0.0.1:8080")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,13 +111,7 @@ class WebSettings(_Section):
     session_hours: int = Field(12, ge=1, le=72)
     login_link_minutes: int = Field(10, ge=1, le=60)
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, for example 127.0.0.1:8080")
-        return value
+    _host_port = field_validator("listen")(lambda cls, value: host_port(value))
 
     _public_url = field_validator("public_url")(lambda cls, value: http_url(value))
 
@@ -306,6 +308,35 @@ class TeamsSettings(_Section):
         return value
 
 
+class MetricsSettings(_Section):
+    """`[metrics]`: Prometheus. Without `listen` the web server answers /metrics to clients on this
+    machine only; with it, /metrics is served on that address instead (and not on the web server)."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else host_port(value)
+
+    @property
+    def host(self) -> str:
+        assert self.listen is not None
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        assert self.listen is not None
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingSettings(_Section):
+    """`[logging]`: how `meldbot run` writes its log (to stderr)."""
+
+    #: `text`: one readable line per record; `json`: one JSON object per line (for log collectors).
+    format: Literal["text", "json"] = "text"
+
+
 class ConsoleSettings(_Section):
     """`[console]`: the terminal platform used by `meldbot chat`."""
 
@@ -325,11 +356,20 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     stats: StatsSettings = StatsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
     matrix: MatrixSettings | None = None
     teams: TeamsSettings | None = None
 
     #: The directory relative file paths in the config are resolved against.
     config_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _metrics_apart(self) -> "Settings":
+        if self.metrics.listen is not None and self.metrics.listen == self.web.listen:
+            raise ValueError("[metrics] listen: must differ from [web] listen (leave it out to serve /metrics "
+                             "on the web server, to clients on this machine only)")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -362,6 +402,10 @@ def _describe(error: ValidationError, source: str) -> str:
         else:
             where = "(top level)"
         message = item["msg"]
+        if not loc and item["type"] == "value_error":
+            # A check across sections: its message names the keys itself.
+            lines.append(f"  {message.removeprefix('Value error, ')}")
+            continue
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see deploy/meldbot.example.toml)"
         env_name = "MELDBOT_" + "__".join(part.upper() for part in loc)

@@ -103,6 +103,10 @@ async def test_a_recorded_report_becomes_a_case_like_a_chat_report(stack, caplog
     assert found, location
     reference = found.group(1)
     await stack.deliver()
+    # Counted like a chat report, once per kind, under the platform "web".
+    metrics = stack.meldbot.metrics.exposition().decode()
+    for kind in ("verbal", "threat"):
+        assert f'meldbot_reports_created_total{{kind="{kind}",platform="web"}} 1.0' in metrics
 
     async with stack.meldbot.sessions() as session:
         case = await repo.get_case(session=session, reference=reference)

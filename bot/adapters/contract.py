@@ -158,6 +158,10 @@ class OptionalCapabilities(Protocol):
         before `start()`: state files are sealed with it, Matrix's encryption store is pickled with
         it. Without it (default) the adapter keeps its files as before."""
 
+    def ready(self) -> bool:
+        """Whether the platform is connected now (/readyz; Matrix: a sync succeeded recently).
+        Default: True (Teams, whose endpoint is served by the web server; the console)."""
+
     def thread_content_allowed(self, destination: str) -> bool:
         """Whether relayed reporter text may be posted into a case thread at `destination` (Matrix:
         only when that room is encrypted; otherwise the thread only hears that the reporter answered).

@@ -209,6 +209,7 @@ class CaseWork:
             answers=answers, claim_due_at=self.claim_interval_end(now, urgent),
         )
         case = await repo.create_case(session=session, new=new, reporter_id=None, conversation_id=None, now=now)
+        session.info.setdefault("reports_created", []).append(("web", list(report.kinds)))
         await repo.add_case_event(session=session, case=case, kind="recorded", actor=who.actor,
                                   data={"name": who.name, "how": report.recorded_how}, now=now)
         await self.schedule_new_case(session, case, now)

@@ -32,6 +32,7 @@ from bot.core.signals import Signals
 from bot.core.errors import DATABASE_ERRORS, TurnFailed, error_reference, is_turn_specific
 from bot.core.limits import TURN_TIMEOUT_S, Quotas, Throttle
 from bot.core.login import Login
+from bot.core.metrics import Metrics
 from bot.core.payloads import ReporterMessage
 from bot.core.turns import ReporterTurns, TurnResult, cleaned
 
@@ -58,10 +59,12 @@ class Engine:
         login_link_minutes: int = 10,
         casework: CaseWork | None = None,
         signals: Signals | None = None,
+        metrics: Metrics | None = None,
     ):
         self.sessions = sessions
         self.context = context
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.on_outbox = on_outbox
         self.followup = followup or FollowupSettings()
         # The wiring builds it (the timer worker and the case pages share it); direct callers need not.
@@ -72,7 +75,8 @@ class Engine:
         self.turns = ReporterTurns(
             sessions=sessions, context=context, casework=self.casework,
             quotas=Quotas(self.limits, context.timezone), followup=self.followup,
-            coordinator_targets=coordinator_targets, delivery_healthy=delivery_healthy, clock=clock)
+            coordinator_targets=coordinator_targets, delivery_healthy=delivery_healthy, clock=clock,
+            metrics=self.metrics)
         self.login = Login(
             sessions=sessions, context=context, casework=self.casework, followup=self.followup, clock=clock,
             is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
@@ -126,7 +130,7 @@ class Engine:
             # Turns of one conversation run one after the other (a double click is two turns), so
             # a batch never holds two turns of the same conversation.
             async with self._lock(message):
-                result = await self._batcher.submit(message)
+                result = await self.metrics.timed_turn(message.platform, self._batcher.submit(message))
         except IntegrityError:
             log.error("turn not saved error=%s platform=%s event=%s cause=IntegrityError", reference,
                       message.platform, message.event_id)

@@ -37,6 +37,7 @@ from bot.core.casework import CaseWork
 from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, TurnFailed
 from bot.core.limits import Quotas
+from bot.core.metrics import Metrics
 from bot.core.payloads import ThreadLine
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ReporterTurns:
         coordinator_targets: Callable[[], Sequence[tuple[str, str | None]]],
         delivery_healthy: Callable[[], bool],
         clock: Clock,
+        metrics: Metrics | None = None,
     ):
         self.sessions = sessions
         self.context = context
@@ -68,6 +70,7 @@ class ReporterTurns:
         self.coordinator_targets = coordinator_targets
         self.delivery_healthy = delivery_healthy
         self.clock = clock
+        self.metrics = metrics or Metrics()
 
     async def run(self, messages: list[InboundMessage]) -> list[TurnResult | None]:
         """Run turns of different conversations in ONE transaction; None for a duplicate event."""
@@ -93,6 +96,7 @@ class ReporterTurns:
                     rows.append(row)
                 await repo.save_conversation_states(session=session, rows=rows,
                                                     conversations={c.id: c for c in conversations.values()})
+            self.metrics.reports_created(session.info.get("reports_created", ()))  # counted once committed
             return [results.get(id(m)) for m in messages]
         except (IntegrityError, DataError):
             raise  # one turn's data: the batch is retried turn by turn
@@ -214,6 +218,7 @@ class ReporterTurns:
             if draft.attachments else 0
         await self.casework.announce_new_case(session, case, now, evidence=linked > 0,
                                               targets=self.coordinator_targets())
+        session.info.setdefault("reports_created", []).append((message.platform, kinds))
         log.info("case created reference=%s kinds=%s urgent=%s", case.reference, ",".join(kinds), case.urgent)
         return case.reference, not self.delivery_healthy()
 

@@ -92,6 +92,8 @@ class PageBase:
         #: `[stats]`, and the departments (code -> display name, in the configured order).
         self.stats = stats or StatsSettings()
         self.departments = dict(departments or {})
+        #: Told (platform, kinds) of the reports a page created, once committed (metrics).
+        self.on_reports_created: Callable[[list], None] | None = None
         self._unknown_links = Throttle(UNKNOWN_LINKS_AUDITED_PER_MINUTE)
         self.secure = web_settings.public_url.startswith("https://")
         # `__Host-`: the browser accepts the cookie only Secure, for this host and path / (no

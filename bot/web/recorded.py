@@ -77,6 +77,8 @@ class RecordPages(SessionPages):
             await repo.add_audit(session=session, actor=viewer.coordinator.identity, action="recorded", now=now,
                                  case_reference=case.reference)
             reference = case.reference
+        if self.on_reports_created:
+            self.on_reports_created(session.info.get("reports_created", ()))  # counted once committed
         if self.on_outbox:
             self.on_outbox()
         raise web.HTTPSeeOther(f"/cases/{reference}?done=recorded")

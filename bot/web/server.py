@@ -1,13 +1,16 @@
-"""The HTTP server: health check, and the routes of the Teams endpoint and the case pages."""
+"""The HTTP server: health checks (/healthz, /livez, /readyz), /metrics, and the routes of the Teams
+endpoint and the case pages."""
 
 from __future__ import annotations
 
 import logging
+from typing import Awaitable, Callable
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.core.errors import DATABASE_ERRORS
+from bot.web.health import Readiness, add_health_routes
 from storage import ping
 
 log = logging.getLogger(__name__)
@@ -57,13 +60,16 @@ def security_headers(https: bool):
 
 
 def create_app(*, db_engine: AsyncEngine, routes: list[web.RouteDef] | None = None,
-               public_url: str = "") -> web.Application:
+               public_url: str = "", readiness: Readiness | None = None,
+               scrape: Callable[[], Awaitable[bytes]] | None = None) -> web.Application:
     """The aiohttp application with every route Meldbot serves (plus the adapters' own routes).
 
-    With an https `public_url` every response asks browsers to use HTTPS only (HSTS)."""
+    With an https `public_url` every response asks browsers to use HTTPS only (HSTS). /livez is
+    always there; /readyz with `readiness`; /metrics (loopback clients only) with `scrape`."""
     app = web.Application(client_max_size=1024 * 1024, middlewares=[database_errors])
     app.on_response_prepare.append(security_headers(public_url.startswith("https://")))
     app[DB_KEY] = db_engine
     app.router.add_get("/healthz", healthz)
+    add_health_routes(app, readiness=readiness, scrape=scrape)
     app.router.add_routes(routes or [])
     return app

@@ -9,7 +9,7 @@ import datetime as dt
 import hmac
 import logging
 import secrets
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 class SessionPages(PageBase):
     """Login, logout and the session behind each request."""
+
+    #: Called at every refused login (the wiring counts them in the metrics).
+    on_login_refused: Callable[[], None] = staticmethod(lambda: None)
 
     # -- sessions -----------------------------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class SessionPages(PageBase):
             log.warning("login links: more than %d unknown links a minute; the rest is not audited one by one",
                         self._unknown_links.per_minute)
         log.info("login refused: link %s", reason)
+        self.on_login_refused()
         return None
 
     async def login_page(self, request: web.Request) -> web.Response:
@@ -176,6 +180,7 @@ class SessionPages(PageBase):
         # someone else's session (login CSRF). Browsers that do not send the header are let through.
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             log.warning("login refused: cross-site post")
+            self.on_login_refused()
             return self.render("login_invalid.html", self._page_language(request), status=403)
         data = await request.post()
         token = str(data.get("token", ""))
@@ -199,11 +204,13 @@ class SessionPages(PageBase):
                 await repo.add_audit(session=session, actor=link.coordinator, action="login_link_refused", now=now,
                                      detail={"reason": "used", "request": "login"})
                 log.info("login refused: link used")
+                self.on_login_refused()
                 return self.render("login_invalid.html", language, status=410)
             if not allowed:
                 await repo.add_audit(session=session, actor=link.coordinator, action="login_refused", now=now,
                                      detail={"reason": "not_coordinator"})
                 log.info("login refused: no longer a coordinator")
+                self.on_login_refused()
                 return self.render("login_refused.html", language, status=403)
             await repo.create_web_session(
                 session=session, digest=login_digest(cookie), coordinator=link.coordinator, name=link.name,

@@ -23,6 +23,7 @@ from storage.models import OutboxMessage
 
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
+from bot.core.metrics import Metrics
 from bot.core.notifications import payload_for_case, render_case_notification, render_thread_event
 from bot.core.payloads import (CaseNotification, OutboxPayload, ReporterMessage, RoomMessage, ThreadLine,
                                UnknownPayloadKind, address_of, from_payload)
@@ -49,6 +50,7 @@ class OutboxWorker:
         max_delay: float = 300.0,
         idle_poll: float = 5.0,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ):
         self.sessions = sessions
         self.adapters = dict(adapters)
@@ -62,6 +64,7 @@ class OutboxWorker:
         self.max_delay = max_delay
         self.idle_poll = idle_poll
         self.rng = rng or random.Random()
+        self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
         self.healthy = True
 
@@ -103,7 +106,8 @@ class OutboxWorker:
             if isinstance(payload, CaseNotification) and current and not payload.escalation:
                 # The coordinator room/channel may have moved since this was queued: it goes where they are now.
                 destination = current
-            result = await self._send(adapter, message, payload, destination)
+            result = await self.metrics.timed_delivery(message.platform, message.kind,
+                                                       self._send(adapter, message, payload, destination))
         except DeliveryError as error:
             if error.permanent:
                 # Retrying soon changes nothing (e.g. the bot was removed): try again hourly, and
@@ -235,6 +239,7 @@ class OutboxWorker:
     async def _failed(self, message: OutboxMessage, error: str, retry_after: float | None,
                       unhealthy: bool = True) -> None:
         delay = self.backoff(message.attempts, retry_after)
+        self.metrics.delivery_failed(message.platform, permanent=not unhealthy)
         if unhealthy:
             self.healthy = False
         log.warning("outbox attempt failed id=%s kind=%s platform=%s attempts=%s retry_in=%.1fs error=%s",

@@ -23,6 +23,9 @@ class BackfillFailed(Exception):
     """The homeserver did not give the events a `limited` sync left out (the batch is fetched again)."""
 
 SYNC_TIMEOUT_MS = 30_000
+#: Ready (/readyz) while the last successful sync is at most this old: a long poll answers within
+#: SYNC_TIMEOUT_MS, so this is two missed syncs and some slack.
+READY_STALE_S = 2 * SYNC_TIMEOUT_MS / 1000 + 30
 
 
 async def maintain_keys(client: AsyncClient) -> None:
@@ -48,6 +51,10 @@ class _Batch:
 
 class SyncMixin:
     """Part of `MatrixAdapter`: fetching syncs and handing their events to the room workers."""
+
+    def ready(self) -> bool:
+        """Whether the sync loop has had a successful sync recently (readiness, /readyz)."""
+        return time.monotonic() - self.synced_at <= READY_STALE_S
 
     def _token_file(self) -> Path:
         return self.store_dir / "sync_token"

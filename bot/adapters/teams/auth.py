@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from types import SimpleNamespace
+from typing import Callable
 
 from botbuilder.integration.aiohttp import (
     ConfigurationBotFrameworkAuthentication,
@@ -49,6 +50,8 @@ class StrictAuthentication(BotFrameworkAuthentication):
         self._connectors: dict[tuple, object] = {}
         self._token_clients: dict[str, object] = {}
         self._validated: dict[tuple, tuple[float, AuthenticateRequestResult]] = {}
+        #: Called at every refused request (the wiring counts them in the metrics).
+        self.on_refused: Callable[[], None] = lambda: None
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         key = (auth_header, activity.service_url, activity.channel_id)
@@ -61,9 +64,11 @@ class StrictAuthentication(BotFrameworkAuthentication):
                 result = await self._inner.authenticate_request(activity, auth_header)
             except PermissionError:
                 log.warning("teams: request refused: authentication failed")
+                self.on_refused()
                 raise
             except Exception as error:  # the SDK raises plain exceptions (signature, expiry, key): still 401
                 log.warning("teams: request refused: invalid token (%s)", type(error).__name__)
+                self.on_refused()
                 raise PermissionError("invalid token") from error
             result.connector_factory = _ReusingConnectorFactory(
                 result.connector_factory, self._connectors, _app_id(result.claims_identity)) \
@@ -71,6 +76,7 @@ class StrictAuthentication(BotFrameworkAuthentication):
             self._remember(key, result, now)
         if self._enforce_tenant and activity_tenant(activity) != self._tenant_id:
             log.warning("teams: activity from another tenant refused")
+            self.on_refused()
             raise PermissionError("tenant not allowed")
         return result
 
@@ -116,6 +122,7 @@ class StrictAuthentication(BotFrameworkAuthentication):
         try:
             return await self._inner.authenticate_channel_request(auth_header)
         except Exception as error:
+            self.on_refused()
             raise PermissionError("invalid token") from error
 
 
