@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/matrix_latency.py
 	$(BIN)/python bench/teams_throughput.py
 	$(BIN)/python bench/understanding.py
+	$(BIN)/python bench/stats.py
 
 # Regenerate requirements.lock and requirements-test.lock after a change in pyproject.toml.
 lock:
