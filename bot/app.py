@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-import storage
 from storage import repo, transaction
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES

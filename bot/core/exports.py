@@ -65,7 +65,7 @@ from sqlalchemy.orm import lazyload
 from dialogs import Translator, categories
 from storage.db import vault_of
 from storage.models import Case, CaseFact, Reporter
-from storage.repo import MEASURE_BITS, MEASURES, codes_of
+from storage.repo import MEASURE_BITS, codes_of
 
 #: Facts read (and, with personal data, cases opened) per query.
 BATCH = 200
