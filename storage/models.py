@@ -401,6 +401,20 @@ class FileUsage(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+
+class PlatformState(Base):
+    """State of a chat platform that every instance shares (the Teams coordinator channel, the
+    Matrix encryption store and roster), sealed under the store key; `version` grows with each write."""
+
+    __tablename__ = "platform_state"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    updated_at: Mapped[dt.datetime]
+
+
 for _model in (Conversation, Reporter, Case, OutboxMessage, Attachment):
     event.listen(_model, "load", _on_load)
     event.listen(_model, "refresh", _on_load)

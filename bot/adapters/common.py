@@ -144,6 +144,50 @@ class JsonFile:
         write_private(self.path, text)
 
 
+
+class FileState:
+    """The shared-state interface (`bot.core.shared_state.SharedState`) over sealed files in
+    `store_dir`, for an adapter the app gave no database state to (one process, tests). The version
+    is the file's modification time in nanoseconds."""
+
+    def __init__(self, store_dir: Path, seal: StoreSeal | None = None):
+        self.store_dir = Path(store_dir)
+        self.seal = seal or StoreSeal()
+
+    def _path(self, name: str) -> Path:
+        return self.store_dir / f"shared-{name}"
+
+    async def load(self, name: str) -> tuple[bytes | None, int]:
+        path = self._path(name)
+        if not path.exists():
+            return None, 0
+        data = path.read_bytes()
+        if data.startswith(SEALED_MAGIC):
+            if not self.seal.active:
+                raise StoreError(f"{path} is sealed, but no store key was given to open it")
+            try:
+                data = self.seal.open(data, path.name)
+            except InvalidTag:
+                raise StoreError(f"{path} cannot be opened with this store key") from None
+        return data, path.stat().st_mtime_ns
+
+    async def version(self, name: str) -> int:
+        path = self._path(name)
+        return path.stat().st_mtime_ns if path.exists() else 0
+
+    async def save(self, name: str, data: bytes) -> int:
+        path = self._path(name)
+        write_private(path, self.seal.seal(data, path.name) if self.seal.active else data)
+        return path.stat().st_mtime_ns
+
+    async def load_json(self, name: str, default: Any = None) -> Any:
+        data, _ = await self.load(name)
+        return default if data is None else json.loads(data)
+
+    async def save_json(self, name: str, value: Any) -> int:
+        return await self.save(name, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+
+
 # -- send now, or defer to the outbox -----------------------------------------------------------------
 
 

@@ -77,6 +77,11 @@ from .events import (  # noqa: F401
     mark_events_handled,
     prune_handled_events,
 )
+from .platform_state import (  # noqa: F401
+    get_platform_state,
+    get_platform_state_version,
+    put_platform_state,
+)
 from .outbox import (  # noqa: F401
     QueuedMessage,
     claim_due_messages,
