@@ -24,6 +24,7 @@ from bot.core.clock import utc_now
 from bot.core.engine import Engine
 from bot.core.errors import DATABASE_ERRORS
 from bot.core.metrics import Metrics
+from bot.core.shared_state import SharedState
 from bot.logs import silence_content_loggers
 from bot.core.signals import HOURLY as HOURLY_SIGNALS, MONTHLY as MONTHLY_SIGNALS, Signals
 from bot.masterkey import open_storage
@@ -31,6 +32,7 @@ from bot.web.cases import CasePages
 from bot.workers.outbox import OutboxWorker
 from bot.adapters.contract import Adapter
 from bot.workers.timers import TimerWorker
+from bot.workers.leader import AlwaysLeader, PostgresLeadership
 from bot.workers.retention import KIND as RETENTION_PURGE, RetentionWorker
 from bot.web.health import READY_TIMEOUT_S, Readiness, create_metrics_app
 from bot.web.server import create_app
@@ -121,8 +123,12 @@ class Meldbot:
     #: What /readyz checks (database, migrations, platforms, leading).
     readiness: Readiness | None = None
     clock: Callable[[], dt.datetime] = utc_now
+    #: Whether this instance leads (runs the single-instance adapters and the timers).
+    leadership: AlwaysLeader | PostgresLeadership = field(default_factory=AlwaysLeader)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _leader_stop: asyncio.Event | None = None
+    _leader_tasks: list[asyncio.Task] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _metrics_runner: web.AppRunner | None = None
 
@@ -145,12 +151,51 @@ class Meldbot:
         return create_app(db_engine=self.db, routes=routes, public_url=self.settings.web.public_url,
                           readiness=self.readiness, scrape=None if own_address else self.scrape)
 
+    def single_instance(self) -> dict[str, Adapter]:
+        """The adapters only the leader runs (Matrix: one device, one sync, one encryption store)."""
+        return {name: adapter for name, adapter in self.adapters.items() if getattr(adapter, "single_instance", False)}
+
+    async def _lead(self) -> None:
+        """This instance leads now: the single-instance adapters start, the outbox worker sends on
+        them too, and the timer worker runs."""
+        started: list[str] = []
+        try:
+            for name, adapter in self.single_instance().items():
+                await adapter.start(self.engine)
+                started.append(name)
+                self.worker.adapters[name] = adapter
+        except BaseException:
+            for name in reversed(started):
+                self.worker.adapters.pop(name, None)
+                await self.adapters[name].stop()
+            raise
+        self._leader_stop = asyncio.Event()
+        self._leader_tasks = [asyncio.create_task(self.timers.run(self._leader_stop), name="timers")]
+        self.worker.wake()
+
+    async def _follow(self) -> None:
+        """This instance no longer leads: the leader's work stops (the outbox keeps what is undelivered)."""
+        if self._leader_stop is not None:
+            self._leader_stop.set()
+        for task in self._leader_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+        self._leader_tasks = []
+        for name, adapter in self.single_instance().items():
+            self.worker.adapters.pop(name, None)
+            await adapter.stop()
+
     async def start(self, *, web_server: bool) -> None:
-        """Start adapters, the outbox worker and (optionally) the web server."""
-        for adapter in self.adapters.values():
-            await adapter.start(self.engine)
+        """Start adapters, the outbox worker, leadership and (optionally) the web server."""
+        single = self.single_instance()
+        for name, adapter in self.adapters.items():
+            if name in single:
+                self.worker.adapters.pop(name, None)  # sent on by the leader only
+            else:
+                await adapter.start(self.engine)
+        await self.leadership.begin(self._lead, self._follow)
+        self._tasks.append(asyncio.create_task(self.leadership.run(self.stop_event), name="leadership"))
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
-        self._tasks.append(asyncio.create_task(self.timers.run(self.stop_event), name="timers"))
         if self.retention is not None:
             self._tasks.append(asyncio.create_task(self.retention.run(self.stop_event), name="retention"))
         if web_server:
@@ -172,8 +217,13 @@ class Meldbot:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=5)
-        for adapter in self.adapters.values():
-            await adapter.stop()
+        if self.leadership.is_leading():
+            await self._follow()  # the single-instance adapters stop here
+        await self.leadership.end()
+        single = self.single_instance()
+        for name, adapter in self.adapters.items():
+            if name not in single:
+                await adapter.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:
@@ -182,11 +232,15 @@ class Meldbot:
 
 
 async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callable[[], dt.datetime] = utc_now,
-                leader: Callable[[], bool] = lambda: True) -> Meldbot:
+                leader: Callable[[], bool] | None = None,
+                leadership: AlwaysLeader | PostgresLeadership | None = None) -> Meldbot:
     """Connect to the database (migrating it when configured) and wire everything together.
 
-    `clock` is the one source of "now" for every part (tests move it by hand); `leader` says
-    whether this instance leads now (shown by /readyz and the metrics)."""
+    `clock` is the one source of "now" for every part (tests move it by hand); `leadership` decides
+    whether this instance leads (default: it always does; `meldbot run` on PostgreSQL competes, see
+    `bot.workers.leader`); `leader` overrides what /readyz and the metrics show as leading."""
+    leadership = leadership or AlwaysLeader()
+    leader = leader or leadership.is_leading
     silence_content_loggers()  # whoever configured logging: SQL parameters (report content) stay out
     context = build_context(settings)
     opened = await open_storage(settings)
@@ -198,6 +252,10 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
         use_store_key = getattr(adapter, "use_store_key", None)
         if use_store_key is not None:
             use_store_key(opened.vault.derive(f"store:{name}"))
+        use_shared_state = getattr(adapter, "use_shared_state", None)
+        if use_shared_state is not None:
+            # What every instance must see alike (Teams channel, Matrix store) lives in the database.
+            use_shared_state(SharedState(sessions, name, clock))
     metrics = Metrics()  # a registry of its own: several apps in one process do not collide
     metrics.watch_leader(leader)
     for adapter in adapters.values():
@@ -251,18 +309,23 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                       departments=department_names(settings))
     pages.on_login_refused = lambda: metrics.auth_failed("web_login")
     pages.on_reports_created = metrics.reports_created
-    readiness = Readiness(db=db, platforms={name: platform_ready(adapter) for name, adapter in adapters.items()},
+    readiness = Readiness(db=db, platforms={name: platform_ready(adapter, leader) for name, adapter in adapters.items()},
                           leader=leader)
     return Meldbot(settings=settings, db=db, sessions=sessions, engine=engine, worker=worker, timers=timers,
                    pages=pages, adapters=adapters, retention=retention, metrics=metrics, readiness=readiness,
-                   clock=clock)
+                   clock=clock, leadership=leadership)
 
 
-def platform_ready(adapter: Adapter) -> Callable[[], bool]:
+def platform_ready(adapter: Adapter, leader: Callable[[], bool] = lambda: True) -> Callable[[], bool]:
     """Whether a platform is connected: its adapter's optional `ready()` (Matrix: a recent successful
-    sync); a platform without one (Teams: the endpoint is served; the console) is always ready."""
+    sync); a platform without one (Teams: the endpoint is served; the console) is always ready. A
+    single-instance adapter on an instance that does not lead is not its to run: ready."""
     ready = getattr(adapter, "ready", None)
-    return ready if callable(ready) else (lambda: True)
+    if not callable(ready):
+        return lambda: True
+    if getattr(adapter, "single_instance", False):
+        return lambda: not leader() or ready()
+    return ready
 
 
 def watch_adapter(metrics: Metrics, adapter: Adapter) -> None:

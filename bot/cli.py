@@ -28,6 +28,7 @@ from bot.core.errors import DATABASE_ERRORS
 from bot.core.login import CLAIM_CODE_VALIDITY, claim_digest, new_claim_code
 from bot.logs import configure_logging
 from bot.adapters.contract import Adapter
+from bot.workers.leader import InstanceLock, InstanceRunning, PostgresLeadership
 
 log = logging.getLogger("meldbot")
 
@@ -122,13 +123,35 @@ def platform_adapters(settings: Settings) -> dict[str, Adapter]:
     return adapters
 
 
+def instance_leadership(settings: Settings) -> tuple[PostgresLeadership | None, InstanceLock | None]:
+    """How this instance shares its database: on PostgreSQL it competes for the lead; on SQLite it
+    must be the only one (raises ConfigError when another runs)."""
+    if settings.database.url.startswith("postgresql"):
+        return PostgresLeadership(settings.database.url), None
+    lock = InstanceLock(settings.database.url)
+    try:
+        lock.acquire()
+    except InstanceRunning as error:
+        raise ConfigError(str(error)) from None
+    return None, lock
+
+
 async def _run(settings: Settings) -> int:
+    leadership, instance_lock = instance_leadership(settings)
+    try:
+        return await _run_instance(settings, leadership)
+    finally:
+        if instance_lock is not None:
+            instance_lock.release()
+
+
+async def _run_instance(settings: Settings, leadership: PostgresLeadership | None) -> int:
     adapters = platform_adapters(settings)
     console = None
     if not adapters:
         console = ConsoleAdapter(user=settings.console.user, language=settings.organisation.language)
         adapters["console"] = console
-    app = await build(settings, adapters)
+    app = await build(settings, adapters, leadership=leadership)
     try:
         await app.start(web_server=True)
     except OSError as error:

@@ -12,6 +12,7 @@ from bot.adapters.common import FileState, StoreError, StoreSeal
 from bot.core.shared_state import SharedState
 
 
+@pytest.mark.both_databases
 async def test_documents_are_versioned_and_sealed(sessions, db):
     state = SharedState(sessions, "teams")
     assert await state.load("channel") == (None, 0)
@@ -25,6 +26,7 @@ async def test_documents_are_versioned_and_sealed(sessions, db):
     assert b"19:" not in bytes(raw) and b"ander" not in bytes(raw)
 
 
+@pytest.mark.both_databases
 async def test_concurrent_writers_each_get_their_own_version(sessions):
     state = SharedState(sessions, "matrix")
     versions = await asyncio.gather(*(state.save("store", bytes([n]) * 100) for n in range(8)))
@@ -33,6 +35,7 @@ async def test_concurrent_writers_each_get_their_own_version(sessions):
     assert version == 8 and len(data) == 100
 
 
+@pytest.mark.both_databases
 async def test_a_document_cannot_pass_for_another(sessions, db):
     state = SharedState(sessions, "teams")
     await state.save("a", b"first")
