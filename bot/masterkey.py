@@ -88,7 +88,7 @@ ROTATION_INTERRUPTED = ("a rotation of the master key was interrupted: run `meld
                         "again to finish it")
 
 
-def _next_key_opens(path: Path | None, rows) -> bool:
+def next_key_opens(path: Path | None, rows) -> bool:
     """Whether the key a rotation writes beside the key file (`<key>.next`) is this database's key."""
     following = path.with_name(path.name + ".next") if path is not None else None
     if following is None or not following.exists():
@@ -129,7 +129,7 @@ async def open_storage(settings: Settings, *, migrate: bool | None = None, creat
         except keys.RotationInterrupted as error:
             raise ConfigError(f"[privacy] key_file: {error}") from None
         except keys.WrongKey:
-            if _next_key_opens(path, rows):
+            if next_key_opens(path, rows):
                 # Every key was rewrapped, but the run stopped before the new key file took the
                 # old one's place.
                 raise ConfigError(f"[privacy] key_file: {ROTATION_INTERRUPTED}") from None

@@ -33,7 +33,7 @@ from storage.db import alembic_config
 from bot.adapters.common import SEALED_MAGIC, StoreError, StoreSeal
 from bot.config import ConfigError, Settings, load_settings
 from bot.core.errors import DATABASE_ERRORS
-from bot.masterkey import ENV_KEY, ROTATION_INTERRUPTED, _next_key_opens, read_configured_key, sqlite_path
+from bot.masterkey import ENV_KEY, ROTATION_INTERRUPTED, next_key_opens, read_configured_key, sqlite_path
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 #: What a request to another server raises when that server cannot be reached in time.
@@ -164,7 +164,7 @@ async def check_master_key(ctx: Context) -> Result:
         return Result("master key", FAIL, f"{where} opens this database, but a rotation of the master key was "
                       "interrupted", rotate)
     except keys.WrongKey:
-        if _next_key_opens(path, rows):
+        if next_key_opens(path, rows):
             return Result("master key", FAIL, f"{where} is the old key: an interrupted rotation rewrapped every key "
                           "but did not replace the key file yet", rotate)
         return Result("master key", FAIL, f"{where} is not the master key of this database",
