@@ -106,6 +106,10 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
             yield session
 
 
+#: The advisory lock migrations take on PostgreSQL ("MeldMig" in ASCII; not the leader's lock).
+MIGRATION_LOCK_KEY = 0x4D656C644D6967
+
+
 def alembic_config() -> Config:
     """Alembic configuration pointing at the packaged migrations."""
     config = Config()
@@ -136,6 +140,9 @@ async def upgrade(engine: AsyncEngine, revision: str = "head", *, master: bytes 
                 await connection.run_sync(_sqlite_foreign_keys, True)
         return
     async with engine.begin() as connection:
+        # Instances that start together on one database migrate one after the other: the next one
+        # waits here until the first committed, then finds the schema at head and does nothing.
+        await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         await connection.run_sync(_upgrade, revision, master)
 
 
