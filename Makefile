@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/teams_throughput.py
 	$(BIN)/python bench/understanding.py
 	$(BIN)/python bench/stats.py
+	$(BIN)/python bench/scale.py
 
 # Regenerate requirements.lock and requirements-test.lock after a change in pyproject.toml.
 lock:

@@ -66,6 +66,10 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT
         return engine
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_S, "command_timeout": 30}
+        # A pool as large as the turns that run at once: the default (5) closes connections as they
+        # come back under load, and opening one costs PostgreSQL more than the turn itself.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 20)
         return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True,
                                    **kwargs)
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername} (use sqlite+aiosqlite or postgresql+asyncpg)")
