@@ -14,6 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage import repo, transaction
+from storage.notify import OutboxListener
 from dialogs import Context, builtin_text
 from dialogs.i18n import LANGUAGES
 from dialogs.understanding import Vocabulary, VocabularyError, builtin, extended
@@ -196,6 +197,8 @@ class Meldbot:
         await self.leadership.begin(self._lead, self._follow)
         self._tasks.append(asyncio.create_task(self.leadership.run(self.stop_event), name="leadership"))
         self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event), name="outbox"))
+        if self.worker.listener is not None:
+            self._tasks.append(asyncio.create_task(self.worker.listener.run(self.stop_event), name="outbox listener"))
         if self.retention is not None:
             self._tasks.append(asyncio.create_task(self.retention.run(self.stop_event), name="retention"))
         if web_server:
@@ -262,6 +265,9 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
         watch_adapter(metrics, adapter)
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
                           timezone=context.timezone, clock=clock, metrics=metrics)
+    if db.dialect.name == "postgresql":
+        # A row queued on any instance wakes this worker (NOTIFY from the outbox trigger).
+        worker.listener = OutboxListener(settings.database.url, worker.wake)
 
     def coordinator_targets() -> list[tuple[str, str | None]]:
         # Every platform gets the notification; one whose room/channel is not known yet (a Teams

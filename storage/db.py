@@ -51,6 +51,12 @@ def _sqlite_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The asyncpg DSN of a `postgresql+asyncpg://` SQLAlchemy URL (for a connection outside the pool:
+    leadership's advisory lock, the outbox listener)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs) -> AsyncEngine:
     """An async engine for `sqlite+aiosqlite://` or `postgresql+asyncpg://` URLs.
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .crypto import open_with
@@ -211,7 +211,14 @@ class OutboxMessage(Sealed, Base):
     caused it; a worker delivers it with retries and marks it delivered once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "delivered_at", "next_attempt_at"),)
+    # Both on the undelivered rows only (the few a worker looks at among all ever sent): what is due
+    # next, and whether a case has an older message still to go (which keeps per-case order).
+    __table_args__ = (
+        Index("ix_outbox_pending", "next_attempt_at", "id", postgresql_where=text("delivered_at IS NULL"),
+              sqlite_where=text("delivered_at IS NULL")),
+        Index("ix_outbox_pending_case", "case_id", "id", postgresql_where=text("delivered_at IS NULL"),
+              sqlite_where=text("delivered_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))

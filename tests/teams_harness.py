@@ -271,21 +271,24 @@ def reference_in(texts: list[str]) -> str:
 
 class TeamsWorld:
     """Meldbot (engine, outbox, web server, Teams adapter) on SQLite in `tmp_path`, the channel's keys,
-    and a FakeConnector as the Bot Connector."""
+    and a FakeConnector as the Bot Connector. Several instances of one deployment: give them the same
+    `database_url` and `connector` (started and stopped by its owner, the world that made it)."""
 
-    def __init__(self, keys, tmp_path):
+    def __init__(self, keys, tmp_path, *, database_url: str | None = None, connector: FakeConnector | None = None):
         from bot.devtools.localserver import free_port
 
         self.keys = keys
         self.tmp = tmp_path
-        self.connector = FakeConnector()
+        self._database_url = database_url
+        self._owns_connector = connector is None
+        self.connector = connector or FakeConnector()
         self.app = None
         self.port = free_port()
         self.http = None
 
     @property
     def database_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"
+        return self._database_url or f"sqlite+aiosqlite:///{self.tmp / 'meldbot.db'}"
 
     def settings(self, **teams):
         from bot.config import (DatabaseSettings, OrganisationSettings, PrivacySettings, Settings, TeamsSettings,
@@ -311,7 +314,8 @@ class TeamsWorld:
 
         from bot.devtools.localserver import free_port
 
-        await self.connector.start()
+        if self._owns_connector:
+            await self.connector.start()
         for attempt in range(5):
             settings = self.settings(**teams)
             # Without an app ID the SDK's own factory is used: it is what turns authentication off.
@@ -340,7 +344,8 @@ class TeamsWorld:
             await self.http.close()
         if self.app:
             await self.app.stop()
-        await self.connector.stop()
+        if self._owns_connector:
+            await self.connector.stop()
 
     async def post(self, body: dict, token: str | None = None, raw: bytes | None = None):
         if token is None:

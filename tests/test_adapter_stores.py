@@ -147,35 +147,60 @@ class RecordingBot:
 
 
 async def test_teams_state_is_sealed_by_the_adapter_and_an_old_plain_one_kept(tmp_path):
+    """Without the app's database the state is a sealed file in store_dir (`FileState`); an old plain
+    `teams-state.json` is imported into it once, and sealed where it stays."""
     store = tmp_path / "teams"
     store.mkdir(mode=0o755)
     os.chmod(store, 0o755)
-    state = store / "teams-state.json"
-    state.write_text(json.dumps({"service_url": SERVICE_URL, "channel_id": "19:canary@thread.tacv2"}))
+    old = store / "teams-state.json"
+    old.write_text(json.dumps({"service_url": SERVICE_URL, "channel_id": "19:canary@thread.tacv2"}))
+    state = store / "shared-state"
     key = os.urandom(32)
     adapter = TeamsAdapter(settings=TeamsSettings(allow_unauthenticated=True), store_dir=store, language="nl")
     adapter.use_store_key(key)
     await adapter.start(RecordingBot())
     try:
         assert adapter.state["channel_id"] == "19:canary@thread.tacv2"
-        adapter.state["references"] = {"anna": CONVERSATION}
-        adapter._save()
+
+        def add(value):
+            value["references"] = {"anna": CONVERSATION}
+            return True
+
+        await adapter._update(add)
     finally:
         await adapter.stop()
+    assert not old.exists()
+    imported = old.with_name("teams-state.json.imported")
+    for path in (state, imported):
+        data = path.read_bytes()
+        assert b"canary" not in data and SERVICE_URL.encode() not in data
+        assert mode(path) == 0o600
+    assert mode(store) == 0o700
     data = state.read_bytes()
-    assert b"canary" not in data and SERVICE_URL.encode() not in data
-    assert mode(state) == 0o600 and mode(store) == 0o700
     # The next start with the same key has everything back; another key is refused by name.
     again = TeamsAdapter(settings=TeamsSettings(allow_unauthenticated=True), store_dir=store, language="nl")
     again.use_store_key(key)
     await again.start(RecordingBot())
     await again.stop()
     assert again.state["references"] == {"anna": CONVERSATION}
+    assert again.state["channel_id"] == "19:canary@thread.tacv2"
     other = TeamsAdapter(settings=TeamsSettings(allow_unauthenticated=True), store_dir=store, language="nl")
     other.use_store_key(os.urandom(32))
-    with pytest.raises(StoreError, match="teams-state.json"):
+    with pytest.raises(StoreError, match="shared-state"):
         await other.start(RecordingBot())
     assert state.read_bytes() == data
+
+
+async def test_an_old_teams_state_file_under_another_key_stops_the_start_and_is_left_alone(tmp_path):
+    store = tmp_path / "teams"
+    old = store / "teams-state.json"
+    sealed_file(old, os.urandom(32)).save({"channel_id": "19:canary@thread.tacv2"})
+    before = old.read_bytes()
+    adapter = TeamsAdapter(settings=TeamsSettings(allow_unauthenticated=True), store_dir=store, language="nl")
+    adapter.use_store_key(os.urandom(32))
+    with pytest.raises(StoreError, match="teams-state.json"):
+        await adapter.start(RecordingBot())
+    assert old.read_bytes() == before and not (store / "shared-state").exists()
 
 
 def test_console_and_teams_allow_thread_content():

@@ -19,6 +19,7 @@ import storage
 from bot.adapters.common import SEALED_MAGIC, JsonFile
 from bot.adapters.matrix.adapter import MatrixAdapter
 from bot.app import build
+from bot.core.shared_state import SharedState
 from bot.commands.doctor import doctor_command
 from bot.config import load_settings
 from bot.devtools.localserver import free_port
@@ -315,6 +316,23 @@ async def test_a_wrong_teams_password_names_app_password(tmp_path, livez, entra)
                           f"registration {APP_ID}")
     assert "an-expired-secret" not in "\n".join(printed)
     assert results["teams channel"][0] == "OK"
+
+
+@pytest.mark.both_databases
+async def test_a_channel_claimed_in_chat_is_read_from_the_database(database_url, tmp_path, livez, entra):
+    sections = await install(database_url, tmp_path)
+    teams = teams_section(tmp_path)
+    del teams["coordinator_channel"]
+    config = write_config(tmp_path, {**sections, "web": {"public_url": livez}, "teams": teams})
+    # What an instance's claim leaves: the Teams state document in platform_state (sealed).
+    opened = await open_storage(load_settings(config))
+    try:
+        await SharedState(opened.sessions, "teams").save_json("state", {"channel_id": "19:claimed@thread.tacv2"})
+    finally:
+        await opened.db.dispose()
+    code, results, printed = await doctor(config, teams_login_url=entra.login_url())
+    assert code == 0, printed
+    assert results["teams channel"] == ("OK", "coordinator channel 19:claimed@thread.tacv2 (claimed in chat)", "")
 
 
 async def test_a_wrong_teams_tenant_and_an_unknown_channel(tmp_path, livez, entra):

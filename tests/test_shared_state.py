@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.adapters.common import FileState, StoreError, StoreSeal
+from bot.adapters.contract import StateConflict
 from bot.core.shared_state import SharedState
 
 
@@ -33,6 +34,34 @@ async def test_concurrent_writers_each_get_their_own_version(sessions):
     assert sorted(versions) == list(range(1, 9))
     data, version = await state.load("store")
     assert version == 8 and len(data) == 100
+
+
+@pytest.mark.both_databases
+async def test_a_write_from_a_stale_version_is_refused_not_lost(sessions):
+    """Two instances read version 1 and change it: the second write is refused, so it re-reads and
+    keeps the first one's change (compare-and-set)."""
+    first, second = SharedState(sessions, "teams"), SharedState(sessions, "teams")
+    assert await first.save_json("state", {"service_url": "a"}, expected_version=0) == 1
+    with pytest.raises(StateConflict):
+        await second.save_json("state", {"service_url": "b"}, expected_version=0)
+    assert await first.save_json("state", {"channel_id": "19:x@thread.tacv2"}, expected_version=1) == 2
+    with pytest.raises(StateConflict):
+        await second.save_json("state", {"service_url": "b"}, expected_version=1)
+    assert await first.load_json("state") == {"channel_id": "19:x@thread.tacv2"}
+    # Concurrent writers from one version: exactly one wins.
+    outcomes = await asyncio.gather(*(SharedState(sessions, "teams").save(
+        "state", bytes([n]), expected_version=2) for n in range(6)), return_exceptions=True)
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [3]
+    assert sum(isinstance(o, StateConflict) for o in outcomes) == 5
+
+
+async def test_a_file_state_refuses_a_stale_version_too(tmp_path):
+    state = FileState(tmp_path)
+    version = await state.save_json("state", {"a": 1}, expected_version=0)
+    await state.save_json("state", {"a": 2}, expected_version=version)
+    with pytest.raises(StateConflict):
+        await state.save_json("state", {"a": 3}, expected_version=version)
+    assert await state.load_json("state") == {"a": 2}
 
 
 @pytest.mark.both_databases

@@ -51,8 +51,11 @@ async def test_a_shared_channel_given_as_membership_type_is_learnt_from_the_raw_
     body["channelData"]["channel"]["membershipType"] = "shared"
     assert (await world.post(body)).status in (200, 201)
     assert world.adapter.state["channel_type"] == "shared"
-    # The state file is sealed with the store key: read back the way the next start reads it.
-    stored = world.adapter._state_store.load()
+    # Written through to the shared state (the database): read back the way another instance reads it.
+    from bot.adapters.teams.adapter import STATE_DOCUMENT
+    from bot.core.shared_state import SharedState
+
+    stored = await SharedState(world.app.sessions, "teams").load_json(STATE_DOCUMENT)
     assert stored["channel_type"] == "shared" and stored["channel_id"] == CHANNEL
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dialogs import Reply
 
-from bot.adapters.contract import Bot, DeliveryError
+from bot.adapters.contract import Bot, DeliveryError, StateConflict
 from bot.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,10 @@ class FileState:
         path = self._path(name)
         return path.stat().st_mtime_ns if path.exists() else 0
 
-    async def save(self, name: str, data: bytes) -> int:
+    async def save(self, name: str, data: bytes, expected_version: int | None = None) -> int:
         path = self._path(name)
+        if expected_version is not None and await self.version(name) != expected_version:
+            raise StateConflict(f"{path.name} was written meanwhile")
         write_private(path, self.seal.seal(data, path.name) if self.seal.active else data)
         return path.stat().st_mtime_ns
 
@@ -184,8 +186,9 @@ class FileState:
         data, _ = await self.load(name)
         return default if data is None else json.loads(data)
 
-    async def save_json(self, name: str, value: Any) -> int:
-        return await self.save(name, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+    async def save_json(self, name: str, value: Any, expected_version: int | None = None) -> int:
+        return await self.save(name, json.dumps(value, separators=(",", ":"), sort_keys=True).encode(),
+                               expected_version)
 
 
 # -- send now, or defer to the outbox -----------------------------------------------------------------

@@ -75,6 +75,11 @@ class Notification:
         return "\n".join(rows)
 
 
+class StateConflict(Exception):
+    """A shared-state document was written by another instance since the version this one read
+    (`save(..., expected_version=...)`): reload it and apply the change again."""
+
+
 class DeliveryError(Exception):
     """A send failed. `retry_after` (seconds) is the platform's own wish, when it gave one."""
 

@@ -14,6 +14,9 @@ import datetime as dt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage import repo, transaction
+from storage.repo.platform_state import StateConflict as StoredConflict
+
+from bot.adapters.contract import StateConflict
 
 from bot.core.clock import utc_now
 
@@ -37,15 +40,20 @@ class SharedState:
         async with self.sessions() as session:
             return await repo.get_platform_state_version(session=session, platform=self.platform, name=name)
 
-    async def save(self, name: str, data: bytes) -> int:
-        """Write the document; returns its new version."""
-        async with transaction(self.sessions) as session:
-            return await repo.put_platform_state(session=session, platform=self.platform, name=name, data=data,
-                                                 now=self.clock())
+    async def save(self, name: str, data: bytes, expected_version: int | None = None) -> int:
+        """Write the document; returns its new version. With `expected_version` only if nobody wrote
+        it since that version (`StateConflict` otherwise: reload and apply the change again)."""
+        try:
+            async with transaction(self.sessions) as session:
+                return await repo.put_platform_state(session=session, platform=self.platform, name=name, data=data,
+                                                     now=self.clock(), expected_version=expected_version)
+        except StoredConflict as conflict:
+            raise StateConflict(str(conflict)) from None
 
     async def load_json(self, name: str, default: Any = None) -> Any:
         data, _ = await self.load(name)
         return default if data is None else json.loads(data)
 
-    async def save_json(self, name: str, value: Any) -> int:
-        return await self.save(name, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+    async def save_json(self, name: str, value: Any, expected_version: int | None = None) -> int:
+        return await self.save(name, json.dumps(value, separators=(",", ":"), sort_keys=True).encode(),
+                               expected_version)

@@ -25,6 +25,8 @@ from typing import Awaitable, Callable
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from storage.db import asyncpg_dsn
+
 from bot.core.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -55,11 +57,6 @@ class AlwaysLeader:
 
     async def end(self) -> None:
         return None
-
-
-def asyncpg_dsn(url: str) -> str:
-    """The asyncpg DSN of a `postgresql+asyncpg://` SQLAlchemy URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class PostgresLeadership:

@@ -20,6 +20,7 @@ import dialogs
 from dialogs import State
 from storage import repo, transaction
 from storage.models import OutboxMessage
+from storage.notify import OutboxListener
 
 from bot.core.clock import utc_now
 from bot.core.errors import DATABASE_ERRORS
@@ -49,6 +50,7 @@ class OutboxWorker:
         base_delay: float = 2.0,
         max_delay: float = 300.0,
         idle_poll: float = 5.0,
+        listen_poll: float = 60.0,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ):
@@ -63,6 +65,10 @@ class OutboxWorker:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.idle_poll = idle_poll
+        #: With a listener (PostgreSQL NOTIFY) a new row wakes the worker, which then only looks again
+        #: when a retry is due or, as a safety net, every `listen_poll` seconds.
+        self.listen_poll = listen_poll
+        self.listener: OutboxListener | None = None
         self.rng = rng or random.Random()
         self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
@@ -264,12 +270,13 @@ class OutboxWorker:
                 delivered = 0
             if delivered:
                 continue
-            timeout = self.idle_poll
+            listening = self.listener is not None and self.listener.listening
+            timeout = self.listen_poll if listening else self.idle_poll
             try:
                 async with self.sessions() as session:
                     due = await repo.next_due_time(session=session)
                 if due is not None:
-                    timeout = min(self.idle_poll, max(0.05, (due - self.clock()).total_seconds()))
+                    timeout = min(timeout, max(0.05, (due - self.clock()).total_seconds()))
             except DATABASE_ERRORS:
                 pass
             waiter = asyncio.ensure_future(self._wake.wait())

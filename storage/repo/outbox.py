@@ -48,6 +48,10 @@ _ENQUEUE = _prebuilt_insert(OutboxMessage.__table__, (
     "created_at")).returning(OutboxMessage.__table__.c.id)
 
 
+#: How many of the next due rows a claim looks at before it looks at all of them.
+CLAIM_WINDOW = 64
+
+
 async def claim_due_messages(
     *, session: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int = 20,
     platforms: Iterable[str] | None = None,
@@ -55,8 +59,10 @@ async def claim_due_messages(
     """Lease up to `limit` due, undelivered messages to this worker.
 
     A message whose case has an older undelivered message waits, so a case's thread replies never
-    overtake its first notification. The lease is taken with a conditional UPDATE, so two workers
-    never hold the same message.
+    overtake its first notification. On PostgreSQL the due rows are locked with `FOR UPDATE SKIP
+    LOCKED`: workers of several instances claiming at once each get other rows instead of queueing
+    behind one another. The lease itself is a conditional UPDATE in the same transaction, so two
+    workers never hold the same message (SQLite, which ignores FOR UPDATE, relies on it alone).
     """
     older = OutboxMessage.__table__.alias("older")
     blocked = (
@@ -66,33 +72,37 @@ async def claim_due_messages(
                older.c.destination.is_not_distinct_from(OutboxMessage.destination))
         .exists()
     )
-    query = (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.delivered_at.is_(None),
-            OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now),
-            ~blocked,
-        )
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-        .limit(limit)
-    )
+    free = or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now)
+    due = [OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now, free]
     if platforms is not None:
-        query = query.where(OutboxMessage.platform.in_(list(platforms)))
-    claimed = []
-    for message_id in list(await session.scalars(query.with_only_columns(OutboxMessage.id))):
-        # The conditional UPDATE returns the leased row itself: no second SELECT.
-        leased = await session.scalar(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
-                   or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))
-            .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1)
-            .returning(OutboxMessage)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        if leased is not None:
-            claimed.append(leased)
-    return claimed
+        due.append(OutboxMessage.platform.in_(list(platforms)))
+    order = (OutboxMessage.next_attempt_at, OutboxMessage.id)
+    # The next few due rows first (a plain ordered read), then the per-case check on those alone: in
+    # one statement, with a large backlog whose statistics are stale, the planner checks every
+    # undelivered row before it sorts. Only when all of them wait is every row looked at.
+    window = list(await session.scalars(select(OutboxMessage.id).where(*due).order_by(*order).limit(CLAIM_WINDOW)))
+    if not window:
+        return []
+    ids: list[int] = []
+    for candidates in (OutboxMessage.id.in_(window), None):
+        if candidates is None and len(window) < CLAIM_WINDOW:
+            break  # the window held every due row
+        query = select(OutboxMessage.id).where(*due, ~blocked).order_by(*order).limit(limit) \
+            .with_for_update(skip_locked=True, of=OutboxMessage)
+        ids = list(await session.scalars(query if candidates is None else query.where(candidates)))
+        if ids:
+            break
+    if not ids:
+        return []
+    # The conditional UPDATE returns the leased rows themselves: no second SELECT.
+    leased = await session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.delivered_at.is_(None), free)
+        .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return sorted(leased, key=lambda message: ids.index(message.id))
 
 
 async def has_due_messages(*, session: AsyncSession, now: dt.datetime, platforms: Iterable[str] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import vault_of
@@ -32,13 +32,35 @@ async def get_platform_state_version(*, session: AsyncSession, platform: str, na
     return int(version or 0)
 
 
-async def put_platform_state(*, session: AsyncSession, platform: str, name: str, data: bytes, now: dt.datetime
-                             ) -> int:
-    """Write the document (sealed) in one upsert; returns its new version."""
+class StateConflict(Exception):
+    """The document was written by someone else since the version the writer read."""
+
+
+async def put_platform_state(*, session: AsyncSession, platform: str, name: str, data: bytes, now: dt.datetime,
+                             expected_version: int | None = None) -> int:
+    """Write the document (sealed) in one statement; returns its new version. With `expected_version`
+    (0: never written) the write happens only if the document is still at that version, else
+    `StateConflict` (a compare-and-set: two instances' read-modify-writes never lose one another's)."""
     sealed = vault_of(session).seal_bytes("store", data, _purpose(platform, name))
     table = PlatformState.__table__
+    if expected_version:
+        version = await session.scalar(
+            update(PlatformState)
+            .where(PlatformState.platform == platform, PlatformState.name == name,
+                   PlatformState.version == expected_version)
+            .values(sealed=sealed, version=table.c.version + 1, updated_at=now)
+            .returning(table.c.version).execution_options(synchronize_session=False))
+        if version is None:
+            raise StateConflict(f"{platform}/{name} is no longer at version {expected_version}")
+        return int(version)
     statement = _insert(session, PlatformState).values(platform=platform, name=name, sealed=sealed, version=1,
                                                        updated_at=now)
+    if expected_version == 0:
+        version = await session.scalar(statement.on_conflict_do_nothing(index_elements=["platform", "name"])
+                                       .returning(table.c.version))
+        if version is None:
+            raise StateConflict(f"{platform}/{name} was written meanwhile")
+        return int(version)
     statement = statement.on_conflict_do_update(
         index_elements=["platform", "name"],
         set_={"sealed": sealed, "version": table.c.version + 1, "updated_at": now}).returning(table.c.version)

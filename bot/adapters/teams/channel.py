@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
 from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.core.teams import teams_get_channel_id, teams_get_team_info
@@ -21,6 +22,11 @@ from bot.adapters.contract import CoordinatorMessage, DeliveryError
 from bot.adapters.teams.markdown import reply_markdown
 
 log = logging.getLogger(__name__)
+#: A version check of the shared state this recent (one in the same turn) is not repeated; a sync read
+#: (the outbox worker's `coordinator_destination()`) older than this refreshes in the background.
+REFRESH_S = 1.0
+#: A channel `coordinator_destination()` gave out this many seconds ago may still be a worker's choice.
+TOLD_S = 60.0
 
 #: `@Meldbot coordinatiekanaal <code>` (after `fold`: lower case, no accents).
 CLAIM_RE = re.compile(r"^(?:coordinatiekanaal|coordinatorkanaal|coordinator[ -]?channel)(?![a-z0-9])[\s:=]*(.*)$")
@@ -55,14 +61,24 @@ def channel_type(activity: Activity) -> str | None:
 class ChannelMixin:
     """Part of `TeamsAdapter`: everything about the coordinator channel (state in `self.state`)."""
 
-    def _retire(self, channel_id: str | None) -> None:
-        """Remember a channel that is no longer the coordinator channel: nothing is posted there again."""
+    @staticmethod
+    def _retire(state: dict, channel_id: str | None) -> None:
+        """Remember in `state` a channel that is no longer the coordinator channel: nothing is posted
+        there again."""
         if channel_id:
-            retired = [c for c in self.state.get("retired_channels", []) if c != channel_id]
-            self.state["retired_channels"] = (retired + [channel_id])[-RETIRED_KEPT:]
+            retired = [c for c in state.get("retired_channels", []) if c != channel_id]
+            state["retired_channels"] = (retired + [channel_id])[-RETIRED_KEPT:]
 
     def coordinator_destination(self) -> str | None:
-        return self.state.get("channel_id")
+        """From memory (the outbox worker asks synchronously); a copy not checked lately is refreshed in
+        the background, and the send methods check it again before they post."""
+        self._refresh_soon()
+        channel = self.state.get("channel_id")
+        if channel:
+            if len(self._told) > 100:
+                self._told.clear()
+            self._told[channel] = time.monotonic()
+        return channel
 
     def is_room(self, target: str) -> bool:
         return target.startswith("19:")  # channel IDs; people are AAD object IDs
@@ -71,6 +87,7 @@ class ChannelMixin:
         """Coordinators are the members of the coordinator channel (a standard channel's are its team's;
         a private or shared channel has its own roster), never guests or people of another tenant.
         Asked of Teams each time, so someone who left gets no login link."""
+        await self._refresh_quietly(recent=REFRESH_S)  # in a turn it was just checked; from the web not
         channel_id, kind = self.state.get("channel_id"), self.state.get("channel_type")
         if not channel_id:
             return False
@@ -111,14 +128,14 @@ class ChannelMixin:
 
     async def on_channel_message(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        self._remember_service_url(activity)
+        await self._remember_service_url(activity)
         text = TurnContext.remove_recipient_mention(activity) or activity.text or ""
         text = re.sub(r"<at>[^<]*</at>", "", text).strip()  # any mention left (another name for the bot)
         channel_id = teams_get_channel_id(activity)
         team = teams_get_team_info(activity)
         team_id = team.id if team else None
         kind = channel_type(activity)
-        self._learn(channel_id, team_id, kind)
+        await self._learn(channel_id, team_id, kind)
         code = parse_claim(text)
         if code is not None and channel_id:
             await self._claim(turn_context, channel_id, team_id, kind, code)
@@ -154,21 +171,31 @@ class ChannelMixin:
         for answer in answers:
             await turn_context.send_activity(MessageFactory.text(reply_markdown(answer)))
 
-    def _learn(self, channel_id: str | None, team_id: str | None, kind: str | None) -> None:
+    async def _learn(self, channel_id: str | None, team_id: str | None, kind: str | None) -> None:
         """What a message in the coordinator channel tells: its team (for a configured channel) and type."""
         if not channel_id or channel_id != self.state.get("channel_id"):
             return
-        changed = False
-        if team_id and not self.state.get("team_id"):
-            self.state["team_id"] = team_id
-            changed = True
-            log.info("teams: coordinator team learnt from the coordinator channel")
-        if kind and self.state.get("channel_type") != kind:
-            self.state["channel_type"] = kind
-            changed = True
-            log.info("teams: coordinator channel type: %s", kind)
-        if changed:
-            self._save()
+        if not (team_id and not self.state.get("team_id")) and not (kind and self.state.get("channel_type") != kind):
+            return  # nothing new: no write
+
+        def learn(state: dict) -> bool:
+            if channel_id != state.get("channel_id"):
+                return False  # moved meanwhile, by another instance
+            changed = False
+            if team_id and not state.get("team_id"):
+                state["team_id"] = team_id
+                changed = True
+                log.info("teams: coordinator team learnt from the coordinator channel")
+            if kind and state.get("channel_type") != kind:
+                state["channel_type"] = kind
+                changed = True
+                log.info("teams: coordinator channel type: %s", kind)
+            return changed
+
+        try:
+            await self._update(learn)
+        except Exception as error:
+            log.warning("teams: what the coordinator channel told was not saved (%s)", type(error).__name__)
 
     async def _claim(self, turn_context: TurnContext, channel_id: str, team_id: str | None, kind: str | None,
                      code: str) -> None:
@@ -202,13 +229,26 @@ class ChannelMixin:
             log.warning("teams: coordinator channel claim refused: wrong, used or expired code")
             await self._say(turn_context, "teams.claim_code_wrong")
             return
-        previous = self.state.get("channel_id")
-        if previous and previous != channel_id:
-            self._retire(previous)
-        self.state["retired_channels"] = [c for c in self.state.get("retired_channels", []) if c != channel_id]
-        self.state.update(channel_id=channel_id, team_id=team_id, channel_type=kind,
-                          service_url=activity.service_url)
-        self._save()
+        replaced: list[str | None] = []
+
+        def claim(state: dict) -> bool:
+            # Applied to the newest state (`_update` reloads it): a channel another instance set
+            # meanwhile is retired, not forgotten.
+            previous = state.get("channel_id")
+            replaced[:] = [previous]
+            if previous and previous != channel_id:
+                self._retire(state, previous)
+            state["retired_channels"] = [c for c in state.get("retired_channels", []) if c != channel_id]
+            state.update(channel_id=channel_id, team_id=team_id, channel_type=kind, service_url=activity.service_url)
+            return True
+
+        try:
+            await self._update(claim)
+        except Exception as error:
+            log.warning("teams: coordinator channel claim not saved (%s)", type(error).__name__)
+            await self._say(turn_context, "teams.claim_unavailable")
+            return
+        previous = replaced[0] if replaced else None
         log.info("teams: coordinator channel %s (claimed with a code)",
                  "moved" if previous and previous != channel_id else "set")
         await self._say(turn_context, "teams.channel_set")
@@ -221,6 +261,17 @@ class ChannelMixin:
             channel_id="msteams", service_url=service_url, bot=ChannelAccount(id=self.settings.app_id),
             conversation=ConversationAccount(id=conversation_id, is_group=True, conversation_type="channel"),
         )
+
+    async def _check_destination(self, destination: str) -> None:
+        """Before a post into a channel: refresh the state, and refuse a channel that is no longer the
+        coordinator channel. One that `coordinator_destination()` gave out lately (from a copy that
+        another instance's move made stale) is retried, not refused: the next attempt goes to the new one."""
+        await self._refresh_quietly()
+        channel = destination.split(";messageid=")[0]
+        current = self.state.get("channel_id")
+        if current and channel != current and time.monotonic() - self._told.get(channel, -TOLD_S) < TOLD_S:
+            raise DeliveryError("the coordinator channel moved (another instance); posted there on the next attempt")
+        self._refuse_retired(destination)
 
     def _refuse_retired(self, destination: str) -> None:
         # A channel that lost the coordinator role (moved with a code, or overridden by the

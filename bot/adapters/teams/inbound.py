@@ -72,6 +72,8 @@ class InboundMixin:
                 await self.auth.authenticate_request(_activity_for_authentication(body), authorization)
             except PermissionError:
                 return web.Response(status=401)
+        # One version check per activity: a channel claimed on another instance counts from this turn on.
+        await self._refresh_quietly()
         try:
             return await self.cloud.process(request, self.handler)
         except web.HTTPUnauthorized:
@@ -82,7 +84,7 @@ class InboundMixin:
 
     async def on_personal_message(self, turn_context: TurnContext, form: dict | None = None) -> list[Reply]:
         activity = turn_context.activity
-        self._remember_service_url(activity)
+        await self._remember_service_url(activity)
         if form is None and looks_like_claim(activity.text or ""):
             # A claim belongs in the channel; here the code would end up in a report draft.
             await self._say(turn_context, "teams.claim_in_personal_chat")
@@ -224,7 +226,7 @@ class InboundMixin:
     async def on_installed(self, turn_context: TurnContext) -> None:
         """Added to a personal chat: greet once and keep the conversation reference."""
         activity = turn_context.activity
-        self._remember_service_url(activity)
+        await self._remember_service_url(activity)
         if (activity.conversation.conversation_type or "personal") != "personal":
             return
         await self.on_personal_message(turn_context)

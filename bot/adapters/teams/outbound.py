@@ -57,6 +57,8 @@ class OutboundMixin:
     async def open_direct_chat(self, address: dict[str, Any]) -> dict[str, Any]:
         """Create the 1:1 chat with the sender of a channel message (`POST /v3/conversations`); returns
         the address `send_replies` takes."""
+        if not address.get("service_url"):
+            await self._refresh_quietly()
         user_id, service_url = address.get("teams_id"), address.get("service_url") or self.state.get("service_url")
         if not user_id or not service_url:
             raise DeliveryError("not enough to open a direct chat with this person", permanent=True)
@@ -76,7 +78,7 @@ class OutboundMixin:
         return {"reference": reference.serialize()}
 
     async def post_case_notification(self, destination: str, notification: Notification, idempotency_key: str) -> str:
-        self._refuse_retired(destination)
+        await self._check_destination(destination)
         service_url = self.state.get("service_url")
         if not service_url:
             raise DeliveryError("the Teams service URL is not known yet (no activity received)")
@@ -109,7 +111,7 @@ class OutboundMixin:
 
     async def post_in_room(self, destination: str, reply: Reply, idempotency_key: str) -> str:
         """A new post in the coordinator channel (not a reply in a case's thread)."""
-        self._refuse_retired(destination)
+        await self._check_destination(destination)
         service_url = self.state.get("service_url")
         if not service_url:
             raise DeliveryError("the Teams service URL is not known yet (no activity received)")
@@ -123,7 +125,7 @@ class OutboundMixin:
         return conversation_id
 
     async def post_in_case_thread(self, destination: str, root_id: str, text: str, idempotency_key: str) -> str:
-        self._refuse_retired(destination)
+        await self._check_destination(destination)
         # Thread lines carry reporters' words and coordinators' names: shown literally.
         return await self._proactive(self._channel_reference(root_id), [MessageFactory.text(escape(text))])
 

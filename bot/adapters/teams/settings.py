@@ -10,6 +10,8 @@ from bot.config import ConfigError, TeamsSettings
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 CHANNEL_RE = re.compile(r"^19:\S+@thread\.[a-z0-9]+$")
+#: The name of the adapter's state document in the shared state (platform "teams"; the doctor reads it).
+STATE_DOCUMENT = "state"
 
 
 def check_settings(settings: TeamsSettings, credentials_factory: ServiceClientCredentialsFactory | None) -> None:
