@@ -268,6 +268,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     if db.dialect.name == "postgresql":
         # A row queued on any instance wakes this worker (NOTIFY from the outbox trigger).
         worker.listener = OutboxListener(settings.database.url, worker.wake)
+        worker.read_first = False
 
     def coordinator_targets() -> list[tuple[str, str | None]]:
         # Every platform gets the notification; one whose room/channel is not known yet (a Teams

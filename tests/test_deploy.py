@@ -359,9 +359,10 @@ def test_compose_runs_two_hardened_instances_of_one_image_with_one_master_key():
     assert all(p.startswith("127.0.0.1:") for p in ports) and len(set(ports)) == 2
     assert compose["services"]["migrate"]["command"] == ["db", "upgrade", "--config", CONFIG_FILE]
     assert compose["services"]["element"]["profiles"] == ["element"]
-    # Until leader election: a second Matrix syncer only when asked for.
-    assert compose["services"]["meldbot-2"]["profiles"] == ["second-instance"]
-    assert "profiles" not in compose["services"]["meldbot-1"]
+    # Both instances start; each keeps its own local store (the shared one is in the database).
+    assert "profiles" not in compose["services"]["meldbot-1"] and "profiles" not in compose["services"]["meldbot-2"]
+    volumes = {name: instances[name]["volumes"][0].split(":")[0] for name in instances}
+    assert len(set(volumes.values())) == 2 and set(volumes.values()) <= set(compose["volumes"])
     assert "profiles" not in compose["services"]["synapse"]
 
 

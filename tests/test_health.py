@@ -105,20 +105,29 @@ async def test_a_matrix_account_that_has_not_synced_is_not_ready_and_not_leading
     matrix = MatrixAdapter(settings=MatrixSettings(homeserver="http://127.0.0.1:9", user_id="@meldbot:test.local"),
                            store_dir=tmp_path / "matrix", language="nl")
     chat = RecordingPlatform()
-    app = await build(settings_for(tmp_path), {"matrix": matrix, "chat": chat}, leader=lambda: False)
+    leading = [True]
+    app = await build(settings_for(tmp_path), {"matrix": matrix, "chat": chat}, leader=lambda: leading[0])
     try:
         async with TestClient(TestServer(app.web_app())) as client:
+            # The leader runs Matrix (a single-instance adapter): not synced, not ready.
             response = await client.get("/readyz")
             assert response.status == 503
             body = await response.json()
             assert body["failing"] == ["platform:matrix"]
             assert body["platforms"] == {"matrix": "not connected", "chat": "ok"}
-            assert body["leader"] is False
-            matrix.synced_at = time.monotonic()  # as the sync loop records a successful sync
+            assert body["leader"] is True
+            # A standby does not run Matrix: its not having synced does not make it unready.
+            leading[0] = False
             response = await client.get("/readyz")
             assert response.status == 200
             assert await response.json() == {"status": "ready", "database": "ok", "migrations": "ok",
                                               "platforms": {"matrix": "ok", "chat": "ok"}, "leader": False}
+            leading[0] = True
+            matrix.synced_at = time.monotonic()  # as the sync loop records a successful sync
+            response = await client.get("/readyz")
+            assert response.status == 200
+            assert await response.json() == {"status": "ready", "database": "ok", "migrations": "ok",
+                                              "platforms": {"matrix": "ok", "chat": "ok"}, "leader": True}
     finally:
         await app.db.dispose()
 

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from storage.db import asyncpg_dsn
 
+from bot.config import ConfigError
 from bot.core.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class PostgresLeadership:
             try:
                 assert self._lead is not None
                 await self._lead()
-            except DATABASE_ERRORS + (OSError, RuntimeError, TimeoutError) as error:
+            except DATABASE_ERRORS + (OSError, RuntimeError, TimeoutError, ConfigError) as error:
                 log.error("leadership: the leader's work did not start (%s: %s); letting another instance "
                           "try, again in %.0f s", type(error).__name__, str(error)[:200], self.retry)
                 await self._call_follow()

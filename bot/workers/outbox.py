@@ -69,6 +69,9 @@ class OutboxWorker:
         #: when a retry is due or, as a safety net, every `listen_poll` seconds.
         self.listen_poll = listen_poll
         self.listener: OutboxListener | None = None
+        #: Look before claiming (SQLite: a claim's transaction holds the one write lock; PostgreSQL's
+        #: claims lock only the rows they take, so the app turns this off there).
+        self.read_first = True
         self.rng = rng or random.Random()
         self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
@@ -86,11 +89,12 @@ class OutboxWorker:
         """
         delivered = 0
         for _ in range(self.batch):
-            async with self.sessions() as session:
-                # A read first: a worker woken with nothing due takes no write lock from the turns.
-                if not await repo.has_due_messages(session=session, now=self.clock(),
-                                                   platforms=list(self.adapters)):
-                    break
+            if self.read_first:
+                async with self.sessions() as session:
+                    # A read first: a worker woken with nothing due takes no write lock from the turns.
+                    if not await repo.has_due_messages(session=session, now=self.clock(),
+                                                       platforms=list(self.adapters)):
+                        break
             async with transaction(self.sessions) as session:
                 claimed = await repo.claim_due_messages(session=session, now=self.clock(), lease=self.lease,
                                                         limit=1, platforms=list(self.adapters))

@@ -60,6 +60,7 @@ async def main(url: str, homeserver: str, name: str, lease: float) -> None:
     worker = OutboxWorker(sessions=sessions, adapters={"hook": platform}, language="nl", timezone=dt.timezone.utc,
                           lease=dt.timedelta(seconds=lease), idle_poll=3600, listen_poll=3600)
     worker.listener = OutboxListener(url, worker.wake)
+    worker.read_first = False  # as bot.app sets it up on PostgreSQL
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as platform.http:
         tasks = [asyncio.create_task(worker.listener.run(stop)), asyncio.create_task(worker.run(stop))]

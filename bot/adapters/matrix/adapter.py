@@ -2,7 +2,9 @@
 
 Translates only: Matrix events become `InboundMessage`/`CoordinatorMessage` for the engine, and
 neutral replies become Matrix messages. Its own state (login, encryption keys, sync token, rooms
-already told to use a DM, the direct chats it knows) lives in `store_dir`, never in the case database.
+already told to use a DM, the direct chats it knows) lives in `store_dir`, never in the case tables;
+given the app's shared state (`use_shared_state`), a snapshot of it is kept in the database too, so
+that only the leader runs Matrix and another instance takes the same device over (`shared.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bot.adapters.matrix import media
 from bot.adapters.matrix.direct import DirectChatsMixin
 from bot.adapters.matrix.inbound import InboundMixin
 from bot.adapters.matrix.outbound import OutboundMixin
+from bot.adapters.matrix.shared import SharedStore, State
 from bot.adapters.matrix.store import NIO_DEFAULT_PICKLE_KEY, pickle_key, prepare_encryption_store, store_file
 from bot.adapters.matrix.sync import SYNC_TIMEOUT_MS, SyncMixin, _Batch, maintain_keys
 from bot.config import MatrixSettings
@@ -46,6 +49,8 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
     platform = "matrix"
     #: A resend with the same transaction ID is dropped by the homeserver.
     idempotent_sends = True
+    #: One device, one sync, one encryption store: only the leading instance runs it (bot.app).
+    single_instance = True
 
     def __init__(self, *, settings: MatrixSettings, store_dir: Path, language: str, files_per_message: int = 10):
         self.settings = settings
@@ -65,6 +70,10 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         self._told_file = JsonFile(self.store_dir / "told_groups.json", self._seal)
         self._credentials = JsonFile(self.store_dir / "credentials.json", self._seal)
         self._direct_file = JsonFile(self.store_dir / "direct_chats.json", self._seal)
+        #: The store snapshot and roster in the database (None: store_dir only, one process).
+        self._shared: SharedStore | None = None
+        self._writer: asyncio.Task | None = None
+        self._running = False
         self._ignore_before_ms = 0
         self._token: str | None = None  # the last token saved (all events up to it handled)
         self._since: str | None = None  # the last token fetched (the next sync starts there)
@@ -99,6 +108,52 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         self._seal.use_key(key)
         self._pickle_key = pickle_key(key)
 
+    def use_shared_state(self, state: State) -> None:
+        """Keep a snapshot of the store and the coordinator roster in `state` (the database), so
+        that any instance can run this account; called by the app before `start()`."""
+        self._shared = SharedStore(state, self.store_dir, self.settings.user_id,
+                                   {"credentials.json": self._credentials, "told_groups.json": self._told_file,
+                                    "direct_chats.json": self._direct_file})
+
+    def _reset(self) -> None:
+        """The running state of an earlier start (the leader's work stops and starts again)."""
+        self._stopping = asyncio.Event()
+        self._background = set()
+        self._batches.clear()
+        self._queues = {}
+        self._workers = {}
+        self._synced = asyncio.Condition()
+        self._since = None
+        self._task = self._writer = None
+
+    def _touch(self) -> None:
+        """Something in store_dir may have changed: the shared snapshot is saved soon."""
+        if self._shared is not None:
+            self._shared.touch()
+
+    async def _share(self) -> None:
+        """Save the store snapshot now when it changed (before events are queued or acknowledged)."""
+        if self._shared is not None:
+            await self._shared.flush()
+
+    def _members(self) -> set[str] | None:
+        room = self.client.rooms.get(self.coordinator_room_id) if self.client and self.coordinator_room_id else None
+        if room is None:
+            return None
+        return {user for user in room.users if user not in room.invited_users and user != self.settings.user_id}
+
+    async def _publish_roster(self) -> None:
+        """Share the coordinator room and its joined members (for instances that do not sync)."""
+        members = self._members()
+        if self._shared is None or members is None:
+            return
+        try:
+            await self._shared.publish_roster(self.coordinator_room_id, members)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # published again after the next sync
+            log.warning("matrix: publishing the coordinator roster failed (%s)", type(error).__name__)
+
     async def _login(self) -> tuple[str, str]:
         """The access token and device ID: configured, stored from an earlier start, or a first login."""
         settings = self.settings
@@ -124,7 +179,12 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
     async def start(self, bot: Bot) -> None:
         """Restore the login, catch up without answering history on a first start, join the coordinator room."""
         self.bot = bot
+        self._reset()
         prepare_store(self.store_dir)
+        if self._shared is not None:
+            # Before anything reads store_dir: it must hold the newest snapshot (another instance
+            # may have led since), or be uploaded when nothing is shared yet.
+            await self._shared.restore(self.settings.device_id if self.settings.access_token else None)
         self._told_groups = set(self._told_file.load([]))
         self._load_direct_chats()
         token, device_id = await self._login()
@@ -148,6 +208,12 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         close_files(self.store_dir, f"{user_id}_")  # nio wrote its files with the process umask
         previous = (read_text(self._token_file()) or "").strip() or None
         self._token = previous
+        if self._shared is not None:
+            # A first login (or a new store) is shared before anything else: a standby taking over
+            # must not log in again (a second device).
+            self._shared.device_id = device_id
+            self._shared.token = previous
+            await self._shared.flush()
         first_start = not previous
         # On a first start everything already in the rooms is history: it is never answered.
         self._ignore_before_ms = int(time.time() * 1000) if first_start else 0
@@ -156,6 +222,7 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         if not isinstance(response, SyncResponse):
             raise RuntimeError(f"Matrix sync failed: {getattr(response, 'message', response)}")
         await self._keys_safely()
+        await self._share()  # the keys of this sync (to-device events), before anything is handled
         if self.settings.coordinator_room:
             joined = await self._join(self.settings.coordinator_room)
             if isinstance(joined, JoinError):
@@ -169,16 +236,26 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
             await self.client.set_displayname(self.settings.display_name)
         # Media and account data are fetched by us (with limits), not by nio.
         self._http = aiohttp.ClientSession()
-        # A first start only takes invites from the catch-up sync: old messages are history.
-        await self._dispatch(response, handle_messages=not first_start, previous=previous)
+        await self._publish_roster()
+        # From here its own view of the rooms answers (the events just queued may ask who coordinates).
+        self._running = True
+        try:
+            # A first start only takes invites from the catch-up sync: old messages are history.
+            await self._dispatch(response, handle_messages=not first_start, previous=previous)
+        except BaseException:
+            self._running = False
+            raise
         self._since = response.next_batch
+        if self._shared is not None:
+            self._writer = asyncio.create_task(self._shared.run_writer(), name="matrix-store-writer")
         self._task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
         log.info("matrix: running as %s device %s (first start: %s)", self.settings.user_id, device_id, first_start)
 
     async def stop(self) -> None:
         """Stop syncing and handling; events not handled yet come again at the next start."""
         self._stopping.set()
-        tasks = list(self._background) + list(self._workers.values()) + ([self._task] if self._task else [])
+        self._running = False
+        tasks = list(self._background) + list(self._workers.values()) + [t for t in (self._task, self._writer) if t]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -188,13 +265,26 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
                 pass
             except Exception:  # already logged where it happened
                 pass
+        if self._shared is not None and self.client is not None:
+            try:
+                await self._shared.flush()  # what the last sends changed; the handled token
+            except Exception as error:  # the next leader starts from the snapshot saved before
+                log.warning("matrix: the store snapshot was not saved at stop (%s)", type(error).__name__)
         if self._http:
             await self._http.close()
+            self._http = None
         if self.client:
             await self.client.close()
 
     def coordinator_destination(self) -> str | None:
-        return self.coordinator_room_id
+        """The coordinator room's ID: as joined when this instance runs Matrix, else as the leader
+        published it (or as configured, when that is a room ID)."""
+        if self._running and self.coordinator_room_id:
+            return self.coordinator_room_id
+        published = self._shared.published_room() if self._shared is not None else None
+        configured = self.settings.coordinator_room
+        return (published or self.coordinator_room_id
+                or (configured if configured and configured.startswith("!") else None))
 
     def thread_content_allowed(self, destination: str) -> bool:
         """Relayed text goes into a case thread only when the room is end-to-end encrypted (the
@@ -211,7 +301,18 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
     async def is_coordinator(self, user_id: str) -> bool:
         """Coordinators are the joined members of the coordinator room (invited is not enough).
         Raises when the bot has not synced for a while: its view of the room may be out of date
-        (someone removed since), so it cannot tell (and sessions fail closed)."""
+        (someone removed since), so it cannot tell (and sessions fail closed). An instance that does
+        not run Matrix (a standby) answers from the roster the leader published."""
+        if not self._running and self._shared is not None:
+            try:
+                roster = await self._shared.roster()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                raise DeliveryError(f"the coordinator roster cannot be read ({type(error).__name__})") from error
+            if roster is None:
+                raise DeliveryError("the coordinator room's members are not known: not published yet")
+            return user_id in roster.get("members", ()) and user_id != self.settings.user_id
         if time.monotonic() - self.synced_at > MEMBERSHIP_STALE_S:
             raise DeliveryError("the coordinator room's members are not known: no sync for a while")
         room = self.client.rooms.get(self.coordinator_room_id) if self.client and self.coordinator_room_id else None

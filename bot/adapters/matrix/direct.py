@@ -39,6 +39,7 @@ class DirectChatsMixin:
         data = {"opened": self._opened, "partners": self._partners, "demoted": sorted(self._demoted),
                 "moved": self._moved}
         self._direct_file.save(data)
+        self._touch()
 
     def _others(self, room: MatrixRoom) -> set[str]:
         """Everyone in the room but the bot, invited members included (they can read along too)."""

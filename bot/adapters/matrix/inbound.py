@@ -180,6 +180,7 @@ class InboundMixin:
 
     def _save_told_groups(self) -> None:
         self._told_file.save(sorted(self._told_groups))
+        self._touch()
 
     async def _tell_group(self, room: MatrixRoom) -> None:
         if room.room_id in self._told_groups:

@@ -32,6 +32,8 @@ class OutboundMixin:
             raise
         except Exception as error:
             raise DeliveryError(f"send failed ({type(error).__name__})") from error
+        finally:
+            self._touch()  # in an encrypted room, sharing the room key moved Olm sessions on
         if isinstance(response, RoomSendResponse):
             return response.event_id
         raise matrix_delivery_error(response)

@@ -1,5 +1,6 @@
 """The sync loop: per-room queues (a room's events in order, a slow room holding up only itself) and
-the sync token, saved only once every event up to it has been handled."""
+the sync token, saved only once every event up to it has been handled (and, with a shared store, only
+after the store snapshot holding the keys of those events)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from nio import AsyncClient, MegolmEvent, MessageDirection, RoomMessagesResponse, SyncResponse
 
 from bot.adapters.common import write_private
+from bot.adapters.matrix.shared import StoreTakenOver
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,12 @@ class SyncMixin:
         return self.store_dir / "sync_token"
 
     def _save_token(self, token: str) -> None:
-        """Persist the sync token once its batch has been handled (atomically)."""
+        """Persist the sync token once its batch has been handled (atomically); the shared copy
+        follows the store snapshot (`SharedStore.flush` saves them in that order)."""
         self._token = token
         write_private(self._token_file(), token)
+        if self._shared is not None:
+            self._shared.committed(token)
 
     async def _keys_safely(self) -> None:
         try:
@@ -104,6 +109,22 @@ class SyncMixin:
             async with self._synced:
                 self._synced.notify_all()  # sends waiting for a new room to appear
             await self._keys_safely()
+            try:
+                # The keys this sync brought (to-device events) are saved before its events are
+                # queued, and before the next sync request acknowledges them to the homeserver.
+                await self._share()
+            except asyncio.CancelledError:
+                raise
+            except StoreTakenOver as error:
+                # Another instance runs this device now: this one must not handle or acknowledge anything.
+                log.error("matrix: %s; this instance stops syncing", error)
+                return
+            except Exception as error:  # the database is away: nothing of this batch is handled
+                log.warning("matrix: saving the store snapshot failed (%s); the sync is fetched again",
+                            type(error).__name__)
+                await asyncio.sleep(2)
+                continue
+            await self._publish_roster()
             try:
                 await self._dispatch(response, handle_messages=True, previous=previous)
             except asyncio.CancelledError:
@@ -162,6 +183,7 @@ class SyncMixin:
                         log.exception("matrix: handling event %s failed", getattr(event, "event_id", "?"))
                 queue.popleft()
                 batch.pending -= 1
+                self._touch()  # handling may have changed the store (sends, direct chats)
                 self._settle()
         finally:
             # No await from the last check of the queue to here: nothing is queued in between.
