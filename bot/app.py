@@ -293,7 +293,9 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
                     delivery_healthy=lambda: worker.healthy, followup=settings.followup,
                     is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,
                     limits=settings.limits, login_link_minutes=settings.web.login_link_minutes,
-                    clock=clock, casework=casework, signals=signals, metrics=metrics)
+                    clock=clock, casework=casework, signals=signals, metrics=metrics,
+                    replay_platforms=frozenset(name for name, adapter in adapters.items()
+                                               if getattr(adapter, "idempotent_sends", False)))
     worker.case_link = casework.case_link
     def is_room(platform: str, target: str) -> bool:
         adapter = adapters.get(platform)

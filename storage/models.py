@@ -33,7 +33,9 @@ class Conversation(Sealed, Base):
     __tablename__ = "conversations"
     __table_args__ = (UniqueConstraint("platform", "key_hash", "sender_hash", name="uq_conversations_key"),)
     _sealed_purpose = "conversation"
-    _sealed_fields = ("conversation_key", "sender", "state", "address")
+    #: `last_answer`: the replies of the last turn that submitted a report, for a platform that
+    #: redelivers that message after a crash (see `bot.core.turns.replayed_answer`).
+    _sealed_fields = ("conversation_key", "sender", "state", "address", "last_answer")
 
     id: Mapped[int] = mapped_column(primary_key=True)
     platform: Mapped[str] = mapped_column(String(32))

@@ -17,9 +17,7 @@ import contextlib
 import logging
 from typing import Callable
 
-import asyncpg
-
-from .db import asyncpg_dsn
+from .dedicated import CONNECTION_ERRORS, DedicatedConnection
 
 log = logging.getLogger(__name__)
 
@@ -35,64 +33,42 @@ class OutboxListener:
 
     def __init__(self, url: str, on_notify: Callable[[], None], *, channel: str = OUTBOX_CHANNEL,
                  check: float = CHECK_S, connect_timeout: float = 5.0):
-        self.dsn = asyncpg_dsn(url)
+        self.link = DedicatedConnection(url, connect_timeout=connect_timeout)
         self.on_notify = on_notify
         self.channel = channel
         self.check = check
-        self.connect_timeout = connect_timeout
         self.listening = False
-        self._connection: asyncpg.Connection | None = None
 
     def _notified(self, connection, pid, channel, payload) -> None:
         self.on_notify()
 
     async def _connect(self) -> None:
-        connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        connection = await self.link.open()
         try:
             await connection.add_listener(self.channel, self._notified)
         except BaseException:
-            connection.terminate()
+            await self.link.close()
             raise
-        self._connection = connection
         self.listening = True
         self.on_notify()  # what was queued while nobody listened
-
-    async def _alive(self) -> bool:
-        connection = self._connection
-        if connection is None or connection.is_closed():
-            return False
-        try:
-            await asyncio.wait_for(connection.fetchval("SELECT 1"), self.check)
-            return True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen until `stop` is set, reconnecting after a lost connection."""
         try:
             while not stop.is_set():
-                if not await self._alive():
+                if not await self.link.alive(self.check):
                     if self.listening:
                         log.warning("outbox listener: connection lost; the outbox worker polls until it is back")
                     self.listening = False
-                    await self._close()
+                    await self.link.close()
                     try:
                         await self._connect()
                         log.info("outbox listener: listening on %s", self.channel)
-                    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    except CONNECTION_ERRORS as error:
                         log.warning("outbox listener: database unavailable (%s); trying again",
                                     type(error).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.check)
         finally:
             self.listening = False
-            await self._close()
-
-    async def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None or connection.is_closed():
-            return
-        try:
-            await asyncio.wait_for(connection.close(), self.connect_timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            connection.terminate()
+            await self.link.close()

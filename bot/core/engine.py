@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import dialogs
 from dialogs import Context, Reply
 from dialogs.coordinator import is_login_command
-from storage import transaction
+from storage import repo, transaction
 
 from bot.adapters.contract import CoordinatorMessage, InboundMessage
 from bot.config import FollowupSettings, LimitsSettings
@@ -34,7 +34,7 @@ from bot.core.limits import TURN_TIMEOUT_S, Quotas, Throttle
 from bot.core.login import Login
 from bot.core.metrics import Metrics
 from bot.core.payloads import ReporterMessage
-from bot.core.turns import ReporterTurns, TurnResult, cleaned
+from bot.core.turns import ReporterTurns, TurnResult, cleaned, replayed_answer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ class Engine:
         casework: CaseWork | None = None,
         signals: Signals | None = None,
         metrics: Metrics | None = None,
+        replay_platforms: frozenset[str] = frozenset(),
     ):
         self.sessions = sessions
+        #: Platforms that drop a resend under the same transaction ID (Matrix): a redelivered message
+        #: that submitted a report gets its confirmation again (the first may have been lost in a crash).
+        self.replay_platforms = replay_platforms
         self.context = context
         self.clock = clock
         self.metrics = metrics or Metrics()
@@ -145,12 +149,32 @@ class Engine:
             return list(dialogs.not_saved(language, reference))
         if result is None:
             # The event ID was handled before (or by a concurrent transaction): answered once only.
-            log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
-            return []
+            return await self._replay(message)
         replies, queued = result
         if queued:
             self._wake_outbox()
         return replies
+
+    async def _replay(self, message: InboundMessage) -> list[Reply]:
+        """The answer to a message handled before: nothing, except a report's confirmation on a
+        platform that drops a resend (its adapter sends it under the same transaction IDs)."""
+        if message.platform in self.replay_platforms:
+            key = (message.platform, message.conversation, message.sender)
+            try:
+                async with self.sessions() as session:  # read only: nothing is committed
+                    conversations = await repo.get_or_create_conversations(
+                        session=session, keys=[key], language=self.context.default_language, now=self.clock())
+                    replies = replayed_answer(conversations.get(key), message, self.clock())
+            except DATABASE_ERRORS as error:
+                log.warning("duplicate event: its answer not looked up (%s) platform=%s event=%s",
+                            type(error).__name__, message.platform, message.event_id)
+                return []
+            if replies:
+                log.info("duplicate event: the report's confirmation sent again platform=%s event=%s",
+                         message.platform, message.event_id)
+                return replies
+        log.info("duplicate event ignored platform=%s event=%s", message.platform, message.event_id)
+        return []
 
     async def handle_coordinator(self, message: CoordinatorMessage) -> list[Reply]:
         """A message in the coordinator room/channel: `login` anywhere, and `claim` or `reply <text>`

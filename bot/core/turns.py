@@ -38,9 +38,13 @@ from bot.core.clock import Clock
 from bot.core.errors import DATABASE_ERRORS, TurnFailed
 from bot.core.limits import Quotas
 from bot.core.metrics import Metrics
-from bot.core.payloads import ThreadLine
+from bot.core.payloads import ThreadLine, payload_of, reply_of
 
 log = logging.getLogger(__name__)
+
+#: How long a report's confirmation is given again to its message redelivered: Synapse drops a resend
+#: under the same transaction ID for about half an hour, so within this window it is never shown twice.
+REPLAY_WINDOW = dt.timedelta(minutes=20)
 
 #: What one turn gives back: the replies for the sender and whether the outbox got work.
 TurnResult = tuple[list[Reply], bool]
@@ -129,7 +133,7 @@ class ReporterTurns:
                     for limit_name, names, limit in over_quota]
         replies += list(turn.replies)
         new_state = turn.state
-        queued = False
+        queued = submitted = False
         draft_id = _draft_for_files(state_after=new_state, effects=turn.effects)
         evidence_case = next((e.reference for e in turn.effects if isinstance(e, AddEvidence)), None)
         if files and not evidence_case and draft_id:
@@ -144,7 +148,7 @@ class ReporterTurns:
                 new_state = dialogs.record_submission(new_state, reference, now, effect.form_id)
                 replies += dialogs.submitted(new_state.language, reference, effect.draft, self.context,
                                              deferred=deferred)
-                queued = True
+                queued = submitted = True
             elif isinstance(effect, ListMyReports):
                 cases = await repo.list_cases_for_reporter(session=session, platform=message.platform,
                                                            platform_user_id=message.sender)
@@ -176,9 +180,12 @@ class ReporterTurns:
                 await repo.delete_draft_attachments(session=session, conversation_id=conversation.id,
                                                     draft_id=effect.draft_id)
         reminder_at, expires_at = self._draft_timers(new_state, now)
+        # The confirmation of a report is kept until the next turn: a message redelivered after a
+        # crash between this commit and its answer gets it again (never the story: only replies).
         row = {"id": conversation.id, "state": new_state.to_dict(), "language": new_state.language,
                "updated_at": now, "address": message.address or conversation.address,
-               "draft_reminder_at": reminder_at, "draft_expires_at": expires_at}
+               "draft_reminder_at": reminder_at, "draft_expires_at": expires_at,
+               "last_answer": kept_answer(message, replies, now) if submitted else None}
         log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
                  state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
         return replies, queued, row
@@ -276,3 +283,20 @@ def _draft_for_files(*, state_after: State, effects: Sequence[object]) -> str | 
         if isinstance(effect, SubmitReport):
             return effect.draft.draft_id
     return state_after.draft.draft_id if state_after.draft else None
+
+
+def kept_answer(message: InboundMessage, replies: Sequence[Reply], now: dt.datetime) -> dict:
+    """What a conversation keeps of a turn that submitted a report (`Conversation.last_answer`)."""
+    return {"event": message.event_id, "at": now.isoformat(), "replies": [payload_of(r) for r in replies]}
+
+
+def replayed_answer(conversation, message: InboundMessage, now: dt.datetime) -> list[Reply]:
+    """The answer to send again for a redelivered message: the confirmation of the report that message
+    submitted, when it is still the conversation's last turn and recent (empty otherwise)."""
+    kept = conversation.last_answer if conversation is not None else None
+    if not kept or kept.get("event") != message.event_id:
+        return []
+    if now - dt.datetime.fromisoformat(kept["at"]) > REPLAY_WINDOW:
+        return []
+    return [reply_of(data) for data in kept.get("replies", ())]
+

@@ -25,7 +25,8 @@ from typing import Awaitable, Callable
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from storage.db import asyncpg_dsn
+from storage.db import asyncpg_dsn  # noqa: F401 - re-exported (tests, bench/scale.py)
+from storage.dedicated import CONNECTION_ERRORS, DedicatedConnection
 
 from bot.config import ConfigError
 from bot.core.errors import DATABASE_ERRORS
@@ -65,19 +66,23 @@ class PostgresLeadership:
 
     def __init__(self, url: str, *, key: int = LOCK_KEY, poll: float = POLL_S, retry: float = RETRY_S,
                  connect_timeout: float = 5.0, on_change: Callable[[bool], None] | None = None):
-        self.dsn = asyncpg_dsn(url)
+        self._link = DedicatedConnection(url, connect_timeout=connect_timeout)
         self.key = key
         self.poll = poll
         self.retry = retry
         self.connect_timeout = connect_timeout
         self.on_change = on_change
         self.leading = False
-        self._connection: asyncpg.Connection | None = None
         self._lead: Hook | None = None
         self._follow: Hook | None = None
 
     def is_leading(self) -> bool:
         return self.leading
+
+    @property
+    def _connection(self) -> asyncpg.Connection | None:
+        """The lock's connection (None between tries after it broke)."""
+        return self._link.connection
 
     async def begin(self, lead: Hook, follow: Hook) -> None:
         """Remember what to do on gaining and losing the lead, and compete once now: when this
@@ -147,34 +152,20 @@ class PostgresLeadership:
     async def _try(self) -> bool:
         """Take the lock if it is free (a standby keeps its connection between tries)."""
         try:
-            if self._connection is None or self._connection.is_closed():
-                self._connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            connection = await self._link.open()
             return bool(await asyncio.wait_for(
-                self._connection.fetchval("SELECT pg_try_advisory_lock($1)", self.key), self.connect_timeout))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                connection.fetchval("SELECT pg_try_advisory_lock($1)", self.key), self.connect_timeout))
+        except CONNECTION_ERRORS as error:
             log.warning("leadership: database unavailable (%s); trying again", type(error).__name__)
             await self._release()
             return False
 
     async def _alive(self) -> bool:
-        connection = self._connection
-        if connection is None or connection.is_closed():
-            return False
-        try:
-            await asyncio.wait_for(connection.fetchval("SELECT 1"), self.poll)
-            return True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
+        return await self._link.alive(self.poll)
 
     async def _release(self) -> None:
         """Close the lock's connection: PostgreSQL frees a session's advisory locks when it ends."""
-        connection, self._connection = self._connection, None
-        if connection is None or connection.is_closed():
-            return
-        try:
-            await asyncio.wait_for(connection.close(), self.connect_timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            connection.terminate()
+        await self._link.close()
 
 
 class InstanceRunning(Exception):

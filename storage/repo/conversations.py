@@ -48,8 +48,8 @@ async def get_or_create_conversations(
 
 
 def _sealed_values(conversation: Conversation, values: dict[str, Any]) -> dict[str, Any]:
-    """Column values with `state` and `address` folded into the conversation's sealed column."""
-    plain = {name: values.pop(name) for name in ("state", "address") if name in values}
+    """Column values with `state`, `address` and `last_answer` folded into the conversation's sealed column."""
+    plain = {name: values.pop(name) for name in ("state", "address", "last_answer") if name in values}
     if plain:
         values["sealed"] = conversation.resealed(**plain)
     return values

@@ -138,7 +138,7 @@ class InboundMixin:
                                  sender_name=room.user_name(sender),
                                  address={"room_id": room.room_id, "user": sender})
         replies = await self.bot.handle(message)
-        await self._reply(room.room_id, sender, replies)
+        await self._reply(room.room_id, sender, replies, answer_to=event.event_id)
 
     def _media_urls(self, server: str, media_id: str) -> list[str]:
         """Where the bot's homeserver serves a file (tests point this at servers of their own)."""

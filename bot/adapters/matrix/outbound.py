@@ -4,6 +4,7 @@ homeserver's errors as `DeliveryError`s."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any, Sequence
 
@@ -17,6 +18,11 @@ from bot.adapters.matrix.direct import NEW_ROOM_WAIT_S
 from bot.adapters.matrix.format import notification_content, reply_content, thread_content
 
 log = logging.getLogger(__name__)
+
+
+def answer_txn(event_id: str, index: int) -> str:
+    """The transaction ID of the `index`-th reply to an event: the same on every instance."""
+    return f"answer-{hashlib.sha256(event_id.encode()).hexdigest()[:32]}-{index}"
 
 
 class OutboundMixin:
@@ -38,18 +44,22 @@ class OutboundMixin:
             return response.event_id
         raise matrix_delivery_error(response)
 
-    async def _reply(self, room_id: str, user: str, replies: Sequence[Reply]) -> None:
-        """Answer in the chat now; what cannot be sent (or no longer here) goes to the outbox, in order."""
+    async def _reply(self, room_id: str, user: str, replies: Sequence[Reply], answer_to: str | None = None) -> None:
+        """Answer in the chat now; what cannot be sent (or no longer here) goes to the outbox, in order.
+        The answer to an event (`answer_to`) is sent under transaction IDs made from that event's ID,
+        so that the same answer sent again (the event redelivered after a crash) is dropped by the
+        homeserver when the first one went out."""
         room = self.client.rooms.get(room_id)
+        groups = [[reply] for reply in replies]
 
         async def send(group: Sequence[Reply]) -> None:
             if room is None or not self._direct_with(room, user):
                 raise DeliveryError("no longer a direct chat")  # the outbox finds the person's new one
-            await self._send(room_id, reply_content(group[0]))
+            index = next(i for i, candidate in enumerate(groups) if candidate is group)
+            await self._send(room_id, reply_content(group[0]), answer_txn(answer_to, index) if answer_to else None)
 
         # One Matrix message per reply: a failure keeps that reply and the later ones, in order.
-        await send_or_defer(self.bot, self.platform, {"room_id": room_id, "user": user},
-                            [[reply] for reply in replies], send)
+        await send_or_defer(self.bot, self.platform, {"room_id": room_id, "user": user}, groups, send)
 
     async def send_replies(self, address: dict[str, Any], replies: Sequence[Reply], idempotency_key: str) -> str:
         """Send to the person's direct chat; when it gained members, to a direct chat with them alone."""
