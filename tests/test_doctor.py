@@ -490,11 +490,32 @@ async def test_an_unencrypted_coordinator_room_is_a_warning(matrix_install, tmp_
     assert printed[-1] == "0 failed, 1 warning"
 
 
-async def test_a_missing_matrix_store_fails(matrix_install, tmp_path, livez):
+async def test_a_store_kept_only_in_the_database_is_checked_there_and_nothing_is_written(matrix_install, tmp_path,
+                                                                                        livez):
+    """An instance that has not led yet has an empty store_dir: the store is the one the leader keeps
+    in the database."""
     bot = matrix_install
     empty = tmp_path / "empty-store"
     empty.mkdir()
+    database = bot.folder / "meldbot.db"
+    before = digest(database)
     config = write_config(tmp_path, {**bot.sections, "web": {"public_url": livez},
+                                     "matrix": bot.matrix_section(store_dir=str(empty))})
+    code, results, printed = await doctor(config)
+    assert code == 0, printed
+    assert results["matrix device"][:2] == ("OK", f"store {bot.bot.user_id}_{bot.bot.device_id}.db (in the database) "
+                                                  f"holds device {bot.bot.device_id}, its keys open and match the "
+                                                  "homeserver")
+    assert list(empty.iterdir()) == [] and digest(database) == before
+
+
+async def test_a_missing_matrix_store_fails(matrix_install, tmp_path, livez):
+    """No store in store_dir and none in the database (a database the bot never ran on)."""
+    bot = matrix_install
+    empty = tmp_path / "empty-store"
+    empty.mkdir()
+    sections = await install(sqlite_url(tmp_path), tmp_path)
+    config = write_config(tmp_path, {**sections, "web": {"public_url": livez},
                                      "matrix": bot.matrix_section(store_dir=str(empty))})
     code, results, _ = await doctor(config)
     assert code == 1

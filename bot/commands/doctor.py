@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import storage
-from storage import keys
+from storage import keys, repo
 from storage.crypto import Vault
 from storage.db import alembic_config
 
@@ -65,6 +65,9 @@ class Context:
     database_ok: bool = False
     vault: Vault | None = None
     matrix: dict = field(default_factory=dict)
+    #: The Matrix store snapshot in the database (its header and nio's database), when there is one:
+    #: an instance that has not led yet has no store in its store_dir, the database has it.
+    matrix_snapshot: tuple[dict, bytes] | None = None
 
     def store_key(self, platform: str) -> bytes | None:
         """The key an adapter's store is sealed with (as bot.app derives it), when the vault is open."""
@@ -206,6 +209,24 @@ def read_state_file(path: Path, store_key: bytes | None):
         raise StoreError(f"{path} cannot be opened with the store key of this master key") from None
 
 
+async def load_matrix_snapshot(ctx: Context) -> Result | None:
+    """Read the Matrix store snapshot the leader keeps in the database into `ctx` (nothing is written);
+    a result only when it is there but cannot be opened."""
+    from bot.adapters.matrix.shared import STORE, unpack
+
+    if ctx.engine is None or ctx.vault is None:
+        return None
+    try:
+        async with storage.create_sessionmaker(ctx.engine, ctx.vault)() as session:
+            document, version = await repo.get_platform_state(session=session, platform="matrix", name=STORE)
+        if version and document is not None:
+            ctx.matrix_snapshot = unpack(document)
+    except (*DATABASE_ERRORS, InvalidTag, StoreError, ValueError) as error:
+        return Result("matrix store", FAIL, f"the Matrix store in the database cannot be read ({_cause(error)})",
+                      "use the master key the database was made with")
+    return None
+
+
 async def check_matrix_login(ctx: Context) -> Result:
     """The configured or stored access token works (whoami) for the configured user and device."""
     settings = ctx.settings.matrix
@@ -220,6 +241,12 @@ async def check_matrix_login(ctx: Context) -> Result:
         except (StoreError, ValueError, OSError) as error:
             return Result("matrix login", FAIL, str(error), "restore [matrix] store_dir from the backup made "
                           "with this master key")
+        where = f"the login stored in {store_dir}"
+        shared = (ctx.matrix_snapshot[0].get("documents", {}).get("credentials.json") or {}
+                  if ctx.matrix_snapshot is not None else {})
+        if (not stored or stored.get("user_id") != settings.user_id) and shared.get("user_id") == settings.user_id:
+            # This instance has not led yet: the login the leader keeps in the database.
+            stored, where = shared, "the login stored in the database"
         if not stored or stored.get("user_id") != settings.user_id:
             if settings.password:
                 return Result("matrix login", WARN, "not logged in yet: the first `meldbot run` logs in with "
@@ -227,7 +254,7 @@ async def check_matrix_login(ctx: Context) -> Result:
                               "does not log in itself (a login makes a new device)")
             return Result("matrix login", FAIL, f"no login: no access token configured and none stored in "
                           f"{store_dir}", "set [matrix] access_token and device_id, or password for a first login")
-        token, device, source = stored["access_token"], stored["device_id"], f"the login stored in {store_dir}"
+        token, device, source = stored["access_token"], stored["device_id"], where
         fix = ("the stored login was logged out: set [matrix] password (a first login makes a new device) or "
                "access_token and device_id of a valid login of {user}")
     status, data = await _matrix(ctx, "GET", "/account/whoami", token)
@@ -243,6 +270,15 @@ async def check_matrix_login(ctx: Context) -> Result:
                       f"{device}", "set [matrix] device_id to the device of this access token")
     ctx.matrix.update(token=token, device=device)
     return Result("matrix login", OK, f"{settings.user_id} device {device} logged in on {settings.homeserver}")
+
+
+def _in_memory(database: bytes):
+    """An opener of nio's database from its bytes, in memory."""
+    def open_it() -> sqlite3.Connection:
+        connection = sqlite3.connect(":memory:")
+        connection.deserialize(database)
+        return connection
+    return open_it
 
 
 async def check_matrix_device(ctx: Context) -> Result:
@@ -261,10 +297,17 @@ async def check_matrix_device(ctx: Context) -> Result:
     path = store_file(store_dir, settings.user_id, device)
     restore = (f"restore [matrix] store_dir ({store_dir}) from the backup: the device's keys cannot be made "
                "again; on a new installation start `meldbot run` once, it creates the store")
-    if not path.is_file():
+    snapshot = ctx.matrix_snapshot
+    if path.is_file():
+        opener = lambda: sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)  # noqa: E731
+    elif snapshot is not None and snapshot[0].get("device_id") == device:
+        # Not here (this instance has not led yet): the store the leader keeps in the database, read
+        # in memory; nothing is written.
+        path, opener = Path(f"{path.name} (in the database)"), _in_memory(snapshot[1])
+    else:
         return Result("matrix device", FAIL, f"no encryption store for device {device} at {path}", restore)
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as connection:
+        with contextlib.closing(opener()) as connection:
             row = connection.execute("SELECT account FROM accounts WHERE user_id = ? AND device_id = ?",
                                      (settings.user_id, device)).fetchone()
     except sqlite3.Error as error:
@@ -394,6 +437,9 @@ async def run_checks(settings: Settings, config_file: str, *, teams_login_url: s
             results.append(await check_database(ctx))
             results.append(await check_master_key(ctx))
             if settings.matrix is not None:
+                unreadable = await load_matrix_snapshot(ctx)
+                if unreadable is not None:
+                    results.append(unreadable)
                 for name, check in (("matrix login", check_matrix_login), ("matrix device", check_matrix_device),
                                     ("matrix room", check_matrix_room), ("matrix encryption", check_matrix_encryption)):
                     results.append(await _guarded(name, check, ctx, f"the homeserver {settings.matrix.homeserver}",
