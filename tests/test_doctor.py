@@ -509,6 +509,30 @@ async def test_a_store_kept_only_in_the_database_is_checked_there_and_nothing_is
     assert list(empty.iterdir()) == [] and digest(database) == before
 
 
+async def test_a_first_login_kept_only_in_the_database_is_checked_there(synapse, tmp_path, livez):
+    """A bot that logged in with its password on another instance: this one's store_dir is empty, the
+    login and device are in the database."""
+    account = synapse.register(f"meldbot-{uuid.uuid4().hex[:8]}")
+    sections = await install(sqlite_url(tmp_path), tmp_path)
+    matrix = {"homeserver": synapse.url, "user_id": account.user_id, "password": account.password,
+              "store_dir": str(tmp_path / "leader-store")}
+    settings = load_settings(write_config(tmp_path, {**sections, "matrix": matrix}, "run.toml"))
+    adapter = MatrixAdapter(settings=settings.matrix, store_dir=settings.matrix.store_dir, language="nl")
+    app = await build(settings, {"matrix": adapter})
+    await app.start(web_server=False)
+    await app.stop()
+    device = JsonFile(tmp_path / "leader-store" / "credentials.json", adapter._seal).load()["device_id"]
+    empty = tmp_path / "standby-store"
+    empty.mkdir()
+    config = write_config(tmp_path, {**sections, "web": {"public_url": livez},
+                                     "matrix": {**matrix, "store_dir": str(empty)}})
+    code, results, printed = await doctor(config)
+    assert code == 0, printed
+    assert results["matrix login"] == ("OK", f"{account.user_id} device {device} logged in on {synapse.url}", "")
+    assert results["matrix device"][0] == "OK" and "(in the database)" in results["matrix device"][1]
+    assert list(empty.iterdir()) == []
+
+
 async def test_a_missing_matrix_store_fails(matrix_install, tmp_path, livez):
     """No store in store_dir and none in the database (a database the bot never ran on)."""
     bot = matrix_install
