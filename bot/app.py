@@ -264,7 +264,8 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     for adapter in adapters.values():
         watch_adapter(metrics, adapter)
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
-                          timezone=context.timezone, clock=clock, metrics=metrics)
+                          timezone=context.timezone, clock=clock, metrics=metrics,
+                          lease=dt.timedelta(seconds=settings.outbox.lease_seconds))
     if db.dialect.name == "postgresql":
         # A row queued on any instance wakes this worker (NOTIFY from the outbox trigger).
         worker.listener = OutboxListener(settings.database.url, worker.wake)

@@ -124,6 +124,14 @@ class WebSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class OutboxSettings(_Section):
+    """`[outbox]`: delivering notifications and answers that must arrive."""
+
+    #: Seconds a worker holds a message it is sending: if its instance dies meanwhile, another worker
+    #: sends it once this has passed (keep it above the slowest send; Teams and Matrix answer in seconds).
+    lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
+
+
 class FollowupSettings(_Section):
     """`[followup]`: who coordinates, and the deadlines that keep a case from falling through the cracks."""
 
@@ -352,6 +360,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     followup: FollowupSettings = FollowupSettings()
+    outbox: OutboxSettings = OutboxSettings()
     limits: LimitsSettings = LimitsSettings()
     privacy: PrivacySettings = PrivacySettings()
     stats: StatsSettings = StatsSettings()

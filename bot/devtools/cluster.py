@@ -32,9 +32,9 @@ instances run through this module's launcher (`python -m bot.devtools.cluster ru
 which is `meldbot run` exactly, except that the Teams adapter sends `Bearer <connector_token>` to the
 Bot Connector (a local fake one in tests) instead of asking login.microsoftonline.com for a token.
 Inbound JWT validation stays real (point `[teams] openid_metadata_url` at locally served keys).
-`outbox_lease` (seconds) shortens the outbox workers' lease the same way (a fault test that kills an
-instance in the middle of a send need not wait the default 120 s before another worker may send it).
-Without either the processes are plain `python -m bot.cli run --config FILE`.
+`outbox_lease` (seconds) sets `[outbox] lease_seconds` through MELDBOT_OUTBOX__LEASE_SECONDS (a fault
+test that kills an instance in the middle of a send need not wait the default 120 s before another
+worker may send it). Without `connector_token` the processes are plain `python -m bot.cli run --config FILE`.
 
 Processes are started in a session of their own and stopped by their process id only.
 """
@@ -58,8 +58,6 @@ from bot.devtools.localserver import free_port
 
 #: The launcher reads the Bot Connector token from this variable (see the module docstring).
 CONNECTOR_TOKEN_ENV = "MELDBOT_CLUSTER_CONNECTOR_TOKEN"
-#: ... and the outbox lease in seconds from this one (there is no setting for it; default 120 s).
-OUTBOX_LEASE_ENV = "MELDBOT_CLUSTER_OUTBOX_LEASE_S"
 #: How often the waits below look again (they all have a deadline).
 POLL_S = 0.1
 
@@ -191,7 +189,7 @@ class LocalCluster:
 
     def command(self) -> list[str]:
         """The command line every instance runs."""
-        module = "bot.devtools.cluster" if self.connector_token or self.outbox_lease else "bot.cli"
+        module = "bot.devtools.cluster" if self.connector_token else "bot.cli"
         return [sys.executable, "-m", module, "run", "--config", str(self.config)]
 
     def environment(self, i: int) -> dict[str, str]:
@@ -208,7 +206,7 @@ class LocalCluster:
         if self.connector_token:
             env[CONNECTOR_TOKEN_ENV] = self.connector_token
         if self.outbox_lease:
-            env[OUTBOX_LEASE_ENV] = str(self.outbox_lease)
+            env["MELDBOT_OUTBOX__LEASE_SECONDS"] = str(self.outbox_lease)
         env.update(instance.env)
         return env
 
@@ -417,22 +415,9 @@ def _use_connector_token(token: str) -> None:
     teams.TeamsAdapter = LocalTokenTeamsAdapter
 
 
-def _use_outbox_lease(seconds: float) -> None:
-    """Make every OutboxWorker built in this process lease its rows for `seconds`."""
-    import datetime as dt
-
-    from bot.workers.outbox import OutboxWorker
-
-    defaults = OutboxWorker.__init__.__kwdefaults__ or {}
-    if "lease" not in defaults:
-        raise RuntimeError("OutboxWorker has no keyword argument `lease` any more: update bot/devtools/cluster.py")
-    defaults["lease"] = dt.timedelta(seconds=seconds)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m bot.devtools.cluster run --config FILE`: `meldbot run`, with the connector token of
-    MELDBOT_CLUSTER_CONNECTOR_TOKEN for Teams and the outbox lease of MELDBOT_CLUSTER_OUTBOX_LEASE_S
-    when they are set."""
+    MELDBOT_CLUSTER_CONNECTOR_TOKEN for Teams when it is set."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "run":
         print("usage: python -m bot.devtools.cluster run --config FILE", file=sys.stderr)
@@ -440,9 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get(CONNECTOR_TOKEN_ENV)
     if token:
         _use_connector_token(token)
-    lease = os.environ.get(OUTBOX_LEASE_ENV)
-    if lease:
-        _use_outbox_lease(float(lease))
     from bot.cli import main as meldbot
 
     return meldbot(argv)
