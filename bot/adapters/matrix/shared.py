@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.adapters.common import JsonFile, StoreError, read_text, write_private
+from bot.adapters.contract import StateConflict
 from bot.adapters.matrix.store import store_file
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class State(Protocol):
 
     async def load(self, name: str) -> tuple[bytes | None, int]: ...
     async def version(self, name: str) -> int: ...
-    async def save(self, name: str, data: bytes) -> int: ...
+    async def save(self, name: str, data: bytes, expected_version: int | None = None) -> int: ...
     async def load_json(self, name: str, default: Any = None) -> Any: ...
     async def save_json(self, name: str, value: Any) -> int: ...
 
@@ -232,10 +233,13 @@ class SharedStore:
         return ((document is not None and hashlib.sha256(document).hexdigest() != self._digest)
                 or bool(self.token and self.token != self._saved_token))
 
-    async def _guard(self, name: str) -> None:
-        """Refuse to write over what another instance wrote (it leads now)."""
-        if await self.state.version(name) != self._versions[name]:
-            raise StoreTakenOver(f"the shared Matrix {name} was written by another instance")
+    async def _save(self, name: str, data: bytes) -> int:
+        """Write a document only over the version this instance wrote or read last (compare-and-set):
+        a document another instance wrote meanwhile (it leads now) is never overwritten."""
+        try:
+            return await self.state.save(name, data, expected_version=self._versions[name])
+        except StateConflict:
+            raise StoreTakenOver(f"the shared Matrix {name} was written by another instance") from None
 
     async def flush(self) -> None:
         """Save the store when it changed, then the committed sync token when it changed (in this
@@ -245,16 +249,14 @@ class SharedStore:
             if document is not None:
                 digest = hashlib.sha256(document).hexdigest()
                 if digest != self._digest:
-                    await self._guard(STORE)
-                    self._versions[STORE] = await self.state.save(STORE, document)
+                    self._versions[STORE] = await self._save(STORE, document)
                     self._digest = digest
                     self.size = len(document)
                     self._write_marker()
             token = self.token
             if token and token != self._saved_token and self._versions[STORE]:
-                await self._guard(SYNC)
-                self._versions[SYNC] = await self.state.save_json(SYNC, {"token": token,
-                                                                        "store": self._versions[STORE]})
+                self._versions[SYNC] = await self._save(SYNC, json.dumps(
+                    {"token": token, "store": self._versions[STORE]}, separators=(",", ":")).encode())
                 self._saved_token = token
                 self._write_marker()
 
