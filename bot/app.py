@@ -262,7 +262,7 @@ async def build(settings: Settings, adapters: dict[str, Adapter], clock: Callabl
     metrics = Metrics()  # a registry of its own: several apps in one process do not collide
     metrics.watch_leader(leader)
     for adapter in adapters.values():
-        watch_adapter(metrics, adapter)
+        watch_adapter(metrics, adapter, leader)
     worker = OutboxWorker(sessions=sessions, adapters=adapters, language=settings.organisation.language,
                           timezone=context.timezone, clock=clock, metrics=metrics,
                           lease=dt.timedelta(seconds=settings.outbox.lease_seconds))
@@ -338,11 +338,13 @@ def platform_ready(adapter: Adapter, leader: Callable[[], bool] = lambda: True) 
     return ready
 
 
-def watch_adapter(metrics: Metrics, adapter: Adapter) -> None:
+def watch_adapter(metrics: Metrics, adapter: Adapter, leader: Callable[[], bool] = lambda: True) -> None:
     """The metrics an adapter feeds: Matrix's sync lag (read at scrape time from the time of its last
-    successful sync), Teams' refused tokens (counted by its authentication)."""
+    successful sync; unknown on an instance that does not lead, which does not sync), Teams' refused
+    tokens (counted by its authentication)."""
     if isinstance(getattr(adapter, "synced_at", None), (int, float)):
-        metrics.watch_matrix_sync(lambda: adapter.synced_at)
+        single = getattr(adapter, "single_instance", False)
+        metrics.watch_matrix_sync(lambda: adapter.synced_at, leader if single else (lambda: True))
     auth = getattr(adapter, "auth", None)
     if auth is not None and hasattr(auth, "on_refused"):
         auth.on_refused = lambda: metrics.auth_failed("teams_jwt")

@@ -105,9 +105,11 @@ class Metrics:
     def watch_leader(self, leader: Callable[[], bool]) -> None:
         self.leader.set_function(lambda: 1.0 if leader() else 0.0)
 
-    def watch_matrix_sync(self, synced_at: Callable[[], float]) -> None:
-        """Export the sync lag from `synced_at()` (monotonic seconds of the last successful sync)."""
-        self.matrix_sync_lag.set_function(lambda: max(0.0, time.monotonic() - synced_at()))
+    def watch_matrix_sync(self, synced_at: Callable[[], float], syncing: Callable[[], bool] = lambda: True) -> None:
+        """Export the sync lag from `synced_at()` (monotonic seconds of the last successful sync);
+        unknown (NaN) while this instance does not sync (`syncing()`: it does not lead)."""
+        self.matrix_sync_lag.set_function(
+            lambda: max(0.0, time.monotonic() - synced_at()) if syncing() else math.nan)
         self.registry.register(self.matrix_sync_lag)
 
     async def refresh(self, session: AsyncSession, now: dt.datetime) -> None:
