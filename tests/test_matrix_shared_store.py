@@ -13,7 +13,7 @@ import pytest
 from nio import RoomCreateResponse
 from nio.api import RoomVisibility
 
-from bot.adapters.common import JsonFile, StoreSeal
+from bot.adapters.common import JsonFile, StoreError, StoreSeal
 from bot.adapters.matrix.adapter import MatrixAdapter
 from bot.adapters.matrix.shared import MAGIC, SharedStore, StoreTakenOver, unpack
 from bot.adapters.matrix.store import store_file
@@ -263,3 +263,38 @@ async def test_an_unchanged_store_is_not_written_again_and_the_token_follows_the
     assert sqlite3.connect(store_file(first.store_dir, first.user_id, "DEV")).execute(
         "SELECT COUNT(*) FROM accounts").fetchone()[0] == 2
     assert (first.store_dir / "sync_token").read_text() == "s2"
+
+
+async def test_a_device_whose_store_is_lost_everywhere_gets_no_second_set_of_keys(synapse, tmp_path):
+    """The store is gone from store_dir and the database (a new database, the same configured
+    device): the start is refused by name rather than nio making new keys under the old device ID."""
+    bot = synapse.register(f"meldbot-{uuid.uuid4().hex[:8]}")
+
+    def settings(name: str) -> Settings:
+        return Settings(database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / name}.db"),
+                        matrix=MatrixSettings(homeserver=synapse.url, user_id=bot.user_id,
+                                              access_token=bot.access_token, device_id=bot.device_id,
+                                              store_dir=tmp_path / f"{name}-store"),
+                        privacy=PrivacySettings(key=encode_key(TEST_MASTER_KEY)))
+
+    first = settings("first")
+    app = await build(first, {"matrix": MatrixAdapter(settings=first.matrix, store_dir=first.matrix.store_dir,
+                                                      language="nl")})
+    await app.start(web_server=False)  # a new device's first start: its keys are uploaded
+    identity = app.adapters["matrix"].client.olm.account.identity_keys
+    await app.stop()
+    second = settings("second")
+    app = await build(second, {"matrix": MatrixAdapter(settings=second.matrix, store_dir=second.matrix.store_dir,
+                                                       language="nl")})
+    try:
+        with pytest.raises(StoreError, match=f"device {bot.device_id} is neither in .* nor in the database"):
+            await app.start(web_server=False)
+    finally:
+        await app.stop()
+    assert not store_file(second.matrix.store_dir, bot.user_id, bot.device_id).exists()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{synapse.url}/_matrix/client/v3/keys/query",
+                             json={"device_keys": {bot.user_id: [bot.device_id]}},
+                             headers={"Authorization": f"Bearer {bot.access_token}"}) as response:
+            published = (await response.json())["device_keys"][bot.user_id][bot.device_id]["keys"]
+    assert published[f"ed25519:{bot.device_id}"] == identity["ed25519"]  # the first keys stand

@@ -176,6 +176,22 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         log.info("matrix: first login, device %s stored", response.device_id)
         return response.access_token, response.device_id
 
+    async def _refuse_second_keys(self, token: str, device_id: str) -> None:
+        """No encryption store for this device here (nor in the database): nio would make new keys. For
+        a device whose keys the homeserver already has, that is a second identity under one device ID
+        (reporters' clients warn and refuse to encrypt to it), so this start is refused instead."""
+        url = f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v3/keys/query"
+        body = {"device_keys": {self.settings.user_id: [device_id]}}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+            async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+                data = await response.json(content_type=None) if response.status == 200 else {}
+        if ((data.get("device_keys") or {}).get(self.settings.user_id) or {}).get(device_id):
+            raise StoreError(
+                f"[matrix] store_dir: the encryption store of device {device_id} is neither in {self.store_dir} nor "
+                "in the database, but the homeserver already has keys for that device; new keys under the same "
+                "device would not be trusted. Restore store_dir or the database from the backup, or log in anew "
+                "(remove access_token and device_id, set password: a new device)")
+
     async def start(self, bot: Bot) -> None:
         """Restore the login, catch up without answering history on a first start, join the coordinator room."""
         self.bot = bot
@@ -189,6 +205,8 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
         self._load_direct_chats()
         token, device_id = await self._login()
         user_id = self.settings.user_id
+        if not store_file(self.store_dir, user_id, device_id).exists():
+            await self._refuse_second_keys(token, device_id)
         if self._pickle_key:
             # A store nio pickled with its default key (before there was a store key) moves first.
             prepare_encryption_store(self.store_dir, user_id, device_id, self._pickle_key)
