@@ -115,9 +115,7 @@ async def test_a_message_queued_by_another_instance_wakes_a_listening_worker_at_
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker.listener.run(stop)), asyncio.create_task(worker.run(stop))]
     try:
-        await until(lambda: worker.listener.listening)
-        await asyncio.sleep(0)  # let the worker settle into its hour-long wait after the first wake
-        await until(lambda: worker._wake.is_set() is False)
+        await until(lambda: worker.listener.listening and worker.waiting and not worker._wake.is_set())
         async with sessions() as session, session.begin():
             await repo.enqueue_message(session=session, kind="room_message", platform="hook", destination="room",
                                        payload=room_message("nieuw"), now=dt.datetime.now(dt.timezone.utc))

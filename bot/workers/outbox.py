@@ -72,6 +72,7 @@ class OutboxWorker:
         #: Look before claiming (SQLite: a claim's transaction holds the one write lock; PostgreSQL's
         #: claims lock only the rows they take, so the app turns this off there).
         self.read_first = True
+        self.waiting = False
         self.rng = rng or random.Random()
         self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
@@ -285,7 +286,9 @@ class OutboxWorker:
                 pass
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
+            self.waiting = True  # idle until woken, stopped or the next message is due
             await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            self.waiting = False
             waiter.cancel()
             stopper.cancel()
 

@@ -64,9 +64,9 @@ async def main(url: str, homeserver: str, name: str, lease: float) -> None:
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as platform.http:
         tasks = [asyncio.create_task(worker.listener.run(stop)), asyncio.create_task(worker.run(stop))]
-        while not worker.listener.listening:
+        while not (worker.listener.listening and worker.waiting and not worker._wake.is_set()):
             await asyncio.sleep(0.01)
-        print("listening", flush=True)
+        print("listening", flush=True)  # and idle: from here only a notification wakes it
         await asyncio.gather(*tasks)
 
 
