@@ -36,6 +36,7 @@ from bot.devtools.cluster import LocalCluster
 from bot.devtools.localserver import free_port
 from storage.db import asyncpg_dsn
 from teams_harness import APP_ID, CHANNEL, CONNECTOR_TOKEN, STORY, TENANT, FakeConnector, activity
+from support.world import until as poll_until
 from test_leader import on_postgres
 
 REFERENCE = re.compile(r"MB-[0-9A-Z]{3}-[0-9A-Z]{3}")
@@ -53,17 +54,8 @@ LEASE_S = 3.0
 
 
 async def until(condition, timeout: float = DEADLINE_S, what: str = "a condition"):
-    """Poll `condition()` (sync or async) until it returns a truthy value; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)  # polling, bounded by the deadline
+    """`support.world.until` with this file's longer deadline (processes start and die here)."""
+    return await poll_until(condition, timeout, what)
 
 
 async def query(database_url: str, sql: str, *args):

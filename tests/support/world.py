@@ -50,8 +50,8 @@ class Outage:
     statements: list[str] = field(default_factory=list)
 
 
-async def until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait until `condition()` (sync or async) is true, polling, bounded by `timeout`."""
+async def until(condition, timeout: float = 30.0, what: str = "condition"):
+    """Wait until `condition()` (sync or async) is true, polling, bounded by `timeout`; returns its value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -59,7 +59,7 @@ async def until(condition, timeout: float = 30.0, what: str = "condition") -> No
         if asyncio.iscoroutine(value):
             value = await value
         if value:
-            return
+            return value
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline
