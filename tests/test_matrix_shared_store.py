@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 import uuid
 import aiohttp
 import asyncpg
@@ -14,7 +15,8 @@ from nio import RoomCreateResponse
 from nio.api import RoomVisibility
 
 from bot.adapters.common import JsonFile, StoreError, StoreSeal
-from bot.adapters.matrix.adapter import MatrixAdapter
+from bot.adapters.contract import DeliveryError
+from bot.adapters.matrix.adapter import MEMBERSHIP_STALE_S, MatrixAdapter
 from bot.adapters.matrix.shared import MAGIC, SharedStore, StoreTakenOver, unpack
 from bot.adapters.matrix.store import store_file
 from bot.app import build
@@ -298,3 +300,28 @@ async def test_a_device_whose_store_is_lost_everywhere_gets_no_second_set_of_key
                              headers={"Authorization": f"Bearer {bot.access_token}"}) as response:
             published = (await response.json())["device_keys"][bot.user_id][bot.device_id]["keys"]
     assert published[f"ed25519:{bot.device_id}"] == identity["ed25519"]  # the first keys stand
+
+
+@pytest.mark.both_databases
+async def test_a_standby_refuses_to_tell_coordinators_from_a_roster_nobody_checked_lately(tmp_path, sessions,
+                                                                                          monkeypatch):
+    """The leader writes the roster when it changes and at least every half minute; a standby asked
+    who coordinates answers from it only while it is fresh (else it fails closed, as the leader does
+    without a recent sync)."""
+    leader, _ = _store(tmp_path, "leader", SharedState(sessions, "matrix"))
+    await leader.publish_roster("!coord:test.local", {"@coco:test.local"})
+    _, first = await SharedState(sessions, "matrix").load("roster")
+    await leader.publish_roster("!coord:test.local", {"@coco:test.local"})  # unchanged, just written
+    assert (await SharedState(sessions, "matrix").load("roster"))[1] == first
+    standby = MatrixAdapter(settings=MatrixSettings(homeserver="http://127.0.0.1:9", user_id="@meldbot:test.local"),
+                            store_dir=tmp_path / "standby", language="nl")
+    standby.use_shared_state(SharedState(sessions, "matrix"))
+    assert await standby.is_coordinator("@coco:test.local") is True
+    assert await standby.is_coordinator("@anna:test.local") is False
+    later = time.time() + MEMBERSHIP_STALE_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)  # the leader stopped syncing that long ago
+    with pytest.raises(DeliveryError, match="not synced lately"):
+        await standby.is_coordinator("@coco:test.local")
+    await leader.publish_roster("!coord:test.local", {"@coco:test.local"})  # a sync again: the heartbeat
+    assert (await SharedState(sessions, "matrix").load("roster"))[1] > first
+    assert await standby.is_coordinator("@coco:test.local") is True

@@ -330,6 +330,10 @@ class MatrixAdapter(SyncMixin, DirectChatsMixin, InboundMixin, OutboundMixin):
                 raise DeliveryError(f"the coordinator roster cannot be read ({type(error).__name__})") from error
             if roster is None:
                 raise DeliveryError("the coordinator room's members are not known: not published yet")
+            if time.time() - float(roster.get("at") or 0) > MEMBERSHIP_STALE_S:
+                # The leader has not synced for a while (or there is none): someone may have left the
+                # room since, so a standby cannot tell either (sessions fail closed).
+                raise DeliveryError("the coordinator room's members are not known: the leader has not synced lately")
             return user_id in roster.get("members", ()) and user_id != self.settings.user_id
         if time.monotonic() - self.synced_at > MEMBERSHIP_STALE_S:
             raise DeliveryError("the coordinator room's members are not known: no sync for a while")

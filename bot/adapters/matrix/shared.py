@@ -49,6 +49,8 @@ MARKER = "shared_version.json"
 DOCUMENTS = ("credentials.json", "told_groups.json", "direct_chats.json")
 #: Seconds a standby keeps the published roster before it asks the database for its version again.
 ROSTER_REFRESH_S = 5.0
+#: Seconds after which the leader writes an unchanged roster again (its time says it was checked).
+ROSTER_HEARTBEAT_S = 30.0
 #: Seconds the writer waits after a failed save before it tries again.
 RETRY_S = 2.0
 
@@ -290,10 +292,14 @@ class SharedStore:
     # -- the coordinator roster -----------------------------------------------------------------------
 
     async def publish_roster(self, room_id: str | None, members: set[str]) -> None:
-        """Share the coordinator room's ID and joined members when they changed."""
+        """Share the coordinator room's ID and joined members, and when the leader saw them (after a
+        sync): written when they changed, and at least every `ROSTER_HEARTBEAT_S`, so that a standby
+        can tell a roster nobody has checked lately (the leader stopped syncing) from a quiet one."""
         roster = {"room_id": room_id, "members": sorted(members)}
-        if roster == self._published:
+        published = {k: v for k, v in (self._published or {}).items() if k != "at"}
+        if roster == published and time.time() - (self._published or {}).get("at", 0) < ROSTER_HEARTBEAT_S:
             return
+        roster["at"] = time.time()
         self._roster_version = await self.state.save_json(ROSTER, roster)
         self._published = self._roster = roster
         self._roster_checked = time.monotonic()
