@@ -14,7 +14,8 @@ from sqlalchemy import select
 from bot.adapters.contract import InboundMessage
 from bot.core.turns import REPLAY_WINDOW, kept_answer, replayed_answer
 from dialogs import Reply
-from storage.models import Case
+from stack import Stack
+from storage.models import Case, Conversation
 from support.matrix import MatrixWorld
 from support.world import STORY, until
 
@@ -109,3 +110,16 @@ def test_only_the_recent_confirmation_of_that_very_message_is_given_again():
     assert replayed_answer(Row, other, now) == []
     Row.last_answer = None
     assert replayed_answer(Row, message, now) == []
+
+
+async def test_a_platform_that_cannot_drop_a_resend_keeps_no_confirmation(database_url):
+    """The console (like Teams) has no transaction IDs: a confirmation would never be given again
+    there, so none is kept."""
+    stack = await Stack.start(database_url)
+    try:
+        await stack.report("anna")
+        async with stack.meldbot.sessions() as session:
+            conversations = (await session.scalars(select(Conversation))).all()
+    finally:
+        await stack.close()
+    assert conversations and all(c.last_answer is None for c in conversations)

@@ -80,7 +80,7 @@ class Engine:
             sessions=sessions, context=context, casework=self.casework,
             quotas=Quotas(self.limits, context.timezone), followup=self.followup,
             coordinator_targets=coordinator_targets, delivery_healthy=delivery_healthy, clock=clock,
-            metrics=self.metrics)
+            metrics=self.metrics, replay_platforms=replay_platforms)
         self.login = Login(
             sessions=sessions, context=context, casework=self.casework, followup=self.followup, clock=clock,
             is_coordinator=is_coordinator, open_direct_chat=open_direct_chat,

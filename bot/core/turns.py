@@ -65,8 +65,11 @@ class ReporterTurns:
         delivery_healthy: Callable[[], bool],
         clock: Clock,
         metrics: Metrics | None = None,
+        replay_platforms: frozenset[str] = frozenset(),
     ):
         self.sessions = sessions
+        #: Where a report's confirmation is kept for a redelivered message (see `Engine._replay`).
+        self.replay_platforms = replay_platforms
         self.context = context
         self.casework = casework
         self.quotas = quotas
@@ -185,7 +188,8 @@ class ReporterTurns:
         row = {"id": conversation.id, "state": new_state.to_dict(), "language": new_state.language,
                "updated_at": now, "address": message.address or conversation.address,
                "draft_reminder_at": reminder_at, "draft_expires_at": expires_at,
-               "last_answer": kept_answer(message, replies, now) if submitted else None}
+               "last_answer": kept_answer(message, replies, now)
+               if submitted and message.platform in self.replay_platforms else None}
         log.info("turn platform=%s event=%s step=%s->%s effects=%s", message.platform, message.event_id,
                  state.step, new_state.step, ",".join(type(e).__name__ for e in turn.effects) or "-")
         return replies, queued, row
