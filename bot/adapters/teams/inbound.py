@@ -24,7 +24,7 @@ from bot.adapters.common import http_status, send_or_defer
 from bot.adapters.contract import InboundAttachment, InboundMessage, MAX_FILE_BYTES
 from bot.adapters.teams.auth import activity_tenant
 from bot.adapters.teams.cards import CONTENT_TYPE, form_values, notice_card, report_card, sent_card
-from bot.adapters.teams.channel import parse_claim
+from bot.adapters.teams.channel import REFRESH_S, parse_claim
 from bot.adapters.teams.files import download, token_allowed
 from bot.adapters.teams.markdown import combined_markdown, escape
 
@@ -72,8 +72,12 @@ class InboundMixin:
                 await self.auth.authenticate_request(_activity_for_authentication(body), authorization)
             except PermissionError:
                 return web.Response(status=401)
-        # One version check per activity: a channel claimed on another instance counts from this turn on.
-        await self._refresh_quietly()
+        # A channel claimed on another instance counts from the next channel activity on (one version
+        # check each). A reporter's turn needs none of that state (its answer goes to the activity's own
+        # service URL, posts into the channel check it again): a check a second old will do there.
+        conversation = body.get("conversation") if isinstance(body.get("conversation"), dict) else {}
+        personal = conversation.get("conversationType") == "personal" and body.get("type") == "message"
+        await self._refresh_quietly(recent=REFRESH_S if personal else 0.0)
         try:
             return await self.cloud.process(request, self.handler)
         except web.HTTPUnauthorized:
