@@ -51,7 +51,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from bot.devtools.cluster import LocalCluster  # noqa: E402
 from bot.devtools.localserver import LocalSynapse  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
-from bot.workers.leader import asyncpg_dsn  # noqa: E402
+from storage.db import asyncpg_dsn  # noqa: E402
 from stats import _admin  # noqa: E402  (bench/stats.py: one statement on an AUTOCOMMIT connection)
 from teams_harness import APP_ID, CHANNEL, CONNECTOR_TOKEN, TENANT, ChannelKeys, FakeConnector, activity  # noqa: E402
 

@@ -16,7 +16,8 @@ import pytest
 
 from bot.app import build
 from bot.config import Settings
-from bot.workers.leader import InstanceLock, InstanceRunning, PostgresLeadership, asyncpg_dsn
+from bot.workers.leader import InstanceLock, InstanceRunning, PostgresLeadership
+from storage.db import asyncpg_dsn
 from helpers import TEST_MASTER_KEY
 from stack import RecordingPlatform
 from storage.crypto import encode_key

@@ -30,7 +30,8 @@ from bot.config import (
     WebSettings,
 )
 from bot.devtools.chatclient import ChatClient
-from bot.workers.leader import PostgresLeadership, asyncpg_dsn
+from bot.workers.leader import PostgresLeadership
+from storage.db import asyncpg_dsn
 from helpers import TEST_MASTER_KEY
 from storage.crypto import encode_key
 from support.world import until

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.adapters.contract import InboundMessage
 from bot.app import build
-from bot.workers.leader import asyncpg_dsn
+from storage.db import asyncpg_dsn
 from stack import RecordingPlatform
 from storage import repo, transaction
 from storage.models import Case

@@ -25,7 +25,6 @@ from typing import Awaitable, Callable
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from storage.db import asyncpg_dsn  # noqa: F401 - re-exported (tests, bench/scale.py)
 from storage.dedicated import CONNECTION_ERRORS, DedicatedConnection
 
 from bot.config import ConfigError
